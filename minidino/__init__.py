@@ -1,0 +1,56 @@
+"""minidino: a clean-room DINOv2 backbone, bit-identical to the official torch.hub model.
+
+    import minidino
+    model = minidino.create_model("dinov2_vits14")          # random init; pretrained=True downloads
+    feats = model.forward_features(images)                    # dict of cls / register / patch tokens
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .config import DinoConfig, get_config, list_models, split_model_name
+from .heads import DINOHead, LinearClassifier
+from .model import DinoVisionTransformer
+
+__all__ = [
+    "create_model", "list_models", "get_config", "DinoConfig", "DinoVisionTransformer", "LinearClassifier", "DINOHead",
+]
+__version__ = "0.1.0"
+
+
+def create_model(
+    name: str,
+    *,
+    pretrained: bool | str | Any = False,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    **overrides: Any,
+) -> DinoVisionTransformer | LinearClassifier:
+    """Build a hub model by name: one of the 8 backbones, or a `*_lc` classifier (`layers=1|4`, default 4).
+
+    overrides replace config fields (e.g. depth=4 builds the first 4 blocks); an unknown field
+    is a TypeError. device="meta" builds without allocating memory (weights are then loaded
+    with `load_state_dict(..., assign=True)`). pretrained=False gives the official random init.
+    """
+    backbone_name, is_lc = split_model_name(name)
+    layers = overrides.pop("layers", 4) if is_lc else None
+    if not is_lc and "layers" in overrides:
+        raise TypeError(f"'layers' only applies to the *_lc classifiers; {name!r} is a backbone")
+    config = get_config(backbone_name).replace(**overrides)
+    meta = torch.device(device).type == "meta" if device is not None else False
+    model: DinoVisionTransformer | LinearClassifier
+    model = DinoVisionTransformer(config, device=device, dtype=dtype)
+    if is_lc:
+        model = LinearClassifier(model, layers=layers, device=device, dtype=dtype)  # type: ignore[arg-type]
+    if not meta:
+        if isinstance(model, LinearClassifier):
+            model.backbone.init_weights()
+        model.init_weights()
+    if pretrained is not False and pretrained is not None:
+        from .weights import load_pretrained  # weights reads the model, never the other way round
+
+        load_pretrained(model, name, pretrained)
+    return model.eval()

@@ -1,0 +1,142 @@
+"""Architecture configuration: one frozen dataclass, the hub presets as plain data.
+
+Every architectural choice of a DINOv2 backbone is a plain value here, so a
+config can be printed, compared, hashed and written to JSON. Presets are the
+eight torch.hub backbones (SPEC.md section 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["DinoConfig", "PRESETS", "get_config", "list_models", "closest_names", "swiglu_hidden_dim"]
+
+
+def swiglu_hidden_dim(embed_dim: int) -> int:
+    """Hidden width of the official fused SwiGLU: 2/3 of 4*D, rounded up to a multiple of 8."""
+    return (int(4 * embed_dim * 2 / 3) + 7) // 8 * 8
+
+
+@dataclass(frozen=True, kw_only=True)
+class DinoConfig:
+    """Every architectural choice of a DINOv2 ViT backbone, as plain values."""
+
+    embed_dim: int  # D, the token width
+    depth: int  # number of transformer blocks
+    num_heads: int  # nh; head dim hd = D // nh
+    ffn_layer: Literal["mlp", "swiglu"] = "mlp"  # GELU MLP (fc1, fc2) or SwiGLU (w12, w3)
+    ffn_hidden_dim: int  # hidden width of the FFN
+    num_register_tokens: int = 0  # R
+    patch_size: int = 14
+    in_chans: int = 3
+    img_size: int = 518  # pos_embed is stored for this square image: (img_size // patch_size) ** 2 + 1 positions
+    interpolate_offset: float = 0.1  # see posembed.py: the scale-factor quirk of the plain models
+    interpolate_antialias: bool = False  # see posembed.py: the register models resize with antialias
+    layer_norm_eps: float = 1e-6
+    layerscale_init: float = 1.0
+    qkv_bias: bool = True
+    proj_bias: bool = True
+    ffn_bias: bool = True
+    drop_path_rate: float = 0.0  # stochastic depth for fine-tuning; rate grows linearly over the blocks
+
+    def __post_init__(self) -> None:
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
+        if self.ffn_layer not in ("mlp", "swiglu"):
+            raise ValueError(f"ffn_layer must be 'mlp' or 'swiglu', got {self.ffn_layer!r}")
+        if self.img_size % self.patch_size:
+            raise ValueError(f"img_size={self.img_size} is not a multiple of patch_size={self.patch_size}")
+        for field in ("embed_dim", "depth", "num_heads", "ffn_hidden_dim", "patch_size", "in_chans", "img_size"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if self.num_register_tokens < 0:
+            raise ValueError(f"num_register_tokens must be >= 0, got {self.num_register_tokens}")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def grid_size(self) -> int:
+        """M: side of the stored position-embedding grid (37 for 518 px and patch 14)."""
+        return self.img_size // self.patch_size
+
+    def replace(self, **overrides: Any) -> "DinoConfig":
+        """A copy with some fields changed; an unknown field is a TypeError naming it."""
+        names = {f.name for f in dataclasses.fields(self)}
+        for key in overrides:
+            if key not in names:
+                hint = closest_names(key, sorted(names))
+                raise TypeError(
+                    f"unknown config field {key!r}" + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else "")
+                    + f" Valid fields: {', '.join(sorted(names))}"
+                )
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _preset(embed_dim: int, depth: int, num_heads: int, registers: bool, ffn_layer: str = "mlp") -> DinoConfig:
+    hidden = swiglu_hidden_dim(embed_dim) if ffn_layer == "swiglu" else 4 * embed_dim
+    return DinoConfig(
+        embed_dim=embed_dim, depth=depth, num_heads=num_heads, ffn_layer=ffn_layer,  # type: ignore[arg-type]
+        ffn_hidden_dim=hidden,
+        num_register_tokens=4 if registers else 0,
+        interpolate_offset=0.0 if registers else 0.1,
+        interpolate_antialias=registers,
+    )
+
+
+# The eight torch.hub backbones (SPEC.md section 1).
+PRESETS: dict[str, DinoConfig] = {
+    "dinov2_vits14": _preset(384, 12, 6, False),
+    "dinov2_vitb14": _preset(768, 12, 12, False),
+    "dinov2_vitl14": _preset(1024, 24, 16, False),
+    "dinov2_vitg14": _preset(1536, 40, 24, False, "swiglu"),
+    "dinov2_vits14_reg": _preset(384, 12, 6, True),
+    "dinov2_vitb14_reg": _preset(768, 12, 12, True),
+    "dinov2_vitl14_reg": _preset(1024, 24, 16, True),
+    "dinov2_vitg14_reg": _preset(1536, 40, 24, True, "swiglu"),
+}
+
+LC_SUFFIX = "_lc"  # hub names of the ImageNet linear classifiers: backbone name + "_lc"
+
+
+def list_models(include_classifiers: bool = True) -> list[str]:
+    """The hub names minidino builds: 8 backbones, and their `*_lc` classifiers."""
+    names = list(PRESETS)
+    if include_classifiers:
+        names += [n + LC_SUFFIX for n in PRESETS]
+    return names
+
+
+def closest_names(name: str, choices: list[str], n: int = 3) -> list[str]:
+    return difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
+
+
+def split_model_name(name: str) -> tuple[str, bool]:
+    """'dinov2_vits14_lc' -> ('dinov2_vits14', True); unknown names raise ValueError with suggestions."""
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a string, got {type(name).__name__}")
+    if name in PRESETS:
+        return name, False
+    if name.endswith(LC_SUFFIX) and name[: -len(LC_SUFFIX)] in PRESETS:
+        return name[: -len(LC_SUFFIX)], True
+    hint = closest_names(name, list_models())
+    raise ValueError(
+        f"unknown model name {name!r}"
+        + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else "")
+        + f" Known models: {', '.join(list_models())}"
+    )
+
+
+def get_config(name: str) -> DinoConfig:
+    """The backbone config of a hub name (a `*_lc` name gives its backbone's config)."""
+    backbone, _ = split_model_name(name)
+    return PRESETS[backbone]

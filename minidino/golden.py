@@ -1,0 +1,236 @@
+"""Golden vectors: the splitmix64 generator and a runner for the reference outputs.
+
+A conformance kit. The reference outputs in tests/golden/ were computed with the official
+DINOv2 code; weights and inputs are not stored but rebuilt bit-exactly from a counter-based
+generator (tests/golden/README.md), so any implementation, in any language or on any
+hardware, can run the same check. `run_case` rebuilds a case's model and inputs and returns
+the max abs difference of every stored output.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "splitmix64", "uniform", "generate_tensor", "init_range", "generate_state_dict", "weights_sha256",
+    "generate_images", "generate_masks", "load_index", "build_case", "run_case", "CaseResult", "default_golden_dir",
+]
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def splitmix64(x: np.ndarray | int) -> np.ndarray:
+    """splitmix64 finaliser on unsigned 64-bit integers (wrapping arithmetic)."""
+    z = np.asarray(x, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def uniform(seed: int, stream: int, n: int, start: int = 0) -> np.ndarray:
+    """Elements start .. start+n-1 of stream `stream`: float64 multiples of 2**-24 in [0, 1)."""
+    if not (0 <= seed < 2**16 and 0 <= stream < 2**16):
+        raise ValueError(f"seed and stream must be < 2**16, got {seed}, {stream}")
+    i = np.arange(start, start + n, dtype=np.uint64)
+    x = (np.uint64(seed) << np.uint64(48)) | (np.uint64(stream) << np.uint64(32)) | i
+    return (splitmix64(x) >> np.uint64(40)).astype(np.float64) / float(2**24)
+
+
+def generate_tensor(seed: int, stream: int, shape: tuple[int, ...], center: float, half_width: float) -> Tensor:
+    """float32(center + half_width * (2u - 1)), computed in float64 and rounded once."""
+    n = int(np.prod(shape)) if shape else 1
+    u = uniform(seed, stream, n)
+    return torch.from_numpy((center + half_width * (2.0 * u - 1.0)).astype(np.float32).reshape(shape))
+
+
+def init_range(key: str, shape: tuple[int, ...]) -> tuple[float, float]:
+    """(centre, half-width) of a key's generated values (tests/golden/README.md)."""
+    if key.endswith(".gamma"):
+        return 0.5, 0.25
+    if key.endswith(("norm.weight", "norm1.weight", "norm2.weight")):
+        return 1.0, 0.25
+    if key.endswith(".bias"):
+        return 0.0, 0.1
+    if key in ("cls_token", "register_tokens", "mask_token", "pos_embed"):
+        # Exact names only: in the classifier cases `backbone.cls_token` etc. fall through to the
+        # fan-in rule below (that is how the reference files were generated; weights_sha256 proves it).
+        return 0.0, 1.0
+    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    return 0.0, float(np.sqrt(3.0 / fan_in))
+
+
+def generate_state_dict(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, Tensor]:
+    """Weights for these keys: sorted plain string order, key k uses stream k."""
+    return {key: generate_tensor(seed, k, tuple(shapes[key]), *init_range(key, tuple(shapes[key])))
+            for k, key in enumerate(sorted(shapes))}
+
+
+def weights_sha256(state_dict: dict[str, Tensor]) -> str:
+    """SHA-256 over each key (UTF-8) then its little-endian float32 bytes, keys sorted."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        h.update(key.encode())
+        h.update(state_dict[key].detach().to(torch.float32).contiguous().numpy().astype("<f4").tobytes())
+    return h.hexdigest()
+
+
+def generate_images(seed: int, stream: int, shape: tuple[int, ...]) -> Tensor:
+    return generate_tensor(seed, stream, tuple(shape), 0.0, 2.0)
+
+
+def generate_masks(seed: int, stream: int, B: int, hw: int, p: float) -> Tensor:
+    return torch.from_numpy(uniform(seed, stream, B * hw) < p).reshape(B, hw)
+
+
+def default_golden_dir() -> Path:
+    """tests/golden/ of a source checkout (where the vendored reference files live)."""
+    return Path(__file__).resolve().parent.parent / "tests" / "golden"
+
+
+def load_index(golden_dir: str | Path | None = None) -> dict[str, Any]:
+    d = Path(golden_dir) if golden_dir is not None else default_golden_dir()
+    path = d / "index.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no golden index at {path}; pass the folder that holds index.json and the .safetensors files")
+    return json.loads(path.read_text())
+
+
+def case_name(case: dict[str, Any]) -> str:
+    if "lc_layers" in case:
+        return f"{case['model']}_layers{case['lc_layers']}"
+    return case["model"]
+
+
+def build_case(case: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Tensor]]:
+    """The model of a golden case (minidino's), loaded with the generated weights; and those weights."""
+    from . import create_model  # late import: golden is a leaf module otherwise
+    from .heads import DINOHead
+
+    if case["model"] == "dino_head":
+        model: torch.nn.Module = DINOHead(case["in_dim"], case["out_dim"], case["hidden_dim"], case["bottleneck_dim"],
+                                          case["nlayers"], device="meta")
+        shapes = {k: tuple(v) for k, v in case["keys"].items()}
+    else:
+        kw = {"layers": case["lc_layers"]} if "lc_layers" in case else {}
+        model = create_model(case["model"], depth=case["depth"], device="meta", **kw)
+        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    sd = generate_state_dict(shapes, case["weight_seed"])
+    model.load_state_dict(sd, strict=True, assign=True)
+    return model.eval(), sd
+
+
+_CALL = re.compile(r"^(?P<fn>[a-z_]+)(?:\((?P<args>.*)\))?$")
+_SLICE = re.compile(r"^(?P<path>.*?)(?:\[(?P<slices>[^\]]*)\])?$")
+
+
+def _parse_args(text: str) -> dict[str, Any]:
+    """'n=[0, 11],reshape=True' -> {'n': [0, 11], 'reshape': True} (literals only, never eval)."""
+    out, depth, cur = {}, 0, ""
+    for ch in text + ",":
+        if ch == "," and depth == 0:
+            if cur.strip():
+                k, v = cur.split("=", 1)
+                out[k.strip()] = ast.literal_eval(v.strip())
+            cur = ""
+            continue
+        depth += 1 if ch in "[(" else -1 if ch in "])" else 0
+        cur += ch
+    return out
+
+
+def _parse_slices(text: str | None) -> tuple[slice, ...]:
+    if not text:
+        return ()
+    parts = []
+    for p in text.split(","):
+        nums = [int(v) if v.strip() else None for v in p.split(":")]
+        parts.append(slice(*nums) if len(nums) > 1 else nums[0])
+    return tuple(parts)
+
+
+def _evaluate(model: torch.nn.Module, x: Tensor, masks: Tensor | None, spec: str, cache: dict[str, Any]) -> Tensor:
+    """The value a stored output name describes, e.g. 'forward_features/x_norm_patchtokens[:,::7]'."""
+    if spec == "logits":
+        return model(x)
+    call, _, rest = spec.partition("/")
+    path_text = _SLICE.match(rest)
+    assert path_text is not None
+    path, slices = path_text["path"], _parse_slices(path_text["slices"])
+    m = _CALL.match(call)
+    if m is None:
+        raise ValueError(f"cannot parse golden output name {spec!r}")
+    args = _parse_args(m["args"] or "")
+    if call not in cache:
+        if m["fn"] == "forward_features":
+            cache[call] = model.forward_features(x, masks=masks)
+        elif m["fn"] == "get_intermediate_layers":
+            cache[call] = model.get_intermediate_layers(x, **args)
+        else:
+            raise ValueError(f"unknown call {m['fn']!r} in golden output name {spec!r}")
+    value: Any = cache[call]
+    if m["fn"] == "forward_features":
+        value = value[path]
+    else:
+        parts = path.split("/")
+        n = args.get("n", 1)
+        pos = n.index(int(parts[0])) if isinstance(n, list) else int(parts[0])  # list n: block index; int n: position
+        value = value[pos]
+        if len(parts) > 1:
+            value = value[0] if parts[1] == "patch" else value[1]
+    return value[slices] if slices else value
+
+
+@dataclass
+class CaseResult:
+    case: str
+    tag: str
+    output: str
+    max_abs: float
+    shape: tuple[int, ...]
+
+
+@torch.no_grad()
+def run_case(case: dict[str, Any], golden_dir: str | Path | None = None, model: torch.nn.Module | None = None) -> list[CaseResult]:
+    """Rebuild a case, run every stored output, and return each max abs difference."""
+    from safetensors.torch import load_file
+
+    d = Path(golden_dir) if golden_dir is not None else default_golden_dir()
+    ref = load_file(str(d / case["file"]))
+    if model is None:
+        model, _ = build_case(case)
+    name = case_name(case)
+    results = []
+    if case["model"] == "dino_head":
+        inp = case["inputs"][0]
+        x = generate_tensor(case["weight_seed"], inp["stream"], tuple(inp["shape"]), inp["center"], inp["half_width"])
+        for key, got in (("input", x), ("output", model(x))):
+            results.append(CaseResult(name, "-", key, float((got - ref[key]).abs().max()), tuple(got.shape)))
+        return results
+    for inp in case["inputs"]:
+        B, C, H, W = inp["shape"]
+        x = generate_images(case["weight_seed"], inp["image_stream"], (B, C, H, W))
+        masks = None
+        if inp.get("mask_stream") is not None:
+            masks = generate_masks(case["weight_seed"], inp["mask_stream"], B, (H // 14) * (W // 14), inp["mask_p"])
+            results.append(CaseResult(name, inp["tag"], "masks", float((masks != ref[f"{inp['tag']}/masks"]).sum()),
+                                      tuple(masks.shape)))
+        cache: dict[str, Any] = {}
+        for spec in inp["outputs"]:
+            got = _evaluate(model, x, masks, spec, cache)
+            want = ref[f"{inp['tag']}/{spec}"]
+            if got.shape != want.shape:
+                raise AssertionError(f"{name} {inp['tag']} {spec}: shape {tuple(got.shape)} != reference {tuple(want.shape)}")
+            results.append(CaseResult(name, inp["tag"], spec, float((got.float() - want).abs().max()), tuple(got.shape)))
+    return results

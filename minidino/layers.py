@@ -1,0 +1,154 @@
+"""The building blocks of a DINOv2 ViT. Module and parameter names are the checkpoint's keys.
+
+Shapes: B batch, N tokens, D width, nh heads, hd head dim, F FFN hidden width.
+Each module takes `device=` and `dtype=` and allocates uninitialised memory (build on
+the "meta" device to allocate nothing); `DinoVisionTransformer.init_weights` fills it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["PatchEmbed", "Attention", "Mlp", "SwiGLUFFN", "LayerScale", "DropPath", "Block"]
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch x patch convolution: (B, 3, H, W) -> (B, h*w, D), row-major."""
+
+    def __init__(self, *, patch_size: int, in_chans: int, embed_dim: int, **factory: Any) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, **factory)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.proj(x)  # (B, D, h, w)
+        return x.flatten(2).transpose(1, 2)  # (B, h*w, D)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection (rows: q, k, v; heads contiguous).
+
+    Two paths computing the same thing: `F.scaled_dot_product_attention` (the fast, default
+    path, and the one the official model runs) and the explicit softmax(q k^T * scale) v,
+    which is the readable maths and the only one that can return the attention weights.
+    """
+
+    def __init__(self, *, dim: int, num_heads: int, qkv_bias: bool, proj_bias: bool, **factory: Any) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias, **factory)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias, **factory)
+
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        B, N, D = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)  # (B, N, 3, nh, hd)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, nh, N, hd)
+        return qkv[0], qkv[1], qkv[2]  # each (B, nh, N, hd)
+
+    def _out(self, x: Tensor) -> Tensor:
+        B, nh, N, hd = x.shape
+        x = x.transpose(1, 2).reshape(B, N, nh * hd)  # (B, N, D)
+        return self.proj(x)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, explicit: bool = False) -> Tensor:
+        """x: (B, N, D). attn_mask: optional bool (B or 1, 1, N, N), True = may attend."""
+        if explicit:
+            out, _ = self.forward_explicit(x, attn_mask)
+            return out
+        q, k, v = self._qkv(x)
+        return self._out(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask))  # (B, N, D)
+
+    def forward_explicit(self, x: Tensor, attn_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The readable maths. Returns the output (B, N, D) and the weights (B, nh, N, N)."""
+        q, k, v = self._qkv(x)
+        logits = (q * self.scale) @ k.transpose(-2, -1)  # (B, nh, N, N)
+        if attn_mask is not None:
+            logits = logits.masked_fill(~attn_mask, float("-inf"))
+        weights = logits.softmax(dim=-1)  # (B, nh, N, N), rows sum to 1
+        return self._out(weights @ v), weights
+
+
+class Mlp(nn.Module):
+    """The GELU FFN of ViT-S/B/L: fc1 -> GELU (exact erf) -> fc2."""
+
+    def __init__(self, *, dim: int, hidden_dim: int, bias: bool, **factory: Any) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim, bias=bias, **factory)
+        self.fc2 = nn.Linear(hidden_dim, dim, bias=bias, **factory)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class SwiGLUFFN(nn.Module):
+    """The SwiGLU FFN of ViT-g: w12 projects to 2F, halves a, b -> silu(a) * b -> w3.
+
+    Named w12 / w3 after the official keys (w1 and w2 fused into one matrix).
+    """
+
+    def __init__(self, *, dim: int, hidden_dim: int, bias: bool, **factory: Any) -> None:
+        super().__init__()
+        self.w12 = nn.Linear(dim, 2 * hidden_dim, bias=bias, **factory)
+        self.w3 = nn.Linear(hidden_dim, dim, bias=bias, **factory)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = self.w12(x).chunk(2, dim=-1)  # each (B, N, F)
+        return self.w3(F.silu(a) * b)
+
+
+class LayerScale(nn.Module):
+    """Per-channel scale of a residual branch; `gamma` is the checkpoint's name."""
+
+    def __init__(self, *, dim: int, **factory: Any) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.empty(dim, **factory))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gamma
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: in training, drop a sample's residual branch with probability p
+    and rescale the kept ones by 1 / (1 - p). The identity in eval mode or at p == 0."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # (B, 1, 1)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + ls1 * attn(norm1(x)), then x + ls2 * ffn(norm2(x))."""
+
+    def __init__(
+        self, *, dim: int, num_heads: int, ffn_layer: str, ffn_hidden_dim: int, qkv_bias: bool, proj_bias: bool,
+        ffn_bias: bool, eps: float, drop_path: float = 0.0, **factory: Any,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps, **factory)
+        self.attn = Attention(dim=dim, num_heads=num_heads, qkv_bias=qkv_bias, proj_bias=proj_bias, **factory)
+        self.ls1 = LayerScale(dim=dim, **factory)
+        self.norm2 = nn.LayerNorm(dim, eps=eps, **factory)
+        ffn = SwiGLUFFN if ffn_layer == "swiglu" else Mlp
+        self.mlp = ffn(dim=dim, hidden_dim=ffn_hidden_dim, bias=ffn_bias, **factory)
+        self.ls2 = LayerScale(dim=dim, **factory)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, explicit: bool = False) -> Tensor:
+        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), attn_mask, explicit)))  # (B, N, D)
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))  # (B, N, D)

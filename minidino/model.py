@@ -1,0 +1,305 @@
+"""The DINOv2 vision transformer backbone.
+
+Shape legend, used in every comment in this package:
+    B batch, H W image height and width in pixels, h w patch grid (H/14, W/14),
+    R register tokens, N tokens (1 + R + h*w), D width, nh heads, hd head dim (D/nh),
+    M stored position-embedding grid side (37).
+
+Token order inside the model: [cls, reg_1 .. reg_R, patch_1 .. patch_hw], patches row-major.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from .config import DinoConfig
+from .layers import Block, PatchEmbed
+from .posembed import Method, resize_pos_embed
+
+__all__ = ["DinoVisionTransformer", "Features"]
+
+Features = dict[str, Tensor | None]
+
+
+class DinoVisionTransformer(nn.Module):
+    """A DINOv2 backbone. Parameter names are the official state-dict keys.
+
+    Build with `minidino.create_model(name)`; `DinoVisionTransformer(config, device="meta")`
+    allocates nothing, and `init_weights()` (separate from construction) fills real memory.
+    """
+
+    def __init__(self, config: DinoConfig, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        c = self.config = config
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        D = c.embed_dim
+        self.patch_size = c.patch_size
+        self.num_register_tokens = c.num_register_tokens
+        self.patch_embed = PatchEmbed(patch_size=c.patch_size, in_chans=c.in_chans, embed_dim=D, **factory)
+        self.cls_token = nn.Parameter(torch.empty(1, 1, D, **factory))
+        self.pos_embed = nn.Parameter(torch.empty(1, 1 + c.grid_size**2, D, **factory))  # class position + M*M
+        if c.num_register_tokens:
+            self.register_tokens = nn.Parameter(torch.empty(1, c.num_register_tokens, D, **factory))
+        # (1, D), not (1, 1, D): the official shape, kept so checkpoints load strictly.
+        self.mask_token = nn.Parameter(torch.empty(1, D, **factory))
+        drop = [c.drop_path_rate * i / max(c.depth - 1, 1) for i in range(c.depth)]  # linear in depth
+        self.blocks = nn.ModuleList(
+            Block(
+                dim=D, num_heads=c.num_heads, ffn_layer=c.ffn_layer, ffn_hidden_dim=c.ffn_hidden_dim,
+                qkv_bias=c.qkv_bias, proj_bias=c.proj_bias, ffn_bias=c.ffn_bias, eps=c.layer_norm_eps,
+                drop_path=drop[i], **factory,
+            )
+            for i in range(c.depth)
+        )
+        self.norm = nn.LayerNorm(D, eps=c.layer_norm_eps, **factory)
+        self.head = nn.Identity()  # the hub models have no pre-logits head
+        self.grad_checkpointing = False
+        # How the position embedding is resized: "interpolate" (bit-exact with the official
+        # model) or "matrix" (the same linear map as matrices: exportable, runs on MPS).
+        self.pos_embed_method: Method = "interpolate"
+        self._pos_cache: dict[tuple, Tensor] = {}
+        # Attention path of every block: "fused" (scaled_dot_product_attention, the official
+        # one) or "explicit" (softmax(q k^T * scale) v written out; for reading and checking).
+        self.attn_impl: str = "fused"
+
+    # ---------------------------------------------------------------- initialisation
+    @torch.no_grad()
+    def init_weights(self) -> "DinoVisionTransformer":
+        """The official initialisation (truncated normal 0.02 for linears and pos_embed)."""
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        if self.num_register_tokens:
+            nn.init.normal_(self.register_tokens, std=1e-6)
+        nn.init.zeros_(self.mask_token)
+        self.patch_embed.proj.reset_parameters()
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                m.reset_parameters()
+            elif name.endswith(("ls1", "ls2")):
+                nn.init.constant_(m.gamma, self.config.layerscale_init)
+        self._pos_cache.clear()
+        return self
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass (training only) to save activation memory."""
+        self.grad_checkpointing = enable
+
+    # ---------------------------------------------------------------- input checks
+    def _check_images(self, x: Any, what: str = "x") -> tuple[int, int]:
+        """Validate a (B, 3, H, W) batch; returns the patch grid (h, w)."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{what} must be a torch.Tensor of shape (B, 3, H, W) or a list of them, got {type(x).__name__}")
+        if x.ndim != 4:
+            hint = " For one image use x.unsqueeze(0)." if x.ndim == 3 else ""
+            raise ValueError(f"{what} must have 4 dimensions (B, 3, H, W), got shape {tuple(x.shape)}.{hint}")
+        B, C, H, W = x.shape
+        if C != self.config.in_chans:
+            raise ValueError(
+                f"{what} has {C} channels, expected {self.config.in_chans} (RGB) in dim 1: shape must be (B, 3, H, W), "
+                f"got {tuple(x.shape)}. Channels-last images need x.permute(0, 3, 1, 2)."
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"{what} has dtype {x.dtype}; convert to float and normalise (see minidino.transforms)")
+        p = self.patch_size
+        for side, n in (("height", H), ("width", W)):
+            if n < p or n % p:
+                lo, hi = max(p, n // p * p), max(p, -(-n // p) * p)
+                near = f"{lo}" if lo == hi else f"{lo} or {hi}"
+                raise ValueError(f"image {side} {n} is not a positive multiple of the patch size {p}; nearest valid: {near}")
+        weight = self.patch_embed.proj.weight
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(
+                f"{what} has dtype {x.dtype} but the model's weights are {weight.dtype}: "
+                f"call model.to({x.dtype}) or pass x.to({weight.dtype})"
+            )
+        return H // p, W // p
+
+    def _check_masks(self, masks: Any, B: int, hw: int, what: str = "masks") -> None:
+        if not isinstance(masks, Tensor):
+            raise TypeError(f"{what} must be a bool tensor of shape ({B}, {hw}) or None, got {type(masks).__name__}")
+        if masks.dtype != torch.bool:
+            raise TypeError(f"{what} must have dtype torch.bool (True = replace by mask_token), got {masks.dtype}")
+        if tuple(masks.shape) != (B, hw):
+            hint = " Flatten a (B, h, w) mask with masks.flatten(1)." if masks.ndim == 3 and masks[0].numel() == hw else ""
+            raise ValueError(f"{what} must have shape (B, h*w) = ({B}, {hw}), got {tuple(masks.shape)}.{hint}")
+
+    # ---------------------------------------------------------------- tokens
+    def interpolate_pos_encoding(self, h: int, w: int, dtype: torch.dtype) -> Tensor:
+        """The position embedding for an h x w patch grid: (1, 1 + h*w, D) in `dtype`."""
+        c = self.config
+        args = (h, w, c.interpolate_offset, c.interpolate_antialias, self.pos_embed_method)
+        cacheable = not torch.compiler.is_compiling() and not (torch.is_grad_enabled() and self.pos_embed.requires_grad)
+        key = (*args, dtype, self.pos_embed.device, self.pos_embed._version, self.pos_embed.data_ptr())
+        if cacheable and key in self._pos_cache:
+            return self._pos_cache[key]
+        pos = resize_pos_embed(
+            self.pos_embed, h, w, offset=c.interpolate_offset, antialias=c.interpolate_antialias, method=self.pos_embed_method
+        ).to(dtype)  # (1, 1 + h*w, D)
+        if cacheable:
+            if len(self._pos_cache) >= 16:
+                self._pos_cache.clear()
+            self._pos_cache[key] = pos
+        return pos
+
+    def prepare_tokens_with_masks(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
+        """(B, 3, H, W) images -> (B, N, D) tokens: patches, mask tokens, cls, positions, registers."""
+        h, w = self._check_images(x)
+        B = x.shape[0]
+        x = self.patch_embed(x)  # (B, h*w, D)
+        if masks is not None:
+            self._check_masks(masks, B, h * w)
+            x = torch.where(masks.unsqueeze(-1), self.mask_token.to(x.dtype).unsqueeze(0), x)  # (B, h*w, D)
+        x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)  # (B, 1 + h*w, D)
+        x = x + self.interpolate_pos_encoding(h, w, x.dtype)  # registers get no position
+        if self.num_register_tokens:
+            reg = self.register_tokens.expand(B, -1, -1)  # (B, R, D)
+            x = torch.cat((x[:, :1], reg, x[:, 1:]), dim=1)  # (B, 1 + R + h*w, D)
+        return x
+
+    def _run_blocks(self, x: Tensor, attn_mask: Tensor | None = None, take: Sequence[int] = ()) -> tuple[Tensor, list[Tensor]]:
+        """Run all blocks; also return the outputs of the blocks whose indices are in `take`."""
+        taken = []
+        ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        if self.attn_impl not in ("fused", "explicit"):
+            raise ValueError(f"attn_impl must be 'fused' or 'explicit', got {self.attn_impl!r}")
+        explicit = self.attn_impl == "explicit"
+        for i, blk in enumerate(self.blocks):
+            if ckpt:
+                x = checkpoint(blk, x, attn_mask, explicit, use_reentrant=False)  # (B, N, D)
+            else:
+                x = blk(x, attn_mask, explicit)  # (B, N, D)
+            if i in take:
+                taken.append(x)
+        return x, taken
+
+    def _split(self, x_norm: Tensor, x_prenorm: Tensor, masks: Tensor | None) -> Features:
+        R = self.num_register_tokens
+        return {
+            "x_norm_clstoken": x_norm[:, 0],  # (B, D)
+            "x_norm_regtokens": x_norm[:, 1 : R + 1],  # (B, R, D)
+            "x_norm_patchtokens": x_norm[:, R + 1 :],  # (B, h*w, D)
+            "x_prenorm": x_prenorm,  # (B, N, D)
+            "masks": masks,
+        }
+
+    # ---------------------------------------------------------------- public API
+    def forward_features(self, x: Tensor | Sequence[Tensor], masks: Tensor | Sequence[Tensor | None] | None = None) -> Any:
+        """Features of a batch: a dict (see README). A list of batches, each its own size, gives a list of dicts."""
+        if isinstance(x, (list, tuple)):
+            return self.forward_features_list(x, masks)  # type: ignore[arg-type]
+        if isinstance(masks, (list, tuple)):
+            raise TypeError("masks is a list but x is a single tensor: pass a (B, h*w) bool tensor, or make x a list too")
+        tokens = self.prepare_tokens_with_masks(x, masks)  # (B, N, D)
+        x_prenorm, _ = self._run_blocks(tokens)
+        return self._split(self.norm(x_prenorm), x_prenorm, masks)
+
+    def forward_features_list(self, xs: Sequence[Tensor], masks_list: Sequence[Tensor | None] | None = None) -> list[Features]:
+        """Images of different sizes in one packed pass.
+
+        Every image's tokens are padded to the longest sequence and the blocks run once over
+        the whole batch; an attention mask keeps each image's queries on its own keys (padding
+        is never attended to), so each result equals running that image alone.
+        """
+        if len(xs) == 0:
+            raise ValueError("x is an empty list; pass at least one (B, 3, H, W) tensor")
+        if masks_list is None:
+            masks_list = [None] * len(xs)
+        if not isinstance(masks_list, (list, tuple)) or len(masks_list) != len(xs):
+            got = f"{len(masks_list)} masks" if isinstance(masks_list, (list, tuple)) else type(masks_list).__name__
+            raise ValueError(f"x is a list of {len(xs)} tensors, so masks must be a list of {len(xs)} (entries may be None); got {got}")
+        seqs = [self.prepare_tokens_with_masks(x, m) for x, m in zip(xs, masks_list)]  # each (B_i, N_i, D)
+        if len({s.shape[1] for s in seqs}) == 1 and len({s.dtype for s in seqs}) == 1:
+            pad_len, packed, attn_mask = seqs[0].shape[1], torch.cat(seqs), None  # same length: no mask needed
+        else:
+            pad_len = max(s.shape[1] for s in seqs)
+            packed = torch.cat([F.pad(s, (0, 0, 0, pad_len - s.shape[1])) for s in seqs])  # (sum B_i, pad_len, D)
+            lengths = torch.tensor([s.shape[1] for s in seqs for _ in range(s.shape[0])], device=packed.device)
+            keys = torch.arange(pad_len, device=packed.device)
+            attn_mask = (keys[None, :] < lengths[:, None])[:, None, None, :]  # (sum B_i, 1, 1, pad_len)
+        x_prenorm, _ = self._run_blocks(packed, attn_mask)
+        x_norm = self.norm(x_prenorm)
+        out, start = [], 0
+        for s, m in zip(seqs, masks_list):
+            B, N = s.shape[:2]
+            sl = slice(start, start + B)
+            out.append(self._split(x_norm[sl, :N], x_prenorm[sl, :N], m))
+            start += B
+        return out
+
+    def forward(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
+        """The normalised class token, (B, D): the image embedding."""
+        return self.forward_features(x, masks)["x_norm_clstoken"]
+
+    def _block_indices(self, n: int | Sequence[int]) -> list[int]:
+        depth = len(self.blocks)
+        if isinstance(n, int):
+            if not 1 <= n <= depth:
+                raise ValueError(f"n={n}: asks for the last n blocks, so 1 <= n <= depth ({depth})")
+            return list(range(depth - n, depth))
+        idx = list(n)
+        bad = [i for i in idx if not isinstance(i, int) or not 0 <= i < depth]
+        if bad or not idx:
+            raise ValueError(f"n={idx}: block indices must be 0-based ints in [0, {depth - 1}]")
+        return idx
+
+    def get_intermediate_layers(
+        self, x: Tensor, n: int | Sequence[int] = 1, reshape: bool = False, return_class_token: bool = False, norm: bool = True
+    ) -> tuple[Any, ...]:
+        """Outputs of some blocks, in block order: (B, h*w, D) patch tokens each, or (B, D, h, w)
+        with reshape=True; with return_class_token each item is (patches, cls (B, D))."""
+        take = self._block_indices(n)
+        h, w = self._check_images(x)
+        B = x.shape[0]
+        _, outputs = self._run_blocks(self.prepare_tokens_with_masks(x), take=take)
+        if norm:
+            outputs = [self.norm(o) for o in outputs]
+        R = self.num_register_tokens
+        class_tokens = [o[:, 0] for o in outputs]  # each (B, D)
+        patches = [o[:, 1 + R :] for o in outputs]  # each (B, h*w, D)
+        if reshape:
+            patches = [p.reshape(B, h, w, -1).permute(0, 3, 1, 2).contiguous() for p in patches]  # (B, D, h, w)
+        if return_class_token:
+            return tuple(zip(patches, class_tokens))
+        return tuple(patches)
+
+    def get_block_outputs(self, x: Tensor, masks: Tensor | None = None) -> list[Tensor]:
+        """Every block's output, (B, N, D) each, before the final norm: bisect a parity failure in one call."""
+        return self._run_blocks(self.prepare_tokens_with_masks(x, masks), take=range(len(self.blocks)))[1]
+
+    def get_attention_maps(self, x: Tensor, blocks: Sequence[int] = (-1,)) -> tuple[Tensor, ...]:
+        """Softmax attention weights, one (B, nh, N, N) tensor per requested block (negative
+        indices count from the end), from the explicit maths path. Token order along both
+        N axes: [cls, registers, patches]; see `cls_attention_map` to plot them."""
+        depth = len(self.blocks)
+        wanted = []
+        for b in blocks:
+            if not isinstance(b, int) or not -depth <= b < depth:
+                raise ValueError(f"block index {b!r} out of range for depth {depth}")
+            wanted.append(b % depth)
+        tokens = self.prepare_tokens_with_masks(x)
+        maps: dict[int, Tensor] = {}
+        for i, blk in enumerate(self.blocks):
+            if i in wanted:
+                _, maps[i] = blk.attn.forward_explicit(blk.norm1(tokens))
+            tokens = blk(tokens)
+            if i >= max(wanted):
+                break
+        return tuple(maps[i] for i in wanted)
+
+    def cls_attention_map(self, attn: Tensor, h: int, w: int) -> Tensor:
+        """The class token's attention to the patches, (B, nh, N, N) -> (B, nh, h, w); registers skipped."""
+        B, nh, N, _ = attn.shape
+        start = 1 + self.num_register_tokens
+        if N != start + h * w:
+            raise ValueError(f"attention over {N} tokens does not fit an {h}x{w} grid with {self.num_register_tokens} registers")
+        return attn[:, :, 0, start:].reshape(B, nh, h, w)  # (B, nh, h, w)

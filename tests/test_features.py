@@ -1,0 +1,127 @@
+"""Variable-size lists, attention maps, fine-tuning switches, heads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minidino import DINOHead, create_model
+
+from test_properties import SMALL, images, small
+
+
+@pytest.mark.parametrize("name", ["dinov2_vits14", "dinov2_vits14_reg"])
+def test_list_of_sizes_matches_running_each_alone(name):
+    model = small(name)
+    xs = [images(1, 2, 28, 42), images(2, 1, 224, 224), images(3, 1, 14, 14), images(4, 3, 98, 56)]
+    masks = [None, torch.rand(1, 256) < 0.3, None, torch.rand(3, 28) < 0.5]
+    with torch.no_grad():
+        packed = model.forward_features(xs, masks=masks)
+        for x, m, out in zip(xs, masks, packed):
+            alone = model.forward_features(x, masks=m)
+            for key in ("x_norm_clstoken", "x_norm_regtokens", "x_norm_patchtokens", "x_prenorm"):
+                assert out[key].shape == alone[key].shape
+                diff = (out[key] - alone[key]).abs()
+                assert diff.numel() == 0 or diff.max().item() <= 1e-5, key
+            assert out["masks"] is m
+
+
+def test_list_of_equal_sizes_is_one_plain_batch():
+    model = small("dinov2_vits14")
+    xs = [images(1, 1, 28, 28), images(2, 2, 28, 28)]
+    with torch.no_grad():
+        out = model.forward_features(xs)
+        cat = model.forward_features(torch.cat(xs))
+    assert torch.equal(torch.cat([o["x_prenorm"] for o in out]), cat["x_prenorm"])
+
+
+@pytest.mark.parametrize("name", ["dinov2_vits14", "dinov2_vits14_reg"])
+def test_attention_maps(name):
+    model = small(name)
+    x = images(5, 2, 42, 28)
+    with torch.no_grad():
+        maps = model.get_attention_maps(x, blocks=(0, -1))
+    N = 1 + model.num_register_tokens + 6
+    assert len(maps) == 2 and all(m.shape == (2, 3, N, N) for m in maps)
+    assert torch.allclose(maps[1].sum(-1), torch.ones(2, 3, N), atol=1e-6)
+    cls_map = model.cls_attention_map(maps[1], 3, 2)
+    assert cls_map.shape == (2, 3, 3, 2)
+    assert torch.equal(cls_map.flatten(2), maps[1][:, :, 0, 1 + model.num_register_tokens :])
+    with pytest.raises(ValueError, match="does not fit"):
+        model.cls_attention_map(maps[1], 3, 3)
+
+
+def test_explicit_attention_path_matches_fused():
+    model = small("dinov2_vits14_reg")
+    x = images(6, 2, 56, 42)
+    with torch.no_grad():
+        fused = model.forward_features(x)["x_prenorm"]
+        model.attn_impl = "explicit"
+        try:
+            explicit = model.forward_features(x)["x_prenorm"]
+            packed = model.forward_features([x, images(7, 1, 14, 28)])[0]["x_prenorm"]
+        finally:
+            model.attn_impl = "fused"
+    assert (fused - explicit).abs().max().item() <= 1e-5
+    assert (fused - packed).abs().max().item() <= 1e-5
+
+
+def test_drop_path_is_inert_in_eval_and_active_in_training():
+    model = create_model("dinov2_vits14", drop_path_rate=0.5, **SMALL)
+    rates = [b.drop_path.p for b in model.blocks]
+    assert rates == [0.0, 0.5]  # linear over depth
+    x = images(8, 4, 28, 28)
+    with torch.no_grad():
+        a, b = model(x), model(x)
+        assert torch.equal(a, b)
+        model.train()
+        outs = {tuple(model(x).flatten()[:8].tolist()) for _ in range(6)}
+    assert len(outs) > 1
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    x = images(9, 2, 28, 28)
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(1)
+        model = create_model("dinov2_vits14", **SMALL).train()
+        model.set_grad_checkpointing(ckpt)
+        model(x).sum().backward()
+        grads.append(model.blocks[0].attn.qkv.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_dino_head_accepts_every_weight_norm_layout():
+    head = DINOHead(32, 64, hidden_dim=48, bottleneck_dim=16).init_weights()
+    x = torch.randn(3, 32)
+    ref = head(x)
+    sd = head.state_dict()
+    assert set(sd) == {"mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias", "mlp.4.weight", "mlp.4.bias",
+                       "last_layer.weight_g", "last_layer.weight_v"}
+    new_layout = {k.replace("last_layer.weight_g", "last_layer.parametrizations.weight.original0")
+                   .replace("last_layer.weight_v", "last_layer.parametrizations.weight.original1"): v for k, v in sd.items()}
+    other = DINOHead(32, 64, hidden_dim=48, bottleneck_dim=16)
+    other.load_state_dict(new_layout, strict=True)
+    assert torch.equal(other(x), ref)
+    fused = {k: v for k, v in sd.items() if not k.startswith("last_layer")}
+    fused["last_layer.weight"] = head.last_layer.weight.detach()
+    other.load_state_dict(fused, strict=True)
+    assert torch.allclose(other(x), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("layers", [1, 4])
+def test_linear_classifier_features(layers):
+    clf = create_model("dinov2_vits14_reg_lc", layers=layers, **dict(SMALL, depth=5))
+    x = images(10, 2, 28, 28)
+    with torch.no_grad():
+        f = clf.features(x)
+        feats = clf.backbone.forward_features(x)
+        outs = clf.backbone.get_intermediate_layers(x, n=4, return_class_token=True)
+        logits = clf(x)
+    assert f.shape == (2, (1 + layers) * 48) and logits.shape == (2, 1000)
+    patch_mean = feats["x_norm_patchtokens"].mean(dim=1)  # registers never enter the mean
+    assert torch.equal(f[:, -48:], patch_mean)
+    if layers == 4:
+        assert torch.equal(f[:, : 4 * 48], torch.cat([c for _, c in outs], dim=1))
+    else:
+        assert torch.equal(f[:, :48], feats["x_norm_clstoken"])
