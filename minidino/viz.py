@@ -1,0 +1,222 @@
+"""Feature pictures: PCA of patch features as RGB, attention heatmaps, side-by-side panels.
+
+The classic DINOv2 figure: project every patch token onto the first three principal
+components of the patch features (fitted jointly over all images, so the same colour means
+the same feature direction in every image) and show the projections as RGB, next to the
+image. The first component alone often separates foreground from background, so it can
+also serve as a mask: `foreground_mask` thresholds it, and `pca_rgb(..., mask=...)` fits
+the colours on the foreground patches only, leaving the background black.
+
+The maths is on tensors and numpy arrays; Pillow is used only to compose pictures.
+Shapes: N images, h w patch grid, D width, nh heads, H W pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+
+__all__ = [
+    "fit_pca", "pca_rgb", "first_component", "foreground_mask", "colormap", "to_image", "upsample",
+    "denormalize", "compose_grid", "compose_side_by_side", "attention_panels",
+]
+
+
+# ------------------------------------------------------------------ PCA
+def fit_pca(x: Tensor, k: int = 3) -> tuple[Tensor, Tensor]:
+    """Principal components of the rows of x (M, D): (mean (D,), components (k, D)), float64.
+
+    Components are unit vectors in order of decreasing variance. The sign of a principal
+    component is arbitrary; we fix it so that the projections have positive skew (their
+    long tail points up), a choice that depends on the data only, not on the solver.
+    """
+    if x.ndim != 2:
+        raise ValueError(f"fit_pca expects (M, D) rows, got shape {tuple(x.shape)}")
+    M, D = x.shape
+    if M < 2:
+        raise ValueError(f"PCA needs at least 2 rows, got {M}")
+    x = x.detach().to("cpu", torch.float64)
+    mean = x.mean(dim=0)  # (D,)
+    xc = x - mean  # (M, D)
+    # Right singular vectors of the centred data = eigenvectors of its covariance.
+    _, _, vh = torch.linalg.svd(xc, full_matrices=False)  # vh: (min(M, D), D)
+    comps = vh[:k]  # (k', D), k' = min(k, M, D)
+    if comps.shape[0] < k:  # fewer rows or dims than components: pad with zero directions
+        comps = torch.cat([comps, comps.new_zeros(k - comps.shape[0], D)])
+    proj = xc @ comps.T  # (M, k)
+    skew = (proj**3).sum(dim=0)  # (k,)
+    comps = comps * torch.where(skew < 0, -1.0, 1.0).unsqueeze(1).to(comps)
+    return mean, comps
+
+
+def _check_tokens(patch_tokens: Tensor, h: int, w: int) -> tuple[int, int]:
+    if patch_tokens.ndim == 2:
+        raise ValueError(f"patch_tokens must be (N, h*w, D); for one image use patch_tokens.unsqueeze(0), got {tuple(patch_tokens.shape)}")
+    if patch_tokens.ndim != 3 or patch_tokens.shape[1] != h * w:
+        raise ValueError(f"patch_tokens must be (N, h*w, D) = (N, {h * w}, D) for an {h}x{w} grid, got {tuple(patch_tokens.shape)}")
+    return patch_tokens.shape[0], patch_tokens.shape[2]
+
+
+def first_component(patch_tokens: Tensor, h: int, w: int) -> Tensor:
+    """Projection of every patch on the first principal component, in units of its std: (N, h, w).
+
+    Fitted jointly over all N images. Oriented so that the patches on the image border
+    (mostly background in photos) have a negative mean: high values = foreground.
+    """
+    N, D = _check_tokens(patch_tokens, h, w)
+    flat = patch_tokens.detach().to("cpu", torch.float64).reshape(N * h * w, D)  # (N*h*w, D)
+    mean, comps = fit_pca(flat, k=1)
+    pc1 = ((flat - mean) @ comps[0]).reshape(N, h, w)  # (N, h, w)
+    pc1 = pc1 / pc1.std().clamp_min(1e-12)
+    border = torch.ones(h, w, dtype=torch.bool)
+    if h > 2 and w > 2:
+        border[1:-1, 1:-1] = False
+    if pc1[:, border].mean() > 0:
+        pc1 = -pc1
+    return pc1.float()
+
+
+def foreground_mask(patch_tokens: Tensor, h: int, w: int, threshold: float = 0.0) -> Tensor:
+    """Foreground patches, (N, h, w) bool: the first principal component above `threshold`
+    (in standard deviations; 0 splits at the mean, higher keeps less)."""
+    return first_component(patch_tokens, h, w) > threshold
+
+
+def pca_rgb(patch_tokens: Tensor, h: int, w: int, *, mask: Tensor | None = None) -> Tensor:
+    """The first three principal components of the patch features as RGB: (N, h, w, 3) in [0, 1].
+
+    patch_tokens: (N, h*w, D), e.g. `forward_features(x)["x_norm_patchtokens"]`. The PCA is
+    fitted jointly over all N images, and each component is min-max scaled over all of them,
+    so colours are comparable across images. mask: optional (N, h, w) or (N, h*w) bool; the
+    PCA is then fitted on the masked patches only and the others are black (0).
+    """
+    N, D = _check_tokens(patch_tokens, h, w)
+    flat = patch_tokens.detach().to("cpu", torch.float64).reshape(N * h * w, D)  # (N*h*w, D)
+    keep = torch.ones(N * h * w, dtype=torch.bool)
+    if mask is not None:
+        if mask.dtype != torch.bool or mask.numel() != N * h * w:
+            raise ValueError(f"mask must be a bool tensor with N*h*w = {N * h * w} elements, got {mask.dtype} {tuple(mask.shape)}")
+        keep = mask.reshape(-1).cpu()
+    rgb = torch.zeros(N * h * w, 3, dtype=torch.float64)  # (N*h*w, 3)
+    if int(keep.sum()) >= 2:
+        mean, comps = fit_pca(flat[keep], k=3)
+        proj = (flat[keep] - mean) @ comps.T  # (K, 3)
+        lo, hi = proj.min(dim=0).values, proj.max(dim=0).values
+        rgb[keep] = (proj - lo) / (hi - lo).clamp_min(1e-12)
+    return rgb.reshape(N, h, w, 3).float()
+
+
+# ------------------------------------------------------------------ colours and images
+# Anchor colours of a perceptually ordered dark-blue -> purple -> orange -> yellow ramp
+# (close to matplotlib's "inferno"; our own anchors, interpolated linearly).
+_RAMP = np.array([
+    [0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21], [250, 193, 39], [252, 255, 164],
+], dtype=np.float64) / 255.0
+
+
+def colormap(values: np.ndarray | Tensor) -> np.ndarray:
+    """Map values in [0, 1] (any shape) to RGB (..., 3) in [0, 1] on a dark-to-bright ramp."""
+    v = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0) * (len(_RAMP) - 1)
+    i = np.minimum(v.astype(np.int64), len(_RAMP) - 2)
+    t = (v - i)[..., None]
+    return _RAMP[i] * (1 - t) + _RAMP[i + 1] * t
+
+
+def to_image(rgb: np.ndarray | Tensor) -> Image.Image:
+    """(h, w, 3) floats in [0, 1] -> an RGB PIL image (rounded to 8 bits)."""
+    a = np.asarray(rgb.detach().cpu() if isinstance(rgb, Tensor) else rgb, dtype=np.float64)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"expected an (h, w, 3) array, got shape {a.shape}")
+    return Image.fromarray(np.round(np.clip(a, 0, 1) * 255).astype(np.uint8), "RGB")
+
+
+def upsample(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize a patch-grid picture to (W, H) pixels with nearest neighbour: one block per patch."""
+    return img.resize(size, Image.Resampling.NEAREST)
+
+
+def denormalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Image.Image:
+    """A normalised (3, H, W) image tensor back to an RGB PIL image (x * std + mean)."""
+    if x.ndim != 3 or x.shape[0] != 3:
+        raise ValueError(f"expected a (3, H, W) tensor, got shape {tuple(x.shape)}")
+    m = torch.tensor(mean, dtype=torch.float64).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float64).view(3, 1, 1)
+    rgb = (x.detach().cpu().double() * s + m).permute(1, 2, 0)  # (H, W, 3)
+    return to_image(rgb.numpy())
+
+
+# ------------------------------------------------------------------ layout
+PAD = 6  # pixels between panels and around the picture
+LABEL_H = 16  # height of the text line above each panel (when labelled)
+_BG = (255, 255, 255)
+_FG = (0, 0, 0)
+
+
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=12)
+    except TypeError:  # Pillow < 10.1 has no size argument
+        return ImageFont.load_default()
+
+
+def compose_grid(
+    rows: Sequence[Sequence[Image.Image]], labels: Sequence[Sequence[str]] | None = None, caption: str | None = None,
+) -> Image.Image:
+    """Panels in a grid on white, each cell the size of the largest panel.
+
+    Layout (all in pixels): cell width Wc = max panel width, cell height Hc = max panel height;
+    width = C * Wc + (C + 1) * PAD; height = R * (Hc + L) + (R + 1) * PAD + K, where L = LABEL_H
+    if labels are given (else 0) and K = LABEL_H per caption line (else 0). Panel (r, c) has its
+    top-left corner at (PAD + c * (Wc + PAD), K + PAD + r * (Hc + L + PAD) + L).
+    """
+    if not rows or not all(rows):
+        raise ValueError("compose_grid needs at least one non-empty row of panels")
+    C, R = max(len(r) for r in rows), len(rows)
+    Wc = max(p.width for r in rows for p in r)
+    Hc = max(p.height for r in rows for p in r)
+    L = LABEL_H if labels is not None else 0
+    lines = caption.splitlines() if caption else []
+    K = LABEL_H * len(lines)
+    out = Image.new("RGB", (C * Wc + (C + 1) * PAD, R * (Hc + L) + (R + 1) * PAD + K), _BG)
+    draw = ImageDraw.Draw(out)
+    font = _font()
+    for i, line in enumerate(lines):
+        draw.text((PAD, PAD // 2 + i * LABEL_H), line, fill=_FG, font=font)
+    for r, row in enumerate(rows):
+        for c, panel in enumerate(row):
+            x, y = PAD + c * (Wc + PAD), K + PAD + r * (Hc + L + PAD)
+            if labels is not None and r < len(labels) and c < len(labels[r]):
+                draw.text((x, y + 1), labels[r][c], fill=_FG, font=font)
+            out.paste(panel.convert("RGB"), (x, y + L))
+    return out
+
+
+def compose_side_by_side(
+    images: Sequence[Image.Image], maps: Sequence[Image.Image], labels: Sequence[str] = ("image", "features"),
+    caption: str | None = None,
+) -> Image.Image:
+    """One row per image: [image, map], the map resized (nearest) to the image's size."""
+    if len(images) != len(maps) or not images:
+        raise ValueError(f"need as many maps as images (and at least one), got {len(images)} images and {len(maps)} maps")
+    rows = [[img, upsample(m, img.size)] for img, m in zip(images, maps)]
+    return compose_grid(rows, [list(labels)] * len(rows), caption)
+
+
+def attention_panels(cls_attn: Tensor, size: tuple[int, int]) -> list[Image.Image]:
+    """One heatmap per head from the class token's attention (nh, h, w), each min-max scaled
+    on its own (heads differ in sharpness) and resized (nearest) to `size` (W, H); then the
+    mean over heads as the last panel."""
+    if cls_attn.ndim != 3:
+        raise ValueError(f"cls_attn must be (nh, h, w), got shape {tuple(cls_attn.shape)}")
+    a = cls_attn.detach().cpu().double()
+    maps = list(a) + [a.mean(dim=0)]
+    out = []
+    for m in maps:
+        lo, hi = m.min(), m.max()
+        scaled = ((m - lo) / (hi - lo).clamp_min(1e-12)).numpy()  # (h, w) in [0, 1]
+        out.append(upsample(to_image(colormap(scaled)), size))
+    return out
