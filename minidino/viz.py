@@ -22,7 +22,8 @@ from torch import Tensor
 
 __all__ = [
     "fit_pca", "pca_rgb", "first_component", "foreground_mask", "colormap", "to_image", "upsample",
-    "denormalize", "compose_grid", "compose_side_by_side", "attention_panels",
+    "denormalize", "compose_grid", "compose_side_by_side", "attention_panels", "first_component_flat", "pca_rgb_flat",
+    "pca_figure", "attention_figure",
 ]
 
 
@@ -61,6 +62,42 @@ def _check_tokens(patch_tokens: Tensor, h: int, w: int) -> tuple[int, int]:
     return patch_tokens.shape[0], patch_tokens.shape[2]
 
 
+def _border(h: int, w: int) -> Tensor:
+    """(h*w,) bool: the patches on the edge of an h x w grid (all of them when h or w <= 2)."""
+    b = torch.ones(h, w, dtype=torch.bool)
+    if h > 2 and w > 2:
+        b[1:-1, 1:-1] = False
+    return b.reshape(-1)
+
+
+def first_component_flat(flat: Tensor, border: Tensor) -> Tensor:
+    """PC1 of the rows of flat (M, D) in units of its std, (M,), oriented so that the rows flagged
+    in border (M,) have a negative mean. The list form of `first_component`."""
+    flat = flat.detach().to("cpu", torch.float64)
+    mean, comps = fit_pca(flat, k=1)
+    pc1 = (flat - mean) @ comps[0]  # (M,)
+    pc1 = pc1 / pc1.std().clamp_min(1e-12)
+    if pc1[border.cpu()].mean() > 0:
+        pc1 = -pc1
+    return pc1.float()
+
+
+def pca_rgb_flat(flat: Tensor, keep: Tensor | None = None) -> Tensor:
+    """The first three principal components of the rows of flat (M, D) as RGB in [0, 1], (M, 3).
+    The PCA is fitted on the rows where keep (M,) is True (all by default); the others are 0.
+    The list form of `pca_rgb`."""
+    flat = flat.detach().to("cpu", torch.float64)
+    M = flat.shape[0]
+    keep = torch.ones(M, dtype=torch.bool) if keep is None else keep.reshape(-1).cpu()
+    rgb = torch.zeros(M, 3, dtype=torch.float64)  # (M, 3)
+    if int(keep.sum()) >= 2:
+        mean, comps = fit_pca(flat[keep], k=3)
+        proj = (flat[keep] - mean) @ comps.T  # (K, 3)
+        lo, hi = proj.min(dim=0).values, proj.max(dim=0).values
+        rgb[keep] = (proj - lo) / (hi - lo).clamp_min(1e-12)
+    return rgb.float()
+
+
 def first_component(patch_tokens: Tensor, h: int, w: int) -> Tensor:
     """Projection of every patch on the first principal component, in units of its std: (N, h, w).
 
@@ -68,16 +105,8 @@ def first_component(patch_tokens: Tensor, h: int, w: int) -> Tensor:
     (mostly background in photos) have a negative mean: high values = foreground.
     """
     N, D = _check_tokens(patch_tokens, h, w)
-    flat = patch_tokens.detach().to("cpu", torch.float64).reshape(N * h * w, D)  # (N*h*w, D)
-    mean, comps = fit_pca(flat, k=1)
-    pc1 = ((flat - mean) @ comps[0]).reshape(N, h, w)  # (N, h, w)
-    pc1 = pc1 / pc1.std().clamp_min(1e-12)
-    border = torch.ones(h, w, dtype=torch.bool)
-    if h > 2 and w > 2:
-        border[1:-1, 1:-1] = False
-    if pc1[:, border].mean() > 0:
-        pc1 = -pc1
-    return pc1.float()
+    flat = patch_tokens.reshape(N * h * w, D)  # (N*h*w, D)
+    return first_component_flat(flat, _border(h, w).repeat(N)).reshape(N, h, w)
 
 
 def foreground_mask(patch_tokens: Tensor, h: int, w: int, threshold: float = 0.0) -> Tensor:
@@ -95,19 +124,9 @@ def pca_rgb(patch_tokens: Tensor, h: int, w: int, *, mask: Tensor | None = None)
     PCA is then fitted on the masked patches only and the others are black (0).
     """
     N, D = _check_tokens(patch_tokens, h, w)
-    flat = patch_tokens.detach().to("cpu", torch.float64).reshape(N * h * w, D)  # (N*h*w, D)
-    keep = torch.ones(N * h * w, dtype=torch.bool)
-    if mask is not None:
-        if mask.dtype != torch.bool or mask.numel() != N * h * w:
-            raise ValueError(f"mask must be a bool tensor with N*h*w = {N * h * w} elements, got {mask.dtype} {tuple(mask.shape)}")
-        keep = mask.reshape(-1).cpu()
-    rgb = torch.zeros(N * h * w, 3, dtype=torch.float64)  # (N*h*w, 3)
-    if int(keep.sum()) >= 2:
-        mean, comps = fit_pca(flat[keep], k=3)
-        proj = (flat[keep] - mean) @ comps.T  # (K, 3)
-        lo, hi = proj.min(dim=0).values, proj.max(dim=0).values
-        rgb[keep] = (proj - lo) / (hi - lo).clamp_min(1e-12)
-    return rgb.reshape(N, h, w, 3).float()
+    if mask is not None and (mask.dtype != torch.bool or mask.numel() != N * h * w):
+        raise ValueError(f"mask must be a bool tensor with N*h*w = {N * h * w} elements, got {mask.dtype} {tuple(mask.shape)}")
+    return pca_rgb_flat(patch_tokens.reshape(N * h * w, D), mask).reshape(N, h, w, 3)
 
 
 # ------------------------------------------------------------------ colours and images
@@ -220,3 +239,69 @@ def attention_panels(cls_attn: Tensor, size: tuple[int, int]) -> list[Image.Imag
         scaled = ((m - lo) / (hi - lo).clamp_min(1e-12)).numpy()  # (h, w) in [0, 1]
         out.append(upsample(to_image(colormap(scaled)), size))
     return out
+
+
+# ------------------------------------------------------------------ figures from a model
+@torch.no_grad()
+def pca_figure(
+    model: torch.nn.Module, xs: Sequence[Tensor], *, mean: Sequence[float], std: Sequence[float],
+    foreground: bool = False, threshold: float = 0.0, caption: str | None = None,
+) -> tuple[Image.Image, dict[str, object]]:
+    """The classic DINOv2 picture for normalised images xs (each (3, H, W), sizes may differ).
+
+    One row per image: [image, PCA colours]. The PCA is fitted jointly on the patch tokens of
+    all images. With foreground=True, the first component (oriented so that the border is
+    negative) above `threshold` std selects the foreground, a second PCA is fitted on the
+    foreground patches only, and the background is black. Returns the picture and a dict of
+    what was computed: "grids" [(h, w)], "rgb" [(h, w, 3)], "pc1" [(h, w)], "foreground" [(h, w)].
+    """
+    if not xs:
+        raise ValueError("pca_figure needs at least one image")
+    p = model.patch_size
+    grids = [(x.shape[-2] // p, x.shape[-1] // p) for x in xs]
+    feats = model.forward_features([x.unsqueeze(0) for x in xs])  # one dict per image, sizes may differ
+    flat = torch.cat([f["x_norm_patchtokens"][0] for f in feats])  # (sum h*w, D)
+    sizes = [h * w for h, w in grids]
+    pc1 = first_component_flat(flat, torch.cat([_border(h, w) for h, w in grids]))  # (sum h*w,)
+    keep = pc1 > threshold if foreground else None
+    rgb = pca_rgb_flat(flat, keep)  # (sum h*w, 3)
+    info: dict[str, object] = {
+        "grids": grids,
+        "rgb": [r.reshape(h, w, 3) for r, (h, w) in zip(rgb.split(sizes), grids)],
+        "pc1": [c.reshape(h, w) for c, (h, w) in zip(pc1.split(sizes), grids)],
+        "foreground": [(c > threshold).reshape(h, w) for c, (h, w) in zip(pc1.split(sizes), grids)],
+    }
+    images = [denormalize(x, mean, std) for x in xs]
+    maps = [to_image(r) for r in info["rgb"]]  # type: ignore[attr-defined]
+    what = f"foreground PCA (PC1 > {threshold:g})" if foreground else "patch features, PCA as RGB"
+    note = f"PCA fitted jointly on the {len(xs)} images" if len(xs) > 1 else "PCA of this image's patches"
+    if foreground:
+        note += f"; background = first component <= {threshold:g} std (black)"
+    caption = f"{caption}\n{note}" if caption else note
+    return compose_side_by_side(images, maps, ("image", what), caption), info
+
+
+@torch.no_grad()
+def attention_figure(
+    model: torch.nn.Module, x: Tensor, *, mean: Sequence[float], std: Sequence[float], block: int = -1,
+    columns: int = 4, overlay: bool = False, caption: str | None = None,
+) -> tuple[Image.Image, Tensor]:
+    """The class token's attention to the patches in one block, per head, for one normalised
+    image x (3, H, W): a grid [image, head 0, head 1, ..., mean of heads] of heatmaps (bright =
+    attended), registers skipped. Returns the picture and the (nh, h, w) attention weights."""
+    p = model.patch_size
+    h, w = x.shape[-2] // p, x.shape[-1] // p
+    attn = model.get_attention_maps(x.unsqueeze(0), blocks=(block,))[0]  # (1, nh, N, N)
+    cls = model.cls_attention_map(attn, h, w)[0]  # (nh, h, w)
+    image = denormalize(x, mean, std)
+    heat = attention_panels(cls, image.size)
+    if overlay:
+        heat = [Image.blend(image, m, 0.6) for m in heat]
+    panels = [image] + heat
+    names = ["image"] + [f"head {i}" for i in range(cls.shape[0])] + ["mean of heads"]
+    depth = len(model.blocks)
+    names[0] = f"image (block {block % depth})"
+    columns = max(1, columns)
+    rows = [panels[i : i + columns] for i in range(0, len(panels), columns)]
+    labels = [names[i : i + columns] for i in range(0, len(names), columns)]
+    return compose_grid(rows, labels, caption), cls
