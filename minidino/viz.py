@@ -182,6 +182,22 @@ def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+def _wrap(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: float) -> list[str]:
+    """Split text into lines (at its newlines, then at spaces) that fit `width` pixels."""
+    lines = []
+    for para in text.splitlines():
+        line = ""
+        for word in para.split(" "):
+            trial = f"{line} {word}" if line else word
+            if line and font.getlength(trial) > width:
+                lines.append(line)
+                line = word
+            else:
+                line = trial
+        lines.append(line)
+    return lines
+
+
 def compose_grid(
     rows: Sequence[Sequence[Image.Image]], labels: Sequence[Sequence[str]] | None = None, caption: str | None = None,
 ) -> Image.Image:
@@ -189,7 +205,8 @@ def compose_grid(
 
     Layout (all in pixels): cell width Wc = max panel width, cell height Hc = max panel height;
     width = C * Wc + (C + 1) * PAD; height = R * (Hc + L) + (R + 1) * PAD + K, where L = LABEL_H
-    if labels are given (else 0) and K = LABEL_H per caption line (else 0). Panel (r, c) has its
+    if labels are given (else 0) and K = LABEL_H per caption line (else 0); caption lines longer
+    than the picture are wrapped at spaces. Panel (r, c) has its
     top-left corner at (PAD + c * (Wc + PAD), K + PAD + r * (Hc + L + PAD) + L).
     """
     if not rows or not all(rows):
@@ -198,11 +215,12 @@ def compose_grid(
     Wc = max(p.width for r in rows for p in r)
     Hc = max(p.height for r in rows for p in r)
     L = LABEL_H if labels is not None else 0
-    lines = caption.splitlines() if caption else []
-    K = LABEL_H * len(lines)
-    out = Image.new("RGB", (C * Wc + (C + 1) * PAD, R * (Hc + L) + (R + 1) * PAD + K), _BG)
-    draw = ImageDraw.Draw(out)
+    width = C * Wc + (C + 1) * PAD
     font = _font()
+    lines = _wrap(caption, font, width - 2 * PAD) if caption else []
+    K = LABEL_H * len(lines)
+    out = Image.new("RGB", (width, R * (Hc + L) + (R + 1) * PAD + K), _BG)
+    draw = ImageDraw.Draw(out)
     for i, line in enumerate(lines):
         draw.text((PAD, PAD // 2 + i * LABEL_H), line, fill=_FG, font=font)
     for r, row in enumerate(rows):
@@ -253,7 +271,8 @@ def pca_figure(
     all images. With foreground=True, the first component (oriented so that the border is
     negative) above `threshold` std selects the foreground, a second PCA is fitted on the
     foreground patches only, and the background is black. Returns the picture and a dict of
-    what was computed: "grids" [(h, w)], "rgb" [(h, w, 3)], "pc1" [(h, w)], "foreground" [(h, w)].
+    what was computed: "grids" [(h, w)], "rgb" [(h, w, 3)], "pc1" [(h, w)], "foreground" [(h, w)],
+    "cls" (len(xs), D) class tokens, "patch_tokens" [(h*w, D)].
     """
     if not xs:
         raise ValueError("pca_figure needs at least one image")
@@ -270,6 +289,8 @@ def pca_figure(
         "rgb": [r.reshape(h, w, 3) for r, (h, w) in zip(rgb.split(sizes), grids)],
         "pc1": [c.reshape(h, w) for c, (h, w) in zip(pc1.split(sizes), grids)],
         "foreground": [(c > threshold).reshape(h, w) for c, (h, w) in zip(pc1.split(sizes), grids)],
+        "cls": torch.cat([f["x_norm_clstoken"] for f in feats]),  # (len(xs), D)
+        "patch_tokens": [f["x_norm_patchtokens"][0] for f in feats],
     }
     images = [denormalize(x, mean, std) for x in xs]
     maps = [to_image(r) for r in info["rgb"]]  # type: ignore[attr-defined]
