@@ -1,0 +1,294 @@
+"""Downloads: the checkpoint catalogue, the cache, SHA-256 verification and a progress bar.
+
+The official DINOv2 files live at https://dl.fbaipublicfiles.com/dinov2 (SPEC.md section 6).
+Meta publishes no checksums; the sizes and SHA-256 digests in `checkpoints.json` (next to
+this module) are third-party pins (see weights/README.md for where each comes from).
+
+Guarantees:
+* A download goes to a temporary file in the cache folder and is renamed into place only
+  after its size and SHA-256 match the pin, so an interrupted or corrupt download never
+  leaves a file that a later run would trust.
+* A file already in the cache is used without any request. A file that was downloaded and
+  verified here carries a `.sha256` sidecar; a file put there by hand is hashed once on first
+  use and checked against the pin.
+* Only the URL asked for is contacted. `MINIDINO_BASE_URL` replaces the base URL (a mirror,
+  an air-gapped server), `MINIDINO_HOME` the cache folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = [
+    "Pin", "DownloadError", "ChecksumError", "default_cache_dir", "base_url", "load_pins", "pin_for",
+    "backbone_pin", "head_pin", "download", "fetch", "fetch_url", "sha256_file", "ProgressBar",
+]
+
+DEFAULT_BASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
+CHUNK = 1 << 20  # 1 MiB per read
+
+
+class DownloadError(ConnectionError):
+    """A file could not be downloaded (no network, HTTP error, connection closed early)."""
+
+
+class ChecksumError(ValueError):
+    """A file's size or SHA-256 is not the pinned one."""
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A file of the catalogue: its path under the base URL, and what is known of its contents."""
+
+    path: str  # e.g. "dinov2_vits14/dinov2_vits14_pretrain.pth"
+    bytes: int | None = None  # None: size not pinned
+    sha256: str | None = None  # None: digest not pinned
+
+    @property
+    def filename(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+# ---------------------------------------------------------------------------- catalogue
+def load_pins() -> dict[str, Any]:
+    """The vendored catalogue (minidino/checkpoints.json, third-party pins)."""
+    return json.loads(resources.files(__package__).joinpath("checkpoints.json").read_text())
+
+
+def base_url(override: str | None = None) -> str:
+    """The base URL: the argument, else $MINIDINO_BASE_URL, else the official one."""
+    url = override or os.environ.get("MINIDINO_BASE_URL") or load_pins().get("base_url", DEFAULT_BASE_URL)
+    return url.rstrip("/")
+
+
+def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where checkpoints are kept: the argument, else $MINIDINO_HOME, else <user cache>/minidino."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    if os.environ.get("MINIDINO_HOME"):
+        return Path(os.environ["MINIDINO_HOME"]).expanduser()
+    root = os.environ.get("XDG_CACHE_HOME") or (
+        os.environ.get("LOCALAPPDATA") if sys.platform == "win32" else None) or Path.home() / ".cache"
+    return Path(root).expanduser() / "minidino"
+
+
+def _from_json(entry: dict[str, Any]) -> Pin:
+    return Pin(path=entry["path"], bytes=entry.get("bytes"), sha256=entry.get("sha256"))
+
+
+def backbone_pin(name: str) -> Pin:
+    """The pretrain file of a backbone hub name, e.g. 'dinov2_vitb14_reg'."""
+    pins = load_pins()["backbones"]
+    if name not in pins:
+        raise ValueError(f"no official checkpoint for {name!r}; known backbones: {', '.join(pins)}")
+    return _from_json(pins[name])
+
+
+def head_pin(name: str, layers: int) -> Pin:
+    """The linear-head file of a backbone hub name; pins for most heads have no size or digest."""
+    if layers not in (1, 4):
+        raise ValueError(f"layers must be 1 or 4 (the published heads), got {layers!r}")
+    backbone_pin(name)  # validates the name
+    base = name.removesuffix("_reg")
+    full = base + ("_reg4" if name.endswith("_reg") else "")
+    key = f"{full}_linear{'4' if layers == 4 else ''}_head"
+    entry = load_pins()["linear_heads"].get(key)
+    return _from_json(entry) if entry else Pin(path=f"{base}/{key}.pth")
+
+
+def pin_for(filename: str) -> Pin | None:
+    """The pin whose file name is `filename` (so a URL to an official file is still verified)."""
+    pins = load_pins()
+    for group in ("backbones", "linear_heads"):
+        for key, entry in pins[group].items():
+            if not key.startswith("_") and entry["path"].rsplit("/", 1)[-1] == filename:
+                return _from_json(entry)
+    return None
+
+
+# ---------------------------------------------------------------------------- progress
+class ProgressBar:
+    """A one-line byte counter on stderr: `name  42% 37.1/88.3 MB 11.2 MB/s`.
+
+    On a terminal the line is redrawn in place (at most 10 times a second); otherwise a line
+    is printed every 10%, so logs stay short.
+    """
+
+    def __init__(self, label: str, total: int | None, stream: IO[str] | None = None, enabled: bool = True) -> None:
+        self.label, self.total, self.done = label, total, 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start = self._last = time.monotonic()
+        self._last_decile = -1
+
+    def _line(self) -> str:
+        mb = self.done / 1e6
+        rate = mb / max(time.monotonic() - self.start, 1e-6)
+        if self.total:
+            return f"{self.label} {100 * self.done / self.total:4.0f}% {mb:.1f}/{self.total / 1e6:.1f} MB {rate:.1f} MB/s"
+        return f"{self.label} {mb:.1f} MB {rate:.1f} MB/s"
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if self.tty:
+            if now - self._last >= 0.1:
+                self._last = now
+                self.stream.write("\r" + self._line())
+                self.stream.flush()
+        elif self.total:
+            decile = 10 * self.done // self.total
+            if decile != self._last_decile and decile < 10:
+                self._last_decile = decile
+                print(self._line(), file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.enabled:
+            print(("\r" if self.tty else "") + self._line() + " done", file=self.stream, flush=True)
+
+
+# ---------------------------------------------------------------------------- download
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check(what: str, size: int, digest: str, want_size: int | None, want_sha: str | None) -> None:
+    if want_size is not None and size != want_size:
+        raise ChecksumError(f"{what}: size {size} bytes, expected {want_size} (pinned); the file is incomplete or not the official one")
+    if want_sha is not None and digest != want_sha.lower():
+        raise ChecksumError(f"{what}: SHA-256 mismatch: expected {want_sha.lower()} (pinned), got {digest}")
+
+
+def download(
+    url: str, dest: str | os.PathLike, *, size: int | None = None, sha256: str | None = None, progress: bool = True,
+    timeout: float = 60.0, retries: int = 2,
+) -> Path:
+    """Download `url` to `dest` atomically, verifying `size` and `sha256` when given.
+
+    The bytes go to a temporary file beside `dest`, renamed onto `dest` only once complete and
+    verified; on any failure the temporary file is removed, so nothing half-written remains.
+    A connection that fails or closes early is retried `retries` times (1 s, 2 s pauses); a
+    checksum mismatch is not retried (the server holds the wrong file). Returns `dest`.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(retries + 1):
+        try:
+            return _download_once(url, dest, size, sha256, progress, timeout)
+        except DownloadError:
+            if attempt == retries:
+                raise
+            time.sleep(1.0 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _download_once(url: str, dest: Path, size: int | None, sha256: str | None, progress: bool, timeout: float) -> Path:
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        h, got = hashlib.sha256(), 0
+        with os.fdopen(fd, "wb") as out:
+            try:
+                request = urllib.request.Request(url, headers={"User-Agent": "minidino"})
+                with urllib.request.urlopen(request, timeout=timeout) as resp:
+                    length = resp.headers.get("Content-Length")
+                    total = int(length) if length is not None and length.isdigit() else size
+                    bar = ProgressBar(dest.name, total, enabled=progress)
+                    while chunk := resp.read(CHUNK):
+                        out.write(chunk)
+                        h.update(chunk)
+                        got += len(chunk)
+                        bar.update(len(chunk))
+                    bar.close()
+            except urllib.error.HTTPError as e:
+                raise DownloadError(f"{url}: HTTP {e.code} {e.reason}{_by_hand(url, dest)}") from e
+            except (urllib.error.URLError, OSError, ValueError) as e:  # no network, refused, reset, IncompleteRead
+                reason = getattr(e, "reason", e)
+                raise DownloadError(f"could not download {url}: {reason}{_by_hand(url, dest)}") from e
+            if length is not None and length.isdigit() and got != int(length):
+                raise DownloadError(f"{url}: connection closed after {got} of {length} bytes{_by_hand(url, dest)}")
+        _check(f"downloaded {url}", got, h.hexdigest(), size, sha256)
+        os.replace(tmp, dest)
+        _write_sidecar(dest, h.hexdigest())
+        return dest
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _by_hand(url: str, dest: Path) -> str:
+    return (f". Without network, download {url} elsewhere and put it at {dest} (or set MINIDINO_HOME to the folder "
+            f"that holds it, or MINIDINO_BASE_URL to a mirror).")
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _write_sidecar(path: Path, digest: str) -> None:
+    _sidecar(path).write_text(f"{digest}  {path.stat().st_size}\n")
+
+
+def _verified_digest(path: Path) -> str:
+    """The file's SHA-256: from its sidecar when the sidecar matches the file's size, else hashed now."""
+    side = _sidecar(path)
+    if side.is_file():
+        parts = side.read_text().split()
+        if len(parts) == 2 and parts[1] == str(path.stat().st_size):
+            return parts[0]
+    digest = sha256_file(path)
+    _write_sidecar(path, digest)
+    return digest
+
+
+def fetch(pin: Pin, *, cache_dir: str | os.PathLike | None = None, base: str | None = None, progress: bool = True,
+          retries: int = 2) -> Path:
+    """The cached file of `pin`, downloading it from `base` (see `base_url`) if absent."""
+    dest = default_cache_dir(cache_dir) / pin.path
+    if dest.is_file():
+        size = dest.stat().st_size
+        if pin.bytes is not None and size != pin.bytes:
+            raise ChecksumError(f"{dest}: size {size} bytes, expected {pin.bytes} (pinned); delete it to download it again")
+        if pin.sha256 is not None:
+            _check(f"{dest} (delete it to download it again)", size, _verified_digest(dest), None, pin.sha256)
+        return dest
+    url = f"{base_url(base)}/{pin.path}"
+    if pin.sha256 is None:
+        known = "its size" if pin.bytes is not None else "nothing"
+        print(f"note: {pin.filename} has no pinned SHA-256; only {known} can be verified", file=sys.stderr)
+    return download(url, dest, size=pin.bytes, sha256=pin.sha256, progress=progress, retries=retries)
+
+
+def fetch_url(url: str, *, cache_dir: str | os.PathLike | None = None, progress: bool = True, retries: int = 2) -> Path:
+    """Download any http(s) URL into the cache (once). A file name of the catalogue is verified against its pin."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"unsupported URL scheme in {url!r}: use http(s):// or a local file path")
+    filename = parts.path.rsplit("/", 1)[-1] or "checkpoint"
+    pin = pin_for(filename)
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]  # one folder per URL: same names from different hosts never clash
+    dest = default_cache_dir(cache_dir) / "urls" / key / filename
+    if dest.is_file():
+        if pin is not None and pin.sha256 is not None:
+            _check(f"{dest} (delete it to download it again)", dest.stat().st_size, _verified_digest(dest), pin.bytes, pin.sha256)
+        return dest
+    return download(url, dest, size=pin.bytes if pin else None, sha256=pin.sha256 if pin else None,
+                    progress=progress, retries=retries)
