@@ -14,9 +14,11 @@ import torch
 from .config import DinoConfig, get_config, list_models, split_model_name
 from .heads import DINOHead, LinearClassifier
 from .model import DinoVisionTransformer
+from .weights import load_weights, save_weights
 
 __all__ = [
     "create_model", "list_models", "get_config", "DinoConfig", "DinoVisionTransformer", "LinearClassifier", "DINOHead",
+    "load_weights", "save_weights",
 ]
 __version__ = "0.1.0"
 
@@ -36,6 +38,7 @@ def create_model(
     with `load_state_dict(..., assign=True)`). pretrained=False gives the official random init.
     """
     backbone_name, is_lc = split_model_name(name)
+    cache_dir = overrides.pop("cache_dir", None)  # where pretrained=True downloads go (else $MINIDINO_HOME)
     layers = overrides.pop("layers", 4) if is_lc else None
     if not is_lc and "layers" in overrides:
         raise TypeError(f"'layers' only applies to the *_lc classifiers; {name!r} is a backbone")
@@ -52,5 +55,5 @@ def create_model(
     if pretrained is not False and pretrained is not None:
         from .weights import load_pretrained  # weights reads the model, never the other way round
 
-        load_pretrained(model, name, pretrained)
+        load_pretrained(model, name, pretrained, cache_dir=cache_dir)
     return model.eval()
