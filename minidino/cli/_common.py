@@ -1,0 +1,197 @@
+"""Plumbing shared by the model-using subcommands: model options, building the model, progress.
+
+    add_model_args(parser)       --model, --weights, --random-weights, --config, --device, --dtype
+    model = model_from_args(args)
+    describe_weights(args)       a one-line label of the weights, for logs and pictures
+    ImageProgress(total)         an images/s counter on stderr
+
+--weights takes `official` (the published checkpoint, downloaded once and verified), a file
+path or an http(s) URL, or `random[:SEED]`: weights from the golden-vector generator
+(minidino.golden), random but identical on every machine and made without any download. Random
+weights check a pipeline (decoding, shapes, speed, plumbing); they are not DINOv2 features, and
+every label says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+import time
+from typing import IO, Any
+
+__all__ = [
+    "add_model_args", "model_from_args", "describe_weights", "weights_spec", "config_overrides", "parse_dtype",
+    "resolve_device", "random_weights_model", "build_model", "ImageProgress", "DTYPES",
+]
+
+DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
+          "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+def add_model_args(parser: argparse.ArgumentParser, *, default_model: str | None = "dinov2_vits14",
+                   default_weights: str | None = "official") -> None:
+    """Add the model options. A default of None means 'decided by the command' (e.g. from an index file)."""
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", default=default_model, metavar="NAME",
+                   help="hub name of the model: dinov2_vit{s,b,l,g}14, the same with _reg (registers); "
+                        + (f"default {default_model}" if default_model else "default: see above"))
+    g.add_argument("--weights", default=default_weights, metavar="official|PATH|URL|random[:SEED]",
+                   help="official: the published checkpoint (downloaded once, checksum-verified, cached in "
+                        "$MINIDINO_HOME); PATH or URL: any DINOv2 checkpoint layout (official, Hugging Face, timm, "
+                        "training); random[:SEED]: RANDOM weights from the golden-vector generator, offline, for "
+                        "checking a pipeline only (not real features). "
+                        + (f"Default: {default_weights}" if default_weights else "Default: see above"))
+    g.add_argument("--random-weights", action="store_true",
+                   help="shorthand for --weights random:0 (RANDOM weights, offline; checks the pipeline, not real features)")
+    g.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --config depth=4 (repeatable; fields of minidino.DinoConfig)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps... or auto (CUDA when available; "
+                   "under torchrun, the LOCAL_RANK-th GPU)")
+    g.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
+                   help="compute dtype of the model and inputs (float16/bfloat16 halve the memory on GPUs)")
+
+
+def weights_spec(args: argparse.Namespace) -> str:
+    """The canonical weights choice: 'official', 'random:SEED', an absolute path or a URL."""
+    w = "random:0" if getattr(args, "random_weights", False) else (args.weights or "official")
+    if w == "random":
+        return "random:0"
+    if w.startswith("random:"):
+        seed = w.split(":", 1)[1]
+        if not seed.isdigit():
+            raise SystemExit(f"minidino: --weights random:SEED needs an integer seed, got {w!r}")
+        return f"random:{int(seed)}"
+    if w == "official" or "://" in w:
+        return w
+    return os.path.abspath(w)
+
+
+def describe_weights(args: argparse.Namespace) -> str:
+    """A one-line label: 'official weights', 'weights: PATH' or a RANDOM WEIGHTS warning."""
+    spec = weights_spec(args)
+    if spec.startswith("random:"):
+        return (f"RANDOM WEIGHTS (golden-vector generator, seed {spec.split(':')[1]}): "
+                "checks the pipeline, not real DINOv2 features")
+    if spec == "official":
+        return "official weights"
+    return f"weights: {spec}"
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare word, e.g. ffn_layer=swiglu
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """--config KEY=VALUE options as a dict (values parsed as Python literals when they are)."""
+    out: dict[str, Any] = {}
+    for item in getattr(args, "config", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"minidino: --config expects KEY=VALUE, got {item!r}")
+        out[key.strip().replace("-", "_")] = _literal(value.strip())
+    return out
+
+
+def parse_dtype(name: str) -> Any:
+    import torch
+
+    try:
+        return getattr(torch, DTYPES[name])
+    except KeyError:
+        raise SystemExit(f"minidino: unknown --dtype {name!r}; choose from {', '.join(sorted(DTYPES))}") from None
+
+
+def resolve_device(name: str | None) -> Any:
+    import torch
+
+    if name in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def random_weights_model(name: str, seed: int = 0, **overrides: Any) -> Any:
+    """A model with weights from the golden splitmix64 generator: random, reproducible, offline.
+    Built on the meta device so the weights are allocated once."""
+    from .. import create_model
+    from ..golden import generate_state_dict
+
+    model = create_model(name, device="meta", **overrides)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    model.load_state_dict(generate_state_dict(shapes, seed), strict=True, assign=True)
+    return model.eval()
+
+
+def build_model(name: str, weights: str, overrides: dict[str, Any] | None = None, *, device: Any = "cpu",
+                dtype: Any = None) -> Any:
+    """Model `name` with weights `weights` (a weights_spec string), in eval mode on device/dtype."""
+    from .. import create_model
+
+    overrides = dict(overrides or {})
+    try:
+        if weights.startswith("random:"):
+            model = random_weights_model(name, int(weights.split(":", 1)[1]), **overrides)
+        else:
+            model = create_model(name, pretrained=True if weights == "official" else weights, **overrides)
+    except (ValueError, TypeError) as e:  # unknown name or config field, weights that do not fit
+        raise SystemExit(f"minidino: {e}") from e
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def model_from_args(args: argparse.Namespace) -> Any:
+    """The model the options of `add_model_args` describe (eval mode, on --device, in --dtype)."""
+    if not args.model:
+        raise SystemExit("minidino: --model is required")
+    return build_model(args.model, weights_spec(args), config_overrides(args),
+                       device=resolve_device(args.device), dtype=parse_dtype(args.dtype))
+
+
+class ImageProgress:
+    """`label  120/1000 images  12%  35.2 images/s  ETA 25 s` on stderr.
+
+    On a terminal the line is redrawn in place (at most 5 times a second); otherwise (logs,
+    CI) a line is printed every 10% so logs stay short.
+    """
+
+    def __init__(self, total: int, label: str = "embed", stream: IO[str] | None = None, enabled: bool = True) -> None:
+        self.total, self.label, self.done = total, label, 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled and total > 0
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start = self._last = time.monotonic()
+        self._decile = 0
+
+    def rate(self) -> float:
+        return self.done / max(time.monotonic() - self.start, 1e-9)
+
+    def line(self) -> str:
+        r = self.rate()
+        eta = f"  ETA {(self.total - self.done) / r:.0f} s" if 0 < r and self.done < self.total else ""
+        pct = 100 * self.done / self.total if self.total else 100.0
+        return f"{self.label} {self.done}/{self.total} images {pct:3.0f}% {r:.1f} images/s{eta}"
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if self.tty:
+            if now - self._last >= 0.2:
+                self._last = now
+                self.stream.write("\r" + self.line())
+                self.stream.flush()
+        else:
+            decile = 10 * self.done // self.total
+            if decile > self._decile and self.done < self.total:
+                self._decile = decile
+                print(self.line(), file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.enabled:
+            print(("\r" if self.tty else "") + self.line() + " done", file=self.stream, flush=True)
