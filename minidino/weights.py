@@ -38,7 +38,7 @@ from .model import DinoVisionTransformer
 
 __all__ = [
     "CheckpointError", "UnsafeCheckpointError", "WeightsMismatchError", "LoadReport", "read_checkpoint",
-    "to_official", "to_huggingface", "detect_layout", "guess_hub_name", "load_weights", "save_weights",
+    "to_official", "to_huggingface", "detect_layout", "guess_hub_name", "infer_config", "load_weights", "save_weights",
     "load_pretrained", "huggingface_config",
 ]
 
@@ -409,6 +409,26 @@ def guess_hub_name(sd: StateDict) -> str:
     return f"no hub model (D={D}, depth {depth}, {R} registers, {'SwiGLU' if swiglu else 'GELU MLP'})"
 
 
+def infer_config(sd: StateDict, num_heads: int | None = None) -> DinoConfig:
+    """The architecture of an official-layout backbone state dict, read from its shapes.
+
+    The head count is not in the weights: it is the look-alike hub model's, else `num_heads`,
+    else D // 64 (every DINOv2 model has 64-wide heads).
+    """
+    D = sd["patch_embed.proj.weight"].shape[0]
+    depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+    R = sd["register_tokens"].shape[1] if "register_tokens" in sd else 0
+    w12 = sd.get("blocks.0.mlp.w12.weight")
+    hidden = w12.shape[0] // 2 if w12 is not None else sd["blocks.0.mlp.fc1.weight"].shape[0]
+    look = guess_hub_name(sd).split(" ")[0]
+    if num_heads is None:
+        num_heads = PRESETS[look].num_heads if look in PRESETS else max(D // 64, 1)
+    base = PRESETS[look] if look in PRESETS else PRESETS["dinov2_vits14_reg" if R else "dinov2_vits14"]
+    grid = int((sd["pos_embed"].shape[1] - 1) ** 0.5)
+    return base.replace(embed_dim=D, depth=depth, num_heads=num_heads, ffn_hidden_dim=hidden, num_register_tokens=R,
+                        ffn_layer="swiglu" if w12 is not None else "mlp", img_size=grid * base.patch_size)
+
+
 def _listing(keys: list[str], n: int = 5) -> str:
     more = f", ... ({len(keys)} in all)" if len(keys) > n else f" ({len(keys)})"
     return ", ".join(keys[:n]) + more
@@ -517,7 +537,8 @@ def huggingface_config(config: DinoConfig) -> dict[str, Any]:
         "architectures": ["Dinov2WithRegistersModel" if reg else "Dinov2Model"],
         "model_type": "dinov2_with_registers" if reg else "dinov2",
         "hidden_size": config.embed_dim, "num_hidden_layers": config.depth, "num_attention_heads": config.num_heads,
-        "mlp_ratio": config.ffn_hidden_dim / config.embed_dim if config.ffn_layer == "mlp" else 4,
+        # transformers wants an int ratio; GELU hidden = D * ratio, SwiGLU hidden derives from D like ours.
+        "mlp_ratio": config.ffn_hidden_dim // config.embed_dim if config.ffn_layer == "mlp" else 4,
         "use_swiglu_ffn": config.ffn_layer == "swiglu", "hidden_act": "gelu", "layer_norm_eps": config.layer_norm_eps,
         "image_size": config.img_size, "patch_size": config.patch_size, "num_channels": config.in_chans,
         "qkv_bias": config.qkv_bias, "layerscale_value": config.layerscale_init, "drop_path_rate": 0.0,

@@ -21,12 +21,8 @@ def run(args: argparse.Namespace) -> int:
     dst = Path(args.dst)
     if args.layout != "official" and (dst.is_dir() or args.dst.endswith(("/", "\\"))):
         dst = dst / "model.safetensors"  # a Hugging Face model folder: weights + config.json
-        base = args.model or looks_like.split(" ")[0]
-        if base not in PRESETS:
-            print(f"error: {looks_like}; pass --model NAME to say which architecture config.json describes", file=sys.stderr)
-            return 2
-        depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
-        config = weights.huggingface_config(PRESETS[base].replace(depth=depth))
+        heads = PRESETS[args.model].num_heads if args.model else args.num_heads
+        config = weights.huggingface_config(weights.infer_config(sd, num_heads=heads))
         dst.parent.mkdir(parents=True, exist_ok=True)
         (dst.parent / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if args.with_heads and args.layout == "official":
@@ -42,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ..config import PRESETS
+
     p = sub.add_parser(
         "convert", help="convert a DINOv2 checkpoint (official, Hugging Face, timm, training...) to safetensors",
         description="Read a DINOv2 checkpoint in any layout minidino knows (official torch.hub .pth, Hugging Face "
@@ -61,8 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "Dinov2Model names; huggingface_hub: the older names stored in the facebook/dinov2-* repos")
     p.add_argument("--network", choices=["teacher", "student"], default="teacher",
                    help="which network of a training checkpoint to convert (default: teacher)")
-    p.add_argument("--model", default=None, metavar="NAME",
-                   help="hub name whose architecture config.json describes (default: guessed from the weights)")
+    p.add_argument("--model", default=None, choices=sorted(PRESETS), metavar="NAME",
+                   help="hub name whose head count config.json uses (default: the model the weights look like)")
+    p.add_argument("--num-heads", type=int, default=None, metavar="N",
+                   help="attention heads, for widths no hub model has (default: width // 64, as in every DINOv2)")
     p.add_argument("--with-heads", action="store_true",
                    help="official layout only: also keep the linear head / DINO head, as linear_head.* / dino_head.*")
     p.set_defaults(func=run)
