@@ -172,10 +172,13 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def _check(what: str, size: int, digest: str, want_size: int | None, want_sha: str | None) -> None:
-    if want_size is not None and size != want_size:
-        raise ChecksumError(f"{what}: size {size} bytes, expected {want_size} (pinned); the file is incomplete or not the official one")
-    if want_sha is not None and digest != want_sha.lower():
-        raise ChecksumError(f"{what}: SHA-256 mismatch: expected {want_sha.lower()} (pinned), got {digest}")
+    """Raise ChecksumError, naming the expected and actual size and SHA-256, unless both match their pins."""
+    bad_size = want_size is not None and size != want_size
+    bad_sha = want_sha is not None and digest != want_sha.lower()
+    if bad_size or bad_sha:
+        sizes = f"size {size} bytes, expected {want_size} (pinned); " if bad_size else ""
+        shas = f"SHA-256 mismatch: expected {want_sha.lower()} (pinned), got {digest}" if want_sha else f"SHA-256 {digest}"
+        raise ChecksumError(f"{what}: {sizes}{shas}. The file is incomplete or not the official one")
 
 
 def download(
@@ -265,10 +268,8 @@ def fetch(pin: Pin, *, cache_dir: str | os.PathLike | None = None, base: str | N
     dest = default_cache_dir(cache_dir) / pin.path
     if dest.is_file():
         size = dest.stat().st_size
-        if pin.bytes is not None and size != pin.bytes:
-            raise ChecksumError(f"{dest}: size {size} bytes, expected {pin.bytes} (pinned); delete it to download it again")
-        if pin.sha256 is not None:
-            _check(f"{dest} (delete it to download it again)", size, _verified_digest(dest), None, pin.sha256)
+        if pin.sha256 is not None or (pin.bytes is not None and size != pin.bytes):
+            _check(f"{dest} (delete it to download it again)", size, _verified_digest(dest), pin.bytes, pin.sha256)
         return dest
     url = f"{base_url(base)}/{pin.path}"
     if pin.sha256 is None:
