@@ -278,7 +278,8 @@ def pca_figure(
         raise ValueError("pca_figure needs at least one image")
     p = model.patch_size
     grids = [(x.shape[-2] // p, x.shape[-1] // p) for x in xs]
-    feats = model.forward_features([x.unsqueeze(0) for x in xs])  # one dict per image, sizes may differ
+    ref = next(model.parameters())  # run on the model's device and dtype; the pictures use the inputs as given
+    feats = model.forward_features([x.unsqueeze(0).to(ref.device, ref.dtype) for x in xs])  # one dict per image
     flat = torch.cat([f["x_norm_patchtokens"][0] for f in feats])  # (sum h*w, D)
     sizes = [h * w for h, w in grids]
     pc1 = first_component_flat(flat, torch.cat([_border(h, w) for h, w in grids]))  # (sum h*w,)
@@ -312,7 +313,8 @@ def attention_figure(
     attended), registers skipped. Returns the picture and the (nh, h, w) attention weights."""
     p = model.patch_size
     h, w = x.shape[-2] // p, x.shape[-1] // p
-    attn = model.get_attention_maps(x.unsqueeze(0), blocks=(block,))[0]  # (1, nh, N, N)
+    ref = next(model.parameters())
+    attn = model.get_attention_maps(x.unsqueeze(0).to(ref.device, ref.dtype), blocks=(block,))[0]  # (1, nh, N, N)
     cls = model.cls_attention_map(attn, h, w)[0]  # (nh, h, w)
     image = denormalize(x, mean, std)
     heat = attention_panels(cls, image.size)

@@ -1,0 +1,49 @@
+"""`minidino demo`: the offline demo on synthetic scenes (the pipeline is minidino/demo.py)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_model_args
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from ..demo import run_demo
+    from ._common import describe_weights, model_from_args, weights_spec
+
+    t0 = time.perf_counter()
+    label = f"{args.model}, {describe_weights(args)}"
+    print(label)
+    model = model_from_args(args)
+    model = getattr(model, "backbone", model)  # a *_lc classifier: picture its backbone
+    with torch.no_grad():
+        run_demo(args.out, model, weights_label=label, size=args.size)
+    print(f"done in {time.perf_counter() - t0:.1f} s: pictures in {args.out}/, the scenes in {args.out}/samples/")
+    if weights_spec(args).startswith("random:"):
+        print("These come from RANDOM weights: they show that decoding, preprocessing, the forward pass and the "
+              "pictures work, not what DINOv2 learned. For real features, run the same with the official weights:\n"
+              "    minidino demo --weights official     # downloads the checkpoint once (verified, cached)\n"
+              "    minidino demo --weights PATH         # or a checkpoint file you already have")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="offline demo: embed and picture four synthetic scenes (random weights unless --weights)",
+        description="Draw four synthetic scenes (no photos, nothing downloaded), embed them and write under --out: "
+                    "the scenes (samples/*.png), pca.png (the patch features' first 3 principal components as RGB, "
+                    "next to each scene), attention.png (the class token's attention per head in the last block) "
+                    "and similarity.txt (cosine similarity of the class tokens). By default the weights come from "
+                    "the golden-vector generator: RANDOM weights that check the pipeline, labelled so on every "
+                    "picture. --weights official (downloaded once) or --weights PATH gives real DINOv2 features.",
+    )
+    p.add_argument("--out", default="minidino_demo", metavar="DIR", help="folder for the pictures, created if needed "
+                   "(default: minidino_demo)")
+    p.add_argument("--size", type=int, default=224, help="side of the square scenes in pixels, a multiple of 14 "
+                   "(default: 224)")
+    add_model_args(p, default_weights="random:0")
+    p.set_defaults(func=run)
