@@ -1,0 +1,462 @@
+"""`minidino embed` and `minidino merge`: embeddings of many images, in files that keep the names.
+
+Order and shares. The inputs are expanded to one ordered list of paths (folders walked in
+sorted order). The list is cut into batches of --batch-size at fixed positions; --shard I/N
+takes a contiguous run of those batches. Every image is therefore computed in the same batch
+whether the corpus runs as one process or as N shards, and `merge` (which concatenates the
+shards in order) reproduces the single run's file exactly.
+
+Checkpoints. Results are written every --checkpoint-every images as atomic part files in
+`OUT.parts/` (beside the output), with a manifest of the settings; --resume loads the parts
+already written and computes only the rest. The final file is written to a temporary name
+and renamed, so OUT is either absent or complete; the parts are then removed.
+
+Output files. `.safetensors`: tensors `cls` (N, D) and/or `patch` (N, h*w, D), and the JSON
+metadata (model, weights, size, file names in order, skipped files) under the key "minidino".
+`.npz`: the same arrays plus `names` (strings) and `metadata` (the JSON). `.npy`: one array
+(cls or patch) and the metadata in `OUT.npy.json`. Values are float32 whatever --dtype.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ._common import add_model_args
+
+FORMAT = "minidino-embeddings"
+VERSION = 1
+SUFFIXES = (".safetensors", ".npz", ".npy")
+TOKEN_KEYS = {"cls": ("cls",), "patch": ("patch",), "both": ("cls", "patch")}
+
+
+def log(msg: str) -> None:
+    print(f"minidino: {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ inputs
+def gather_inputs(inputs: Sequence[str]) -> list[str]:
+    """Files, folders (walked recursively, sorted, image extensions only) and lists of paths
+    (a .txt file: one path a line, blank lines and lines starting with # ignored, relative
+    paths relative to the list's folder), in the order given, without duplicates."""
+    from ..transforms import IMAGE_EXTENSIONS
+
+    out: list[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                out += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        elif p.suffix.lower() == ".txt" and p.is_file():
+            for line in p.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    out.append(line if os.path.isabs(line) or p.parent == Path(".") else os.path.join(p.parent, line))
+        else:
+            out.append(item)  # a file, or a missing path: reported as unreadable
+    return list(dict.fromkeys(out))
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'I/N' (0 <= I < N) or 'auto' (RANK and WORLD_SIZE of torchrun / torch.distributed)."""
+    if text is None:
+        return None
+    if text == "auto":
+        if "WORLD_SIZE" not in os.environ:
+            return None  # not under torchrun: one process does everything
+        I, N = int(os.environ.get("RANK", 0)), int(os.environ["WORLD_SIZE"])
+    else:
+        try:
+            a, b = text.split("/")
+            I, N = int(a), int(b)
+        except ValueError:
+            raise SystemExit(f"minidino embed: --shard expects I/N (e.g. 0/4) or auto, got {text!r}") from None
+    if not 0 <= I < N:
+        raise SystemExit(f"minidino embed: --shard {I}/{N}: need 0 <= I < N")
+    return None if N == 1 else (I, N)
+
+
+def shard_path(out: Path, shard: tuple[int, int] | None) -> Path:
+    """emb.safetensors -> emb.shard-2-of-4.safetensors (the file `merge` joins)."""
+    if shard is None:
+        return out
+    return out.with_name(f"{out.stem}.shard-{shard[0]}-of-{shard[1]}{out.suffix}")
+
+
+def shard_batches(n_batches: int, shard: tuple[int, int] | None) -> range:
+    if shard is None:
+        return range(n_batches)
+    I, N = shard
+    return range(I * n_batches // N, (I + 1) * n_batches // N)
+
+
+# ------------------------------------------------------------------ files
+def _check_suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise SystemExit(f"minidino: {path}: the output must end in {', '.join(SUFFIXES)}")
+    return suffix
+
+
+def _atomic(path: Path, write: Any) -> None:
+    """write(tmp_path) then rename onto path: readers see the old file or the complete new one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_embeddings(path: str | os.PathLike, tensors: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Write tensors (float32, first dim = len(meta['names'])) and meta atomically; the format follows the suffix."""
+    import numpy as np
+    import torch
+
+    path = Path(path)
+    suffix = _check_suffix(path)
+    text = json.dumps(meta)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        _atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata={"minidino": text}))
+    elif suffix == ".npz":
+        def save_npz(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, names=np.array(meta["names"], dtype=str), metadata=np.array(text),
+                         **{k: v.numpy() for k, v in tensors.items()})
+        _atomic(path, save_npz)
+    else:
+        if len(tensors) != 1:
+            raise SystemExit(f"minidino: {path}: a .npy file holds one array; use .safetensors or .npz for "
+                             f"{' and '.join(tensors)}")
+        (array,) = tensors.values()
+        sidecar = path.with_name(path.name + ".json")
+        _atomic(sidecar, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+        def save_npy(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                np.save(f, array.numpy())
+        _atomic(path, save_npy)
+    return path
+
+
+def read_embeddings(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(tensors, meta) of a file written by `minidino embed` / `merge`."""
+    import numpy as np
+    import torch
+
+    path = Path(path)
+    suffix = _check_suffix(path)
+    if not path.is_file():
+        raise SystemExit(f"minidino: {path}: no such file")
+    if suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta_text = (f.metadata() or {}).get("minidino")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    elif suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if "metadata" not in z:
+                meta_text = None
+            else:
+                meta_text = str(z["metadata"])
+            tensors = {k: torch.from_numpy(z[k].copy()) for k in z.files if k not in ("names", "metadata")}
+    else:
+        sidecar = path.with_name(path.name + ".json")
+        meta_text = sidecar.read_text(encoding="utf-8") if sidecar.is_file() else None
+        array = torch.from_numpy(np.load(path, allow_pickle=False).copy())
+        tensors = {json.loads(meta_text)["tokens"] if meta_text else "cls": array}
+    if meta_text is None:
+        raise SystemExit(f"minidino: {path} has no minidino metadata (not written by `minidino embed`)")
+    meta = json.loads(meta_text)
+    if meta.get("format") != FORMAT:
+        raise SystemExit(f"minidino: {path} is not a minidino embeddings file")
+    return tensors, meta
+
+
+# ------------------------------------------------------------------ computing
+def embed_transform(size: int) -> Any:
+    """The preprocessing of `embed`: the ImageNet evaluation recipe scaled to `size` (shorter side
+    to size * 256 / 224, bicubic; centre crop size x size; ImageNet normalisation)."""
+    from ..transforms import classification_transform
+
+    resize = round(size * 256 / 224)
+    return lambda img: classification_transform(img, resize=resize, crop=size)
+
+
+def _decode(path: str, transform: Any) -> tuple[Any, str | None]:
+    from ..transforms import UnreadableImageError, load_image
+
+    try:
+        return transform(load_image(path)), None
+    except UnreadableImageError as e:
+        return None, str(e).split(": ", 1)[-1]
+
+
+def embed_tensor(model: Any, x: Any, tokens: str) -> dict[str, Any]:
+    """{'cls': (B, D), 'patch': (B, h*w, D)} (those `tokens` asks for), float32 on the CPU."""
+    import torch
+
+    with torch.inference_mode():
+        f = model.forward_features(x)
+    out = {"cls": f["x_norm_clstoken"], "patch": f["x_norm_patchtokens"]}
+    return {k: out[k].float().cpu() for k in TOKEN_KEYS[tokens]}
+
+
+def _empty(model: Any, size: int, tokens: str) -> dict[str, Any]:
+    import torch
+
+    D, hw = model.config.embed_dim, (size // model.patch_size) ** 2
+    shapes = {"cls": (0, D), "patch": (0, hw, D)}
+    return {k: torch.zeros(shapes[k]) for k in TOKEN_KEYS[tokens]}
+
+
+def _concat(parts: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+    import torch
+
+    return {k: torch.cat([p[k] for p in parts]) for k in keys}
+
+
+def _chunks(batches: range, per_chunk: int) -> Iterator[range]:
+    for s in range(batches.start, batches.stop, per_chunk):
+        yield range(s, min(s + per_chunk, batches.stop))
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    import torch
+
+    from ._common import ImageProgress, config_overrides, describe_weights, model_from_args, parse_dtype, weights_spec
+
+    out = Path(args.out)
+    _check_suffix(out)
+    if out.suffix.lower() == ".npy" and args.tokens == "both":
+        raise SystemExit("minidino embed: a .npy file holds one array; use .safetensors or .npz for --tokens both")
+    B = args.batch_size
+    if B < 1:
+        raise SystemExit("minidino embed: --batch-size must be >= 1")
+    shard = parse_shard(args.shard)
+    target = shard_path(out, shard)
+    paths = gather_inputs(args.inputs)
+    n_batches = math.ceil(len(paths) / B)
+    mine = shard_batches(n_batches, shard)
+    per_chunk = max(1, args.checkpoint_every // B)
+    names_digest = hashlib.sha256("\n".join(paths).encode()).hexdigest()
+    settings = {
+        "format": FORMAT, "version": VERSION, "model": args.model, "weights": weights_spec(args),
+        "config": config_overrides(args), "size": args.size, "tokens": args.tokens, "dtype": str(parse_dtype(args.dtype)),
+        "batch_size": B, "shard": list(shard) if shard else None, "inputs_total": len(paths),
+        "inputs_sha256": names_digest,
+    }
+    parts_dir = target.with_name(target.name + ".parts")
+    manifest_path = parts_dir / "manifest.json"
+    manifest = dict(settings, batches_per_checkpoint=per_chunk)
+    if parts_dir.exists():
+        if not args.resume:
+            raise SystemExit(f"minidino embed: {parts_dir} holds checkpoints of an interrupted run: add --resume to "
+                             "continue it, or delete the folder to start again")
+        old = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+        if old != manifest:
+            diff = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
+            raise SystemExit(f"minidino embed: --resume: the checkpoints in {parts_dir} were made with other settings "
+                             f"({', '.join(diff)} differ); rerun with the same inputs and options, or delete the folder")
+    elif args.resume and target.is_file():
+        _, meta = read_embeddings(target)
+        if {k: meta.get(k) for k in settings} == settings:
+            log(f"--resume: {target} is already complete ({len(meta['names'])} images); nothing to do")
+            return 1 if meta["skipped"] else 0
+
+    model = model_from_args(args)
+    model = getattr(model, "backbone", model)  # a *_lc classifier: embed with its backbone
+    if args.size % model.patch_size:
+        raise SystemExit(f"minidino embed: --size {args.size} is not a multiple of the patch size {model.patch_size}")
+    device = next(model.parameters()).device
+    dtype = parse_dtype(args.dtype)
+    log(f"{args.model}, {describe_weights(args)}; {len(paths)} inputs"
+        + (f", shard {shard[0]}/{shard[1]}: batches {mine.start}..{mine.stop - 1} of {n_batches}" if shard else "")
+        + f", {args.size}x{args.size} px, {args.tokens} tokens, on {device} in {args.dtype}")
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    if not manifest_path.is_file():
+        _atomic(manifest_path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
+
+    transform = embed_transform(args.size)
+    keys = TOKEN_KEYS[args.tokens]
+    chunks = list(_chunks(mine, per_chunk))
+    done = {c.start for c in chunks if (parts_dir / f"part-{c.start:09d}.safetensors").is_file()}
+    if done:
+        n_done = sum(min(len(paths), c.stop * B) - c.start * B for c in chunks if c.start in done)
+        log(f"resume: {len(done)} of {len(chunks)} checkpoints already written ({n_done} images); "
+            f"computing the other {len(chunks) - len(done)}")
+    todo_images = sum(min(len(paths), c.stop * B) - c.start * B for c in chunks if c.start not in done)
+    progress = ImageProgress(todo_images, "embed", enabled=not args.quiet)
+    workers = max(1, args.workers)
+    with ThreadPoolExecutor(workers) as pool:
+        def submit(b: int) -> list[Future]:
+            return [pool.submit(_decode, p, transform) for p in paths[b * B:(b + 1) * B]]
+
+        for chunk in chunks:
+            if chunk.start in done:
+                continue
+            results: list[dict[str, Any]] = []
+            names: list[str] = []
+            skipped: list[list[str]] = []
+            pending = submit(chunk.start)
+            for b in chunk:
+                decoded = [f.result() for f in pending]
+                pending = submit(b + 1) if b + 1 in chunk else []  # decode the next batch while the model runs
+                good = []
+                for path, (x, reason) in zip(paths[b * B:(b + 1) * B], decoded):
+                    if x is None:
+                        log(f"skipped {path}: {reason}")
+                        skipped.append([path, reason or "unreadable"])
+                    else:
+                        good.append((path, x))
+                if good:
+                    x = torch.stack([x for _, x in good]).to(device=device, dtype=dtype)  # (B', 3, S, S)
+                    results.append(embed_tensor(model, x, args.tokens))
+                    names += [p for p, _ in good]
+                progress.update(len(decoded))
+            part = _concat(results, keys) if results else _empty(model, args.size, args.tokens)
+            _write_part(parts_dir / f"part-{chunk.start:09d}.safetensors", part, names, skipped)
+    progress.close()
+
+    tensors, names, skipped = _read_parts([parts_dir / f"part-{c.start:09d}.safetensors" for c in chunks], keys)
+    if not names and not tensors:
+        tensors = _empty(model, args.size, args.tokens)
+    if tensors is None or any(len(v) != len(names) for v in tensors.values()):
+        raise SystemExit(f"minidino embed: the checkpoints in {parts_dir} are inconsistent; delete the folder and rerun")
+    meta = dict(settings, names=names, skipped=skipped)
+    write_embeddings(target, tensors, meta)
+    shutil.rmtree(parts_dir)
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in tensors.items())
+    print(f"wrote {target}: {len(names)} images ({shapes})"
+          + (f"; {len(skipped)} unreadable file(s) skipped: {', '.join(p for p, _ in skipped)}" if skipped else ""))
+    return 1 if skipped else 0
+
+
+def _write_part(path: Path, tensors: dict[str, Any], names: list[str], skipped: list[list[str]]) -> None:
+    from safetensors.torch import save_file
+
+    meta = json.dumps({"names": names, "skipped": skipped})
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    _atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata={"minidino": meta}))
+
+
+def _read_parts(files: list[Path], keys: Sequence[str]) -> tuple[dict[str, Any], list[str], list[list[str]]]:
+    from safetensors import safe_open
+
+    parts, names, skipped = [], [], []
+    for f in files:
+        with safe_open(str(f), framework="pt") as h:
+            meta = json.loads(h.metadata()["minidino"])
+            parts.append({k: h.get_tensor(k) for k in keys})
+        names += meta["names"]
+        skipped += meta["skipped"]
+    return _concat(parts, keys) if parts else {}, names, skipped
+
+
+# ------------------------------------------------------------------ merge
+def run_merge(args: argparse.Namespace) -> int:
+    import torch
+
+    loaded = [(f, *read_embeddings(f)) for f in args.shards]
+    ignore = ("shard", "names", "skipped")
+    _, _, first = loaded[0]
+    base = {k: v for k, v in first.items() if k not in ignore}
+    seen: dict[int, tuple[str, dict[str, Any], dict[str, Any]]] = {}
+    for f, tensors, meta in loaded:
+        other = {k: v for k, v in meta.items() if k not in ignore}
+        if other != base:
+            diff = sorted(k for k in set(other) | set(base) if other.get(k) != base.get(k))
+            raise SystemExit(f"minidino merge: {f} was made with other settings than {loaded[0][0]} ({', '.join(diff)} differ)")
+        if meta.get("shard") is None:
+            raise SystemExit(f"minidino merge: {f} is not a shard (made without --shard)")
+        I, N = meta["shard"]
+        if I in seen:
+            raise SystemExit(f"minidino merge: {f} and {seen[I][0]} are both shard {I}/{N}")
+        seen[I] = (f, tensors, meta)
+    N = first["shard"][1]
+    missing = [i for i in range(N) if i not in seen]
+    if missing or len({m["shard"][1] for _, _, m in loaded}) != 1:
+        raise SystemExit(f"minidino merge: incomplete set of {N} shards: missing {', '.join(f'{i}/{N}' for i in missing)}")
+    ordered = [seen[i] for i in range(N)]
+    keys = list(ordered[0][1])
+    tensors = {k: torch.cat([t[k] for _, t, _ in ordered]) for k in keys}
+    names = [n for _, _, m in ordered for n in m["names"]]
+    skipped = [s for _, _, m in ordered for s in m["skipped"]]
+    meta = dict(base, shard=None, names=names, skipped=skipped)
+    out = write_embeddings(args.out, tensors, meta)
+    print(f"wrote {out}: {len(names)} images from {N} shards"
+          + (f" ({len(skipped)} unreadable file(s) were skipped)" if skipped else ""))
+    return 0
+
+
+# ------------------------------------------------------------------ parsers
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "embed", help="embed images (files, folders, lists) into a .safetensors / .npz / .npy file",
+        description="Compute DINOv2 embeddings of many images. INPUTS are image files, folders (walked "
+                    "recursively in sorted order, image extensions only) or .txt lists of paths (one a line). Every "
+                    "image is resized so its shorter side is SIZE*256/224 (bicubic), centre-cropped to SIZExSIZE and "
+                    "normalised with the ImageNet mean and std (the official evaluation recipe; 224 -> 256 -> 224). "
+                    "The output stores the class tokens ('cls', N x D: the image embedding for retrieval, k-NN, "
+                    "linear probes) and/or the patch tokens ('patch', N x h*w x D), the file names in order and "
+                    "the model and weights used, as float32. Unreadable images are reported by name and skipped; "
+                    "the rest is written and the exit status is 1. The output is written atomically; checkpoints "
+                    "every --checkpoint-every images let --resume continue an interrupted run. --shard I/N computes "
+                    "a deterministic 1/N share (to OUT.shard-I-of-N.EXT); `minidino merge` joins the shards into "
+                    "exactly the file a single run writes (use the same --batch-size).",
+        epilog="examples:\n"
+               "  minidino embed photos/ --out photos.safetensors\n"
+               "  minidino embed list.txt --out emb.npz --tokens both --size 448 --device cuda --dtype bfloat16\n"
+               "  minidino embed photos/ --out emb.safetensors --shard 0/2   # and 1/2 elsewhere, then:\n"
+               "  minidino merge emb.shard-0-of-2.safetensors emb.shard-1-of-2.safetensors --out emb.safetensors\n"
+               "  torchrun --nproc-per-node 8 -m minidino embed photos/ --out emb.safetensors --shard auto",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, or .txt files listing paths")
+    p.add_argument("-o", "--out", required=True, metavar="FILE",
+                   help="output file: .safetensors, .npz, or .npy (one array, metadata in FILE.json)")
+    p.add_argument("--tokens", choices=["cls", "patch", "both"], default="cls",
+                   help="what to store: class tokens (N, D), patch tokens (N, h*w, D) or both (default cls)")
+    p.add_argument("--size", type=int, default=224,
+                   help="side of the square crop in pixels, a multiple of 14 (default 224: 16x16 patches)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                   help="threads decoding images while the model runs (default: min(8, CPUs))")
+    p.add_argument("--checkpoint-every", type=int, default=1024, metavar="N",
+                   help="write a checkpoint (OUT.parts/) about every N images (default 1024)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its checkpoints instead of starting again")
+    p.add_argument("--shard", default=None, metavar="I/N|auto",
+                   help="compute only share I of N (0 <= I < N) into OUT.shard-I-of-N.EXT; 'auto' reads RANK and "
+                        "WORLD_SIZE (torchrun)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_model_args(p)
+    p.set_defaults(func=run_embed)
+
+    m = sub.add_parser(
+        "merge", help="join the shard files of `embed --shard` into one file",
+        description="Join the outputs of `minidino embed --shard I/N` (all N of them, any order) into one file, "
+                    "identical to what a single `minidino embed` run with the same options writes. The shards must "
+                    "come from the same inputs, model, weights and options; the output format follows --out's "
+                    "suffix (.safetensors, .npz, .npy).",
+        epilog="example:\n  minidino merge emb.shard-*-of-4.safetensors --out emb.safetensors",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    m.add_argument("shards", nargs="+", metavar="SHARD", help="the shard files (emb.shard-I-of-N.EXT)")
+    m.add_argument("-o", "--out", required=True, metavar="FILE", help="the merged file")
+    m.set_defaults(func=run_merge)

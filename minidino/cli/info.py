@@ -1,0 +1,141 @@
+"""`minidino info`: parameters, tokens, FLOPs and memory of a model, from its config alone.
+
+The model is built on the meta device (nothing allocated, nothing downloaded), so the figures
+for ViT-g/14 come as fast as for ViT-S/14. FLOPs count 2 per multiply-add of the matrix
+products and the patch convolution (norms, softmax, GELU, residual adds are not counted: they
+are under 1% at these widths), the convention of torch.utils.flop_counter.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """Analytic cost of one image (B = 1) at H x W pixels."""
+
+    params: int
+    head_params: int
+    grid: tuple[int, int]  # (h, w) patches
+    tokens: int  # N = 1 + R + h*w
+    flops: dict[str, int]  # per part, per image
+    act_values_fused: int  # peak live activation values per image, fused attention
+    act_values_explicit: int  # the same when attention maps are materialised
+
+    @property
+    def total_flops(self) -> int:
+        return sum(self.flops.values())
+
+
+def parse_size(text: str, patch: int) -> tuple[int, int]:
+    """'224' or '224x448' (H x W) -> (H, W), both multiples of the patch size."""
+    try:
+        parts = [int(v) for v in text.lower().replace("*", "x").split("x")]
+    except ValueError:
+        raise SystemExit(f"minidino info: --size expects S or HxW (e.g. 224 or 224x448), got {text!r}") from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise SystemExit(f"minidino info: --size expects S or HxW, got {text!r}")
+    H, W = parts
+    if H % patch or W % patch:
+        raise SystemExit(f"minidino info: --size {H}x{W}: both sides must be multiples of the patch size {patch}")
+    return H, W
+
+
+def model_cost(model: Any, H: int, W: int) -> ModelCost:
+    """Parameters, tokens, FLOPs and activation sizes of `model` (a backbone or *_lc classifier) at H x W."""
+    backbone = getattr(model, "backbone", model)
+    c = backbone.config
+    P, D, L, nh, Hf, R = c.patch_size, c.embed_dim, c.depth, c.num_heads, c.ffn_hidden_dim, c.num_register_tokens
+    h, w = H // P, W // P
+    N = 1 + R + h * w
+    ffn_matmul = 3 * N * D * Hf if c.ffn_layer == "swiglu" else 2 * N * D * Hf  # multiply-adds: w12 + w3 / fc1 + fc2
+    flops = {
+        "patch embedding": 2 * h * w * (c.in_chans * P * P) * D,
+        "qkv + output projections": L * 2 * (3 * N * D * D + N * D * D),
+        "attention (q k^T, a v)": L * 2 * (2 * N * N * D),
+        "FFN": L * 2 * ffn_matmul,
+    }
+    head_params = 0
+    if backbone is not model:
+        head = model.linear_head
+        flops["linear head"] = 2 * head.in_features * head.out_features
+        head_params = sum(p.numel() for p in head.parameters())
+    params = sum(p.numel() for p in model.parameters())
+    # Peak live values inside one block (the residual x and its norm, plus the larger branch):
+    # attention: qkv (3ND) + output (ND) [+ nh*N*N attention weights when materialised];
+    # FFN: hidden before and after the activation (2 N Hf), or w12's 2 Hf plus the product Hf.
+    ffn_live = 3 * N * Hf if c.ffn_layer == "swiglu" else 2 * N * Hf
+    base = 2 * N * D
+    fused = base + max(4 * N * D, ffn_live)
+    explicit = base + max(4 * N * D + nh * N * N, ffn_live)
+    return ModelCost(params, head_params, (h, w), N, flops, fused, explicit)
+
+
+def _si(n: float, unit: str = "") -> str:
+    for div, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.2f} {prefix}{unit}"
+    return f"{n:.0f} {unit}".rstrip()
+
+
+def _mib(values: float, bytes_per: int) -> str:
+    return f"{values * bytes_per / 2**20:,.1f} MiB"
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import create_model
+    from ._common import config_overrides
+
+    try:
+        model = create_model(args.name, device="meta", **config_overrides(args))
+    except (ValueError, TypeError) as e:
+        raise SystemExit(f"minidino info: {e}") from e
+    backbone = getattr(model, "backbone", model)
+    c = backbone.config
+    H, W = parse_size(args.size, c.patch_size)
+    cost = model_cost(model, H, W)
+    B = args.batch_size
+    h, w = cost.grid
+    ffn = f"SwiGLU {c.ffn_hidden_dim}" if c.ffn_layer == "swiglu" else f"GELU MLP {c.ffn_hidden_dim}"
+    print(f"{args.name}: {c.depth} blocks, width D {c.embed_dim}, {c.num_heads} heads of {c.head_dim}, {ffn}, "
+          f"{c.num_register_tokens} registers, patch {c.patch_size}")
+    head = f" (backbone {cost.params - cost.head_params:,} + linear head {cost.head_params:,})" if cost.head_params else ""
+    print(f"  parameters      {cost.params:,} ({cost.params / 1e6:.2f} M){head}")
+    print(f"  input           {H}x{W} px -> {h}x{w} = {h * w} patches")
+    print(f"  tokens          {cost.tokens} = 1 class + {c.num_register_tokens} registers + {h * w} patches")
+    print(f"  FLOPs / image   {_si(cost.total_flops, 'FLOP')} ({_si(cost.total_flops / 2)} multiply-adds)")
+    for part, f in cost.flops.items():
+        print(f"      {part:26s} {_si(f, 'FLOP'):>12s} {100 * f / cost.total_flops:5.1f}%")
+    print(f"  weights         {_mib(cost.params, 4)} float32, {_mib(cost.params, 2)} bfloat16/float16")
+    print(f"  activations     inference peak inside a block, batch {B} (estimate; the weights come on top):")
+    print(f"      fused attention (default)  {_mib(B * cost.act_values_fused, 4)} float32, "
+          f"{_mib(B * cost.act_values_fused, 2)} bf16")
+    print(f"      explicit attention (maps)  {_mib(B * cost.act_values_explicit, 4)} float32, "
+          f"{_mib(B * cost.act_values_explicit, 2)} bf16")
+    print(f"      output tokens              {_mib(B * cost.tokens * c.embed_dim, 4)} float32 "
+          f"({B} x {cost.tokens} x {c.embed_dim})")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "info", help="parameters, tokens, FLOPs and memory of a model at an input size (no download)",
+        description="Print a model's size and cost, computed from its config on the meta device (nothing is "
+                    "allocated or downloaded): parameter count, patch grid and token count at --size, FLOPs per "
+                    "image split by part (2 per multiply-add of matrix products and the patch convolution; norms, "
+                    "softmax and activations not counted), the memory of the weights in float32 and bfloat16, and "
+                    "an estimate of the peak activation memory of inference for --batch-size images.",
+        epilog="examples:\n  minidino info dinov2_vitg14\n  minidino info dinov2_vitb14_reg --size 518x742 --batch-size 8",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", metavar="NAME", help="hub name, e.g. dinov2_vits14, dinov2_vitl14_reg, dinov2_vitg14_lc")
+    p.add_argument("--size", default="224", metavar="S|HxW", help="input size in pixels, multiples of 14 (default 224)")
+    p.add_argument("--batch-size", type=int, default=1, help="images per batch for the activation estimate (default 1)")
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --config depth=4 (repeatable)")
+    p.set_defaults(func=run)

@@ -1,0 +1,89 @@
+"""`minidino similar`: the nearest images of an `embed` output, by cosine of class embeddings."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ._common import add_model_args
+
+
+def find_name(names: list[str], query: str) -> int | None:
+    """Index of `query` in names: the exact string, else the same file by absolute path."""
+    if query in names:
+        return names.index(query)
+    target = os.path.abspath(query)
+    for i, n in enumerate(names):
+        if os.path.abspath(n) == target:
+            return i
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    import torch.nn.functional as F
+
+    from ..transforms import UnreadableImageError, load_image
+    from ._common import build_model, describe_weights, parse_dtype, resolve_device, weights_spec
+    from .embed import embed_tensor, embed_transform, read_embeddings
+
+    tensors, meta = read_embeddings(args.index)
+    if "cls" not in tensors:
+        raise SystemExit(f"minidino similar: {args.index} holds no class tokens; embed with --tokens cls or both")
+    names, emb = meta["names"], tensors["cls"].float()  # (N, D)
+    if args.top < 1:
+        raise SystemExit("minidino similar: --top must be >= 1")
+    i = find_name(names, args.query)
+    if i is not None:
+        q = emb[i]
+        source = f"{names[i]} (from the index)"
+    else:
+        # Embed the query exactly as the index was made: same model, weights, config, size.
+        args.model = args.model or meta["model"]
+        if args.weights is None and not args.random_weights:
+            args.weights = meta["weights"]
+        overrides = dict(meta.get("config") or {})
+        spec = weights_spec(args)
+        if (args.model, spec) != (meta["model"], meta["weights"]):
+            print(f"warning: the index was made with {meta['model']} ({meta['weights']}); the query is embedded with "
+                  f"{args.model} ({spec}): the cosines compare different models")
+        model = build_model(args.model, spec, overrides, device=resolve_device(args.device), dtype=parse_dtype(args.dtype))
+        model = getattr(model, "backbone", model)
+        try:
+            x = embed_transform(meta["size"])(load_image(args.query))
+        except UnreadableImageError as e:
+            raise SystemExit(f"minidino similar: {e}") from e
+        x = x.unsqueeze(0).to(device=next(model.parameters()).device, dtype=parse_dtype(args.dtype))  # (1, 3, S, S)
+        q = embed_tensor(model, x, "cls")["cls"][0]
+        source = f"{args.query} (embedded with {args.model}, {describe_weights(args)})"
+    cos = F.cosine_similarity(emb, q.unsqueeze(0), dim=1)  # (N,)
+    if i is not None:
+        cos[i] = float("-inf")  # not the query itself
+    k = min(args.top, len(names) - (i is not None))
+    values, order = torch.topk(cos, k) if k > 0 else (cos[:0], cos[:0].long())
+    print(f"nearest to {source} among {len(names)} images of {args.index}:")
+    print(f"{'rank':>4s} {'cosine':>8s}  name")
+    for r, (v, j) in enumerate(zip(values.tolist(), order.tolist()), 1):
+        print(f"{r:4d} {v:8.4f}  {names[j]}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "similar", help="nearest images to a query in an `embed` output (cosine of class tokens)",
+        description="Rank the images of INDEX (a file written by `minidino embed` with class tokens) by the cosine "
+                    "similarity of their class-token embeddings to QUERY's, and print the --top nearest. QUERY is a "
+                    "name stored in the index (then its stored embedding is used and it is left out of the ranking) "
+                    "or an image file, which is embedded with the model, weights, config and size recorded in the "
+                    "index (override with --model / --weights at your own risk: embeddings of different models are "
+                    "not comparable).",
+        epilog="examples:\n"
+               "  minidino similar photos/cat.jpg photos.safetensors --top 10\n"
+               "  minidino similar new_photo.png photos.safetensors --device cuda",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("query", metavar="QUERY", help="an image file, or a name stored in the index")
+    p.add_argument("index", metavar="INDEX_FILE", help="output of `minidino embed` (.safetensors, .npz or .npy)")
+    p.add_argument("--top", "-k", type=int, default=5, help="how many neighbours to print (default 5)")
+    add_model_args(p, default_model=None, default_weights=None)
+    p.set_defaults(func=run)
