@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="minidino_demo", metavar="DIR", help="folder for the pictures, created if needed "
                    "(default: minidino_demo)")
-    p.add_argument("--size", type=int, default=224, help="side of the square scenes in pixels, a multiple of 14 "
-                   "(default: 224)")
+    p.add_argument("--size", type=int, default=224, help="side of the square scenes in pixels, rounded to a "
+                   "multiple of 14 (default: 224)")
     add_model_args(p, default_weights="random:0")
     p.set_defaults(func=run)
