@@ -238,4 +238,16 @@ def test_catalogue_paths_follow_the_official_pattern():
         hub.head_pin("dinov2_vits14", 2)
     with pytest.raises(ValueError, match="no official checkpoint"):
         hub.backbone_pin("dinov2_vits16")
-    assert hub.base_url() == "https://dl.fbaipublicfiles.com/dinov2" or hub.base_url() == __import__("os").environ["MINIDINO_BASE_URL"].rstrip("/")
+
+
+def test_base_url_and_cache_dir_defaults_and_overrides(monkeypatch, tmp_path):
+    monkeypatch.delenv("MINIDINO_BASE_URL", raising=False)
+    monkeypatch.delenv("MINIDINO_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert hub.base_url() == "https://dl.fbaipublicfiles.com/dinov2"
+    assert hub.default_cache_dir() == tmp_path / "xdg" / "minidino"
+    monkeypatch.setenv("MINIDINO_BASE_URL", "http://127.0.0.1:8/mirror/")
+    monkeypatch.setenv("MINIDINO_HOME", str(tmp_path / "home"))
+    assert hub.base_url() == "http://127.0.0.1:8/mirror"
+    assert hub.default_cache_dir() == tmp_path / "home"
+    assert hub.default_cache_dir(tmp_path / "arg") == tmp_path / "arg"

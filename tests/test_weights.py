@@ -121,7 +121,7 @@ def test_every_layout_gives_identical_outputs(arch, layout):
 
 
 @pytest.mark.parametrize("arch", ["vits14", "vits14_reg"])
-def test_timm_matches_at_other_sizes_and_masks_raise(arch):
+def test_timm_matches_at_other_sizes_and_masks_raise(arch, tmp_path):
     model = build(arch)
     report = load_weights(model, as_timm(golden_sd(arch)))
     assert report.mask_token_missing
@@ -134,7 +134,7 @@ def test_timm_matches_at_other_sizes_and_masks_raise(arch):
     with pytest.raises(ValueError, match="no mask_token.*timm"):
         model.forward_features(images((56, 42), B=1), masks=masks)
     # Saved in the official layout the file has no mask token either, so the reload refuses masks too.
-    path = save_weights(model, Path(pytest.importorskip("tempfile").mkdtemp()) / "timm.safetensors")
+    path = save_weights(model, tmp_path / "timm.safetensors")
     assert "mask_token" not in load_file(str(path))
     again = build(arch)
     assert load_weights(again, path).mask_token_missing
