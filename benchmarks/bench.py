@@ -159,6 +159,11 @@ def _tokens(out: Any) -> torch.Tensor:
     return out
 
 
+def _compile_kw(args: argparse.Namespace) -> dict[str, Any] | None:
+    """torch.compile arguments shared by minidino and the peers (--compile-mode)."""
+    return {"mode": args.compile_mode} if getattr(args, "compile_mode", None) else None
+
+
 def build(label: str, name: str, device: str, sd: dict[str, torch.Tensor], args: argparse.Namespace) -> Impl | None:
     """Build one implementation by label, or None when it is not available here."""
     gpu = device == "cuda"
@@ -179,10 +184,10 @@ def build(label: str, name: str, device: str, sd: dict[str, torch.Tensor], args:
             o = minidino.optimize(m, compile=False, copy=False, dtype=torch.bfloat16)
             return Impl(label, o.forward_features, torch.bfloat16, "optimize(dtype=bf16, compile=False), not exact")
         if label == "minidino-compile":
-            o = minidino.optimize(m, compile=True, copy=False, dtype=dtype)
+            o = minidino.optimize(m, compile=True, copy=False, dtype=dtype, compile_options=_compile_kw(args))
             return Impl(label, o.forward_features, dtype, f"optimize(compile=True, dtype={dtype}, cuda_graphs='auto')")
         if label == "minidino-compile-bf16":
-            o = minidino.optimize(m, compile=True, copy=False, dtype=torch.bfloat16)
+            o = minidino.optimize(m, compile=True, copy=False, dtype=torch.bfloat16, compile_options=_compile_kw(args))
             return Impl(label, o.forward_features, torch.bfloat16, "optimize(compile=True, dtype=bf16), not exact")
         raise ValueError(label)
     if base == "transformers":
@@ -205,7 +210,7 @@ def build(label: str, name: str, device: str, sd: dict[str, torch.Tensor], args:
         except (KeyError, RuntimeError) as e:
             weights = f"random init (mapping failed: {str(e).splitlines()[0][:120]})"
         hf = hf.to(device, dtype).eval()
-        f = torch.compile(hf) if compiled else hf
+        f = torch.compile(hf, **(_compile_kw(args) or {})) if compiled else hf
         attn = getattr(hf.config, "_attn_implementation", "?")
         return Impl(label, lambda x: f(pixel_values=x), dtype,
                     f"transformers {transformers.__version__} {type(hf).__name__}, attn={attn}, {weights}")
@@ -217,7 +222,7 @@ def build(label: str, name: str, device: str, sd: dict[str, torch.Tensor], args:
         short = name.removeprefix("dinov2_").removesuffix("_reg")
         tname = TIMM_NAMES[short] + ("_reg4" if name.endswith("_reg") else "") + "_dinov2"
         tm = timm.create_model(tname, pretrained=False, img_size=args._res, num_classes=0).to(device, dtype).eval()
-        f = torch.compile(tm) if compiled else tm
+        f = torch.compile(tm, **(_compile_kw(args) or {})) if compiled else tm
         return Impl(label, lambda x: f.forward_features(x), dtype, f"timm {timm.__version__} {tname}, random init")
     if base == "official":
         if not args.official:
@@ -225,7 +230,7 @@ def build(label: str, name: str, device: str, sd: dict[str, torch.Tensor], args:
         om = torch.hub.load(args.official, name, source="local", pretrained=False)
         missing = om.load_state_dict(sd, strict=True)
         om = om.to(device, dtype).eval()
-        f = torch.compile(om) if compiled else om
+        f = torch.compile(om, **(_compile_kw(args) or {})) if compiled else om
         return Impl(label, lambda x: f.forward_features(x), dtype, f"official code at {args.official}, our weights {missing}")
     raise ValueError(f"unknown implementation {label!r}")
 
@@ -424,7 +429,7 @@ def bench_row(name: str, res: int, batch: int, args: argparse.Namespace, rounds:
                                  "median_s": med, "min_s": min(times[i.label]), "all_s": times[i.label],
                                  "img_per_s": batch / med, "ms": 1000 * med}
     if kind == "throughput":
-        for label, d in deviation(impls, x[: min(batch, 2)]).items():
+        for label, d in deviation(impls, x).items():  # the timed batch: no recompilation for a new shape
             row["impls"][label].update(d)
         if args.memory:
             for i in impls:
@@ -497,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=None, help="untimed calls per implementation (default 1 CPU, 5 CUDA)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="also compiled modes (default: on for CUDA, off for CPU where compiling takes minutes)")
+    p.add_argument("--compile-mode", help="torch.compile mode for every compiled model, e.g. max-autotune-no-cudagraphs")
     p.add_argument("--official", help="path of a local checkout of facebookresearch/dinov2 (torch.hub source='local')")
     p.add_argument("--only", help="comma-separated implementation labels to run")
     p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True, help="measure peak memory")

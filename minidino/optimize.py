@@ -138,9 +138,10 @@ class OptimizedModel(nn.Module):
         fn: Any = _Forward(model)
         if compile:
             options = dict(compile_options or {})
-            if model.patch_embed.proj.weight.device.type == "cpu" and "backend" not in options:
+            if model.patch_embed.proj.weight.device.type == "cpu" and not {"backend", "mode", "options"} & set(options):
                 # Freezing folds the (constant) weights into the graph and prepacks them for oneDNN.
-                options.setdefault("options", {"freezing": True})
+                # (torch.compile takes a mode or options, not both: a given mode wins.)
+                options["options"] = {"freezing": True}
             fn = torch.compile(fn, **options)
         self._fn = fn
 
