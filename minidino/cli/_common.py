@@ -18,16 +18,32 @@ import argparse
 import ast
 import os
 import sys
+import textwrap
 import time
 from typing import IO, Any
 
 __all__ = [
     "add_model_args", "model_from_args", "describe_weights", "weights_spec", "config_overrides", "parse_dtype",
-    "resolve_device", "random_weights_model", "build_model", "ImageProgress", "DTYPES",
+    "resolve_device", "random_weights_model", "build_model", "ImageProgress", "DTYPES", "HelpFormatter",
 ]
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
           "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps description paragraphs (split by blank lines) to the terminal, but keeps paragraphs
+    of indented lines (command examples) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        out = []
+        for para in text.split("\n\n"):
+            lines = para.splitlines()
+            if len(lines) > 1 and all(line.startswith("  ") or line.endswith(":") for line in lines):
+                out.append("\n".join(indent + line for line in lines))
+            else:
+                out.append(textwrap.fill(" ".join(para.split()), width, initial_indent=indent, subsequent_indent=indent))
+        return "\n\n".join(out)
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, default_model: str | None = "dinov2_vits14",
@@ -49,7 +65,7 @@ def add_model_args(parser: argparse.ArgumentParser, *, default_model: str | None
                    help="override a config field, e.g. --config depth=4 (repeatable; fields of minidino.DinoConfig)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps... or auto (CUDA when available; "
                    "under torchrun, the LOCAL_RANK-th GPU)")
-    g.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
+    g.add_argument("--dtype", default="float32", choices=sorted(DTYPES), metavar="float32|float16|bfloat16",
                    help="compute dtype of the model and inputs (float16/bfloat16 halve the memory on GPUs)")
 
 

@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ._common import add_model_args
+from ._common import HelpFormatter, add_model_args
 
 FORMAT = "minidino-embeddings"
 VERSION = 1
@@ -425,7 +425,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  minidino embed photos/ --out emb.safetensors --shard 0/2   # and 1/2 elsewhere, then:\n"
                "  minidino merge emb.shard-0-of-2.safetensors emb.shard-1-of-2.safetensors --out emb.safetensors\n"
                "  torchrun --nproc-per-node 8 -m minidino embed photos/ --out emb.safetensors --shard auto",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, or .txt files listing paths")
     p.add_argument("-o", "--out", required=True, metavar="FILE",
@@ -455,7 +455,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "come from the same inputs, model, weights and options; the output format follows --out's "
                     "suffix (.safetensors, .npz, .npy).",
         epilog="example:\n  minidino merge emb.shard-*-of-4.safetensors --out emb.safetensors",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     m.add_argument("shards", nargs="+", metavar="SHARD", help="the shard files (emb.shard-I-of-N.EXT)")
     m.add_argument("-o", "--out", required=True, metavar="FILE", help="the merged file")

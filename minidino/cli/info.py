@@ -12,6 +12,8 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from ._common import HelpFormatter
+
 
 @dataclass(frozen=True)
 class ModelCost:
@@ -131,7 +133,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "softmax and activations not counted), the memory of the weights in float32 and bfloat16, and "
                     "an estimate of the peak activation memory of inference for --batch-size images.",
         epilog="examples:\n  minidino info dinov2_vitg14\n  minidino info dinov2_vitb14_reg --size 518x742 --batch-size 8",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("name", metavar="NAME", help="hub name, e.g. dinov2_vits14, dinov2_vitl14_reg, dinov2_vitg14_lc")
     p.add_argument("--size", default="224", metavar="S|HxW", help="input size in pixels, multiples of 14 (default 224)")

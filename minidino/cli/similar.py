@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ._common import add_model_args
+from ._common import HelpFormatter, add_model_args
 
 
 def find_name(names: list[str], query: str) -> int | None:
@@ -80,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n"
                "  minidino similar photos/cat.jpg photos.safetensors --top 10\n"
                "  minidino similar new_photo.png photos.safetensors --device cuda",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("query", metavar="QUERY", help="an image file, or a name stored in the index")
     p.add_argument("index", metavar="INDEX_FILE", help="output of `minidino embed` (.safetensors, .npz or .npy)")
