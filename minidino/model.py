@@ -137,13 +137,15 @@ class DinoVisionTransformer(nn.Module):
     def interpolate_pos_encoding(self, h: int, w: int, dtype: torch.dtype) -> Tensor:
         """The position embedding for an h x w patch grid: (1, 1 + h*w, D) in `dtype`."""
         c = self.config
-        args = (h, w, c.interpolate_offset, c.interpolate_antialias, self.pos_embed_method)
+        # MPS has no antialiased bicubic: the matrix form is the default there.
+        method: Method = "matrix" if self.pos_embed.device.type == "mps" else self.pos_embed_method
+        args = (h, w, c.interpolate_offset, c.interpolate_antialias, method)
         cacheable = not torch.compiler.is_compiling() and not (torch.is_grad_enabled() and self.pos_embed.requires_grad)
-        key = (*args, dtype, self.pos_embed.device, self.pos_embed._version, self.pos_embed.data_ptr())
+        key = (*args, dtype, self.pos_embed.device, self.pos_embed._version, self.pos_embed.data_ptr()) if cacheable else None
         if cacheable and key in self._pos_cache:
             return self._pos_cache[key]
         pos = resize_pos_embed(
-            self.pos_embed, h, w, offset=c.interpolate_offset, antialias=c.interpolate_antialias, method=self.pos_embed_method
+            self.pos_embed, h, w, offset=c.interpolate_offset, antialias=c.interpolate_antialias, method=method
         ).to(dtype)  # (1, 1 + h*w, D)
         if cacheable:
             if len(self._pos_cache) >= 16:
