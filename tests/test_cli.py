@@ -116,7 +116,7 @@ def test_shards_merged_equal_a_single_run_exactly(corpus, tmp_path, fmt):
         shard_files.append(tmp_path / f"sh.shard-{i}-of-3{fmt}")
         assert shard_files[-1].is_file() and rc in (0, 1)
     merged = tmp_path / f"merged{fmt}"
-    assert main(["merge", *map(str, reversed(shard_files)), "--out", str(merged)]) == 0  # any order
+    assert main(["merge", *map(str, reversed(shard_files)), "--out", str(merged)]) == 1  # any order; 1: a skipped file
     t1, m1 = read_embeddings(single)
     t2, m2 = read_embeddings(merged)
     assert m1 == m2  # names, order, skipped files, settings
@@ -136,15 +136,16 @@ def test_merge_refuses_incomplete_or_mixed_shards(corpus, tmp_path):
     main(["embed", str(corpus), "--out", str(other), "--shard", "1/2", *RUN[:-1], "--size", "42", "-q"])
     with pytest.raises(SystemExit, match="size"):
         main(["merge", str(s0), str(tmp_path / "o.shard-1-of-2.safetensors"), "--out", str(tmp_path / "m.safetensors")])
-    assert main(["merge", str(s0), str(s1), "--out", str(tmp_path / "m.safetensors")]) == 0
+    assert main(["merge", str(s0), str(s1), "--out", str(tmp_path / "m.safetensors")]) == 1  # corrupt.jpg was skipped
 
 
 def test_shard_auto_reads_torchrun_environment(corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    main(["embed", str(corpus), "--out", str(tmp_path / "e.npz"), "--shard", "auto", *RUN])
+    # Rank 1 holds the corrupt file; it still exits 0, since a failing rank makes torchrun kill the others.
+    assert main(["embed", str(corpus), "--out", str(tmp_path / "e.npz"), "--shard", "auto", *RUN]) == 0
     _, meta = read_embeddings(tmp_path / "e.shard-1-of-2.npz")
-    assert meta["shard"] == [1, 2] and meta["inputs_total"] == 9
+    assert meta["shard"] == [1, 2] and meta["inputs_total"] == 9 and meta["skipped"][0][0].endswith("corrupt.jpg")
 
 
 def test_resume_computes_only_what_is_missing(corpus, tmp_path, monkeypatch, capsys):

@@ -286,7 +286,9 @@ def run_embed(args: argparse.Namespace) -> int:
     device = next(model.parameters()).device
     dtype = parse_dtype(args.dtype)
     log(f"{args.model}, {describe_weights(args)}; {len(paths)} inputs"
-        + (f", shard {shard[0]}/{shard[1]}: batches {mine.start}..{mine.stop - 1} of {n_batches}" if shard else "")
+        + (f", shard {shard[0]}/{shard[1]}: " + (f"batches {mine.start}..{mine.stop - 1} of {n_batches}" if len(mine)
+                                                 else f"none of the {n_batches} batches (fewer batches than shards)")
+           if shard else "")
         + f", {args.size}x{args.size} px, {args.tokens} tokens, on {device} in {args.dtype}")
     parts_dir.mkdir(parents=True, exist_ok=True)
     if not manifest_path.is_file():
@@ -344,6 +346,12 @@ def run_embed(args: argparse.Namespace) -> int:
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in tensors.items())
     print(f"wrote {target}: {len(names)} images ({shapes})"
           + (f"; {len(skipped)} unreadable file(s) skipped: {', '.join(p for p, _ in skipped)}" if skipped else ""))
+    if skipped and args.shard == "auto" and shard is not None:
+        # Under torchrun a rank that exits non-zero makes the launcher kill the others mid-work, so
+        # the skipped files only go into the metadata here, and `merge` reports them with status 1.
+        log("exit status 0 under torchrun despite the skipped files (so the other ranks run on); "
+            "`minidino merge` lists them and exits 1")
+        return 0
     return 1 if skipped else 0
 
 
@@ -400,8 +408,8 @@ def run_merge(args: argparse.Namespace) -> int:
     meta = dict(base, shard=None, names=names, skipped=skipped)
     out = write_embeddings(args.out, tensors, meta)
     print(f"wrote {out}: {len(names)} images from {N} shards"
-          + (f" ({len(skipped)} unreadable file(s) were skipped)" if skipped else ""))
-    return 0
+          + (f"; {len(skipped)} unreadable file(s) were skipped: {', '.join(p for p, _ in skipped)}" if skipped else ""))
+    return 1 if skipped else 0  # as a single embed run of the whole corpus would
 
 
 # ------------------------------------------------------------------ parsers
@@ -443,7 +451,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue an interrupted run from its checkpoints instead of starting again")
     p.add_argument("--shard", default=None, metavar="I/N|auto",
                    help="compute only share I of N (0 <= I < N) into OUT.shard-I-of-N.EXT; 'auto' reads RANK and "
-                        "WORLD_SIZE (torchrun)")
+                        "WORLD_SIZE (torchrun; there the exit status stays 0 when files are skipped, so that the "
+                        "other ranks are not stopped: merge reports them)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_model_args(p)
     p.set_defaults(func=run_embed)
@@ -453,7 +462,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Join the outputs of `minidino embed --shard I/N` (all N of them, any order) into one file, "
                     "identical to what a single `minidino embed` run with the same options writes. The shards must "
                     "come from the same inputs, model, weights and options; the output format follows --out's "
-                    "suffix (.safetensors, .npz, .npy).",
+                    "suffix (.safetensors, .npz, .npy). The exit status is 1 when the shards skipped unreadable files "
+                    "(they are listed), as for a single run.",
         epilog="example:\n  minidino merge emb.shard-*-of-4.safetensors --out emb.safetensors",
         formatter_class=HelpFormatter,
     )
