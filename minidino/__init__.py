@@ -13,13 +13,14 @@ import torch
 
 from .config import DinoConfig, get_config, list_models, split_model_name
 from .heads import DINOHead, LinearClassifier
+from .export import export_onnx, export_program  # onnx itself is imported only inside them
 from .model import DinoVisionTransformer
 from .weights import load_weights, save_weights
 from .optimize import optimize
 
 __all__ = [
     "create_model", "list_models", "get_config", "DinoConfig", "DinoVisionTransformer", "LinearClassifier", "DINOHead", "optimize",
-    "load_weights", "save_weights",
+    "load_weights", "save_weights", "export_onnx", "export_program",
 ]
 __version__ = "0.1.0"
 

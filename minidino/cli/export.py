@@ -1,0 +1,64 @@
+"""`minidino export NAME --onnx OUT`: write a model as ONNX, for any image size or for one."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'224x224' or '196X308' -> (H, W); argparse reports the ValueError as a usage error."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"size must look like HxW in pixels, e.g. 224x224; got {text!r}")
+    H, W = int(m.group(1)), int(m.group(2))
+    if H < 14 or W < 14 or H % 14 or W % 14:
+        raise argparse.ArgumentTypeError(f"{H}x{W}: both sides must be positive multiples of the patch size 14")
+    return H, W
+
+
+def run(args: argparse.Namespace) -> int:
+    import minidino
+
+    model = minidino.create_model(args.name)
+    if args.weights:
+        minidino.load_weights(model, args.weights)
+    dynamic = args.static is None
+    size = args.static or (224, 224)
+    t0 = time.perf_counter()
+    try:
+        path = minidino.export_onnx(model, args.onnx, dynamic=dynamic, opset=args.opset, size=size)
+    except ImportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    what = "any batch and any HxW with sides multiples of 14" if dynamic else f"{size[0]}x{size[1]} only (any batch)"
+    print(f"{args.name} -> {path} in {time.perf_counter() - t0:.0f}s: input x (B, 3, H, W) float32, {what}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="export a model to ONNX (dynamic image size, exact position embedding)",
+        description="Export a DINOv2 backbone (or a *_lc classifier) to ONNX. By default the graph takes any batch "
+                    "and any image size with sides multiples of 14: the bicubic position-embedding resize is written "
+                    "as plain tensor ops that match PyTorch's own kernel, so the ONNX model agrees with eager PyTorch "
+                    "at every size. With --static HxW the graph is for that size only and the exact position "
+                    "embedding of that size is baked in. Input 'x' (B, 3, H, W) normalised RGB; outputs "
+                    "'x_norm_clstoken' (B, D), 'x_norm_regtokens' (B, R, D) for *_reg models, "
+                    "'x_norm_patchtokens' (B, h*w, D); 'logits' for *_lc. Needs pip install 'minidino[export]'.",
+        epilog="examples:\n  minidino export dinov2_vits14_reg --onnx vits14_reg.onnx --weights dinov2_vits14_reg4_pretrain.pth\n"
+               "  minidino export dinov2_vitb14 --onnx vitb14_224.onnx --static 224x224 --weights vitb14.safetensors",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", metavar="NAME", help="model name, e.g. dinov2_vits14 or dinov2_vitb14_reg_lc (see minidino.list_models())")
+    p.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
+    p.add_argument("--weights", metavar="PATH_OR_URL",
+                   help="checkpoint to load first (any layout minidino.load_weights reads); without it the "
+                        "weights are the random initialisation, useful only to test a pipeline")
+    p.add_argument("--static", type=parse_size, metavar="HxW",
+                   help="export for this one image size (e.g. 224x224) with the position embedding baked in; "
+                        "default: dynamic batch and image size")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset version (default: the exporter's)")
+    p.set_defaults(func=run)
