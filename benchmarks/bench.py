@@ -172,7 +172,9 @@ def build(label: str, name: str, device: str, sd: dict[str, torch.Tensor], args:
     compiled = label.endswith("-compile")
     if label.startswith("minidino"):
         m = minidino.create_model(name, device="meta")
-        m.load_state_dict(sd, assign=True)
+        # assign=True makes the given tensors the parameters: clone, so that folding (in place)
+        # cannot reach the shared state dict the other implementations are built from.
+        m.load_state_dict({k: v.clone() for k, v in sd.items()}, assign=True)
         m = m.to(device).eval()
         if label == "minidino":
             m = m.to(dtype)
