@@ -340,6 +340,13 @@ def run_probe(spec: str, args: argparse.Namespace) -> None:
     """Child process of memory_probe on CPU: build, reset the RSS high-water mark, one forward."""
     label, name, res, batch = spec.split(":")
     args._res = int(res)
+    try:  # glibc: serve blocks >= 64 KiB by mmap and unmap them on free (M_MMAP_THRESHOLD = -3), so
+        # RSS follows the live tensors instead of whatever the heap kept from building the model.
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 64 * 1024)
+    except (OSError, AttributeError):
+        pass
     impl = build(label, name, "cpu", minidino_state(name, "cpu"), args)
     if impl is None:
         return

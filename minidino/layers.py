@@ -83,7 +83,12 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim, bias=bias, **factory)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        h = self.fc1(x)  # (B, N, F)
+        if h.requires_grad:
+            return self.fc2(F.gelu(h))
+        # Inference: the same GELU kernel written in place, so the (B, N, F) hidden state, the
+        # largest activation, is held once instead of twice at the peak of the block.
+        return self.fc2(torch.ops.aten.gelu_(h))
 
 
 class SwiGLUFFN(nn.Module):
