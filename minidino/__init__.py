@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from .config import DinoConfig, get_config, list_models, split_model_name
+from .config import DinoConfig
+from .names import get_config, list_models, split_model_name
 from .heads import DINOHead, LinearClassifier
 from .export import export_onnx, export_program  # onnx itself is imported only inside them
 from .model import DinoVisionTransformer

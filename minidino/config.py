@@ -12,7 +12,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["DinoConfig", "PRESETS", "get_config", "list_models", "closest_names", "swiglu_hidden_dim"]
+__all__ = ["DinoConfig", "PRESETS", "closest_names", "swiglu_hidden_dim"]
 
 
 def swiglu_hidden_dim(embed_dim: int) -> int:
@@ -105,38 +105,6 @@ PRESETS: dict[str, DinoConfig] = {
     "dinov2_vitg14_reg": _preset(1536, 40, 24, True, "swiglu"),
 }
 
-LC_SUFFIX = "_lc"  # hub names of the ImageNet linear classifiers: backbone name + "_lc"
-
-
-def list_models(include_classifiers: bool = True) -> list[str]:
-    """The hub names minidino builds: 8 backbones, and their `*_lc` classifiers."""
-    names = list(PRESETS)
-    if include_classifiers:
-        names += [n + LC_SUFFIX for n in PRESETS]
-    return names
-
 
 def closest_names(name: str, choices: list[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
-
-
-def split_model_name(name: str) -> tuple[str, bool]:
-    """'dinov2_vits14_lc' -> ('dinov2_vits14', True); unknown names raise ValueError with suggestions."""
-    if not isinstance(name, str):
-        raise TypeError(f"model name must be a string, got {type(name).__name__}")
-    if name in PRESETS:
-        return name, False
-    if name.endswith(LC_SUFFIX) and name[: -len(LC_SUFFIX)] in PRESETS:
-        return name[: -len(LC_SUFFIX)], True
-    hint = closest_names(name, list_models())
-    raise ValueError(
-        f"unknown model name {name!r}"
-        + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else "")
-        + f" Known models: {', '.join(list_models())}"
-    )
-
-
-def get_config(name: str) -> DinoConfig:
-    """The backbone config of a hub name (a `*_lc` name gives its backbone's config)."""
-    backbone, _ = split_model_name(name)
-    return PRESETS[backbone]

@@ -86,8 +86,7 @@ class Mlp(nn.Module):
         h = self.fc1(x)  # (B, N, F)
         if h.requires_grad:
             return self.fc2(F.gelu(h))
-        # Inference: the same GELU kernel written in place, so the (B, N, F) hidden state, the
-        # largest activation, is held once instead of twice at the peak of the block.
+        # Inference: the same GELU kernel in place: the (B, N, F) hidden state is held once, not twice.
         return self.fc2(torch.ops.aten.gelu_(h))
 
 
@@ -132,9 +131,6 @@ class DropPath(nn.Module):
         keep = 1.0 - self.p
         mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # (B, 1, 1)
         return x * mask / keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 class Block(nn.Module):

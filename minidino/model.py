@@ -15,12 +15,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .attention import attention_maps, cls_attention_map
+from .checks import check_block_indices, check_images, check_list_masks, check_masks
 from .config import DinoConfig
 from .layers import Block, PatchEmbed
-from .posembed import Method, resize_pos_embed
+from .posembed import Method, PosEmbedCache
 
 __all__ = ["DinoVisionTransformer", "Features"]
 
@@ -60,12 +63,10 @@ class DinoVisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(D, eps=c.layer_norm_eps, **factory)
         self.head = nn.Identity()  # the hub models have no pre-logits head
         self.grad_checkpointing = False
-        # How the position embedding is resized: "interpolate" (bit-exact with the official
-        # model) or "matrix" (the same linear map as matrices: exportable, runs on MPS).
+        # Position-embedding resize: "interpolate" (bit-exact, official) or "matrix" (exportable, MPS).
         self.pos_embed_method: Method = "interpolate"
-        self._pos_cache: dict[tuple, Tensor] = {}
-        # Attention path of every block: "fused" (scaled_dot_product_attention, the official
-        # one) or "explicit" (softmax(q k^T * scale) v written out; for reading and checking).
+        self._pos_cache = PosEmbedCache()
+        # Attention of every block: "fused" (SDPA, official) or "explicit" (softmax(q k^T * scale) v).
         self.attn_impl: str = "fused"
 
     # ---------------------------------------------------------------- initialisation
@@ -94,64 +95,20 @@ class DinoVisionTransformer(nn.Module):
         """Recompute each block in the backward pass (training only) to save activation memory."""
         self.grad_checkpointing = enable
 
-    # ---------------------------------------------------------------- input checks
     def _check_images(self, x: Any, what: str = "x") -> tuple[int, int]:
-        """Validate a (B, 3, H, W) batch; returns the patch grid (h, w)."""
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{what} must be a torch.Tensor of shape (B, 3, H, W) or a list of them, got {type(x).__name__}")
-        if x.ndim != 4:
-            hint = " For one image use x.unsqueeze(0)." if x.ndim == 3 else ""
-            raise ValueError(f"{what} must have 4 dimensions (B, 3, H, W), got shape {tuple(x.shape)}.{hint}")
-        B, C, H, W = x.shape
-        if C != self.config.in_chans:
-            raise ValueError(
-                f"{what} has {C} channels, expected {self.config.in_chans} (RGB) in dim 1: shape must be (B, 3, H, W), "
-                f"got {tuple(x.shape)}. Channels-last images need x.permute(0, 3, 1, 2)."
-            )
-        if not x.is_floating_point():
-            raise TypeError(f"{what} has dtype {x.dtype}; convert to float and normalise (see minidino.transforms)")
-        p = self.patch_size
-        for side, n in (("height", H), ("width", W)):
-            if n < p or n % p:
-                lo, hi = max(p, n // p * p), max(p, -(-n // p) * p)
-                near = f"{lo}" if lo == hi else f"{lo} or {hi}"
-                raise ValueError(f"image {side} {n} is not a positive multiple of the patch size {p}; nearest valid: {near}")
-        weight = self.patch_embed.proj.weight
-        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise TypeError(
-                f"{what} has dtype {x.dtype} but the model's weights are {weight.dtype}: "
-                f"call model.to({x.dtype}) or pass x.to({weight.dtype})"
-            )
-        return H // p, W // p
-
-    def _check_masks(self, masks: Any, B: int, hw: int, what: str = "masks") -> None:
-        if not isinstance(masks, Tensor):
-            raise TypeError(f"{what} must be a bool tensor of shape ({B}, {hw}) or None, got {type(masks).__name__}")
-        if masks.dtype != torch.bool:
-            raise TypeError(f"{what} must have dtype torch.bool (True = replace by mask_token), got {masks.dtype}")
-        if tuple(masks.shape) != (B, hw):
-            hint = " Flatten a (B, h, w) mask with masks.flatten(1)." if masks.ndim == 3 and masks[0].numel() == hw else ""
-            raise ValueError(f"{what} must have shape (B, h*w) = ({B}, {hw}), got {tuple(masks.shape)}.{hint}")
+        """Validate a (B, 3, H, W) batch (see checks.py); returns the patch grid (h, w)."""
+        c = self.config
+        return check_images(x, in_chans=c.in_chans, patch_size=c.patch_size, weight_dtype=self.patch_embed.proj.weight.dtype,
+                            what=what)
 
     # ---------------------------------------------------------------- tokens
     def interpolate_pos_encoding(self, h: int, w: int, dtype: torch.dtype) -> Tensor:
-        """The position embedding for an h x w patch grid: (1, 1 + h*w, D) in `dtype`."""
+        """The position embedding for an h x w patch grid: (1, 1 + h*w, D) in `dtype` (cached per size)."""
         c = self.config
         # MPS has no antialiased bicubic: the matrix form is the default there.
         method: Method = "matrix" if self.pos_embed.device.type == "mps" else self.pos_embed_method
-        args = (h, w, c.interpolate_offset, c.interpolate_antialias, method)
-        cacheable = not torch.compiler.is_compiling() and not (torch.is_grad_enabled() and self.pos_embed.requires_grad)
-        key = (*args, dtype, self.pos_embed.device, self.pos_embed._version, self.pos_embed.data_ptr()) if cacheable else None
-        if cacheable and key in self._pos_cache:
-            return self._pos_cache[key]
-        pos = resize_pos_embed(
-            self.pos_embed, h, w, offset=c.interpolate_offset, antialias=c.interpolate_antialias, method=method
-        ).to(dtype)  # (1, 1 + h*w, D)
-        if cacheable:
-            if len(self._pos_cache) >= 16:
-                self._pos_cache.clear()
-            self._pos_cache[key] = pos
-        return pos
+        return self._pos_cache.get(self.pos_embed, h, w, dtype, offset=c.interpolate_offset,
+                                   antialias=c.interpolate_antialias, method=method)  # (1, 1 + h*w, D)
 
     def prepare_tokens_with_masks(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
         """(B, 3, H, W) images -> (B, N, D) tokens: patches, mask tokens, cls, positions, registers."""
@@ -159,7 +116,7 @@ class DinoVisionTransformer(nn.Module):
         B = x.shape[0]
         x = self.patch_embed(x)  # (B, h*w, D)
         if masks is not None:
-            self._check_masks(masks, B, h * w)
+            check_masks(masks, B, h * w)
             if getattr(self, "mask_token_missing", False):  # set by minidino.weights for files without one (timm)
                 raise ValueError("masks were given but the loaded weights have no mask_token (a timm checkpoint?): "
                                  "load a checkpoint that has one (official or Hugging Face), or pass masks=None")
@@ -215,13 +172,7 @@ class DinoVisionTransformer(nn.Module):
         the whole batch; an attention mask keeps each image's queries on its own keys (padding
         is never attended to), so each result equals running that image alone.
         """
-        if len(xs) == 0:
-            raise ValueError("x is an empty list; pass at least one (B, 3, H, W) tensor")
-        if masks_list is None:
-            masks_list = [None] * len(xs)
-        if not isinstance(masks_list, (list, tuple)) or len(masks_list) != len(xs):
-            got = f"{len(masks_list)} masks" if isinstance(masks_list, (list, tuple)) else type(masks_list).__name__
-            raise ValueError(f"x is a list of {len(xs)} tensors, so masks must be a list of {len(xs)} (entries may be None); got {got}")
+        masks_list = check_list_masks(xs, masks_list)
         seqs = [self.prepare_tokens_with_masks(x, m) for x, m in zip(xs, masks_list)]  # each (B_i, N_i, D)
         if len({s.shape[1] for s in seqs}) == 1 and len({s.dtype for s in seqs}) == 1:
             pad_len, packed, attn_mask = seqs[0].shape[1], torch.cat(seqs), None  # same length: no mask needed
@@ -245,24 +196,12 @@ class DinoVisionTransformer(nn.Module):
         """The normalised class token, (B, D): the image embedding."""
         return self.forward_features(x, masks)["x_norm_clstoken"]
 
-    def _block_indices(self, n: int | Sequence[int]) -> list[int]:
-        depth = len(self.blocks)
-        if isinstance(n, int):
-            if not 1 <= n <= depth:
-                raise ValueError(f"n={n}: asks for the last n blocks, so 1 <= n <= depth ({depth})")
-            return list(range(depth - n, depth))
-        idx = list(n)
-        bad = [i for i in idx if not isinstance(i, int) or not 0 <= i < depth]
-        if bad or not idx:
-            raise ValueError(f"n={idx}: block indices must be 0-based ints in [0, {depth - 1}]")
-        return idx
-
     def get_intermediate_layers(
         self, x: Tensor, n: int | Sequence[int] = 1, reshape: bool = False, return_class_token: bool = False, norm: bool = True
     ) -> tuple[Any, ...]:
         """Outputs of some blocks, in block order: (B, h*w, D) patch tokens each, or (B, D, h, w)
         with reshape=True; with return_class_token each item is (patches, cls (B, D))."""
-        take = self._block_indices(n)
+        take = check_block_indices(n, len(self.blocks))
         h, w = self._check_images(x)
         B = x.shape[0]
         _, outputs = self._run_blocks(self.prepare_tokens_with_masks(x), take=take)
@@ -272,7 +211,7 @@ class DinoVisionTransformer(nn.Module):
         class_tokens = [o[:, 0] for o in outputs]  # each (B, D)
         patches = [o[:, 1 + R :] for o in outputs]  # each (B, h*w, D)
         if reshape:
-            patches = [p.reshape(B, h, w, -1).permute(0, 3, 1, 2).contiguous() for p in patches]  # (B, D, h, w)
+            patches = [rearrange(p, "B (h w) D -> B D h w", h=h).contiguous() for p in patches]  # (B, D, h, w)
         if return_class_token:
             return tuple(zip(patches, class_tokens))
         return tuple(patches)
@@ -282,29 +221,9 @@ class DinoVisionTransformer(nn.Module):
         return self._run_blocks(self.prepare_tokens_with_masks(x, masks), take=range(len(self.blocks)))[1]
 
     def get_attention_maps(self, x: Tensor, blocks: Sequence[int] = (-1,)) -> tuple[Tensor, ...]:
-        """Softmax attention weights, one (B, nh, N, N) tensor per requested block (negative
-        indices count from the end), from the explicit maths path. Token order along both
-        N axes: [cls, registers, patches]; see `cls_attention_map` to plot them."""
-        depth = len(self.blocks)
-        wanted = []
-        for b in blocks:
-            if not isinstance(b, int) or not -depth <= b < depth:
-                raise ValueError(f"block index {b!r} out of range for depth {depth}")
-            wanted.append(b % depth)
-        tokens = self.prepare_tokens_with_masks(x)
-        maps: dict[int, Tensor] = {}
-        for i, blk in enumerate(self.blocks):
-            if i in wanted:
-                _, maps[i] = blk.attn.forward_explicit(blk.norm1(tokens))
-            tokens = blk(tokens)
-            if i >= max(wanted):
-                break
-        return tuple(maps[i] for i in wanted)
+        """Softmax attention weights, one (B, nh, N, N) per requested block (see attention.py)."""
+        return attention_maps(self, x, blocks)
 
     def cls_attention_map(self, attn: Tensor, h: int, w: int) -> Tensor:
         """The class token's attention to the patches, (B, nh, N, N) -> (B, nh, h, w); registers skipped."""
-        B, nh, N, _ = attn.shape
-        start = 1 + self.num_register_tokens
-        if N != start + h * w:
-            raise ValueError(f"attention over {N} tokens does not fit an {h}x{w} grid with {self.num_register_tokens} registers")
-        return attn[:, :, 0, start:].reshape(B, nh, h, w)  # (B, nh, h, w)
+        return cls_attention_map(attn, h, w, self.num_register_tokens)

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["resize_pos_embed", "resize_matrices", "resize_taps", "Method"]
+__all__ = ["PosEmbedCache", "resize_pos_embed", "resize_matrices", "resize_taps", "Method"]
 
 Method = Literal["interpolate", "matrix"]
 
@@ -272,3 +272,30 @@ def _matrix_1d_aa(dst: Tensor, n_out: Tensor, in_size: int) -> Tensor:
     for j in range(1, in_size):  # a float32 sum left to right, as the kernel's loop (torch.sum regroups)
         total = total + cols[j]
     return wts / total[:, None]  # (out, M)
+
+
+class PosEmbedCache:
+    """Resized position embeddings per (size, method, dtype, device), for inference.
+
+    Keyed on the parameter's identity and version, so an in-place update (training step,
+    load_state_dict) invalidates it. Bypassed while the graph is traced (torch.compile,
+    torch.export: the key reads a data pointer) and whenever gradients flow to pos_embed.
+    """
+
+    def __init__(self, max_entries: int = 16) -> None:
+        self.max_entries = max_entries
+        self._store: dict[tuple, Tensor] = {}
+
+    def clear(self) -> None:
+        self._store.clear()
+
+    def get(self, pos_embed: Tensor, h: int, w: int, dtype: torch.dtype, *, offset: float, antialias: bool,
+            method: Method) -> Tensor:
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and pos_embed.requires_grad):
+            return resize_pos_embed(pos_embed, h, w, offset=offset, antialias=antialias, method=method).to(dtype)
+        key = (h, w, offset, antialias, method, dtype, pos_embed.device, pos_embed._version, pos_embed.data_ptr())
+        if key not in self._store:
+            if len(self._store) >= self.max_entries:
+                self._store.clear()
+            self._store[key] = resize_pos_embed(pos_embed, h, w, offset=offset, antialias=antialias, method=method).to(dtype)
+        return self._store[key]  # (1, 1 + h*w, D)

@@ -32,7 +32,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from .config import PRESETS, DinoConfig, split_model_name, swiglu_hidden_dim
+from .config import PRESETS, DinoConfig, swiglu_hidden_dim
+from .names import split_model_name
 from .heads import DINOHead, LinearClassifier
 from .model import DinoVisionTransformer
 

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import minidino
-from minidino.config import list_models
+from minidino.names import list_models
 
 REPO = os.environ.get("MINIDINO_OFFICIAL_REPO")
 pytestmark = pytest.mark.skipif(

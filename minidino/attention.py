@@ -1,0 +1,47 @@
+"""Attention maps: the softmax weights that the fused attention kernel never materialises.
+
+Computed on the explicit maths path (Attention.forward_explicit) for the requested blocks
+only; every block still runs its usual fused path to produce the next block's input.
+Token order along both N axes: [cls, reg_1 .. reg_R, patch_1 .. patch_hw].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from einops import rearrange
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .model import DinoVisionTransformer
+
+__all__ = ["attention_maps", "cls_attention_map"]
+
+
+def attention_maps(model: "DinoVisionTransformer", x: Tensor, blocks: Sequence[int] = (-1,)) -> tuple[Tensor, ...]:
+    """One (B, nh, N, N) tensor of softmax weights per requested block (negative indices count from the end)."""
+    depth = len(model.blocks)
+    wanted = []
+    for b in blocks:
+        if not isinstance(b, int) or not -depth <= b < depth:
+            raise ValueError(f"block index {b!r} out of range for depth {depth}")
+        wanted.append(b % depth)
+    tokens = model.prepare_tokens_with_masks(x)  # (B, N, D)
+    maps: dict[int, Tensor] = {}
+    for i, blk in enumerate(model.blocks):
+        if i in wanted:
+            _, maps[i] = blk.attn.forward_explicit(blk.norm1(tokens))  # (B, nh, N, N)
+        if i >= max(wanted):
+            break
+        tokens = blk(tokens)
+    return tuple(maps[i] for i in wanted)
+
+
+def cls_attention_map(attn: Tensor, h: int, w: int, num_register_tokens: int) -> Tensor:
+    """The class token's attention to the patches, (B, nh, N, N) -> (B, nh, h, w); registers skipped."""
+    B, nh, N, _ = attn.shape
+    start = 1 + num_register_tokens
+    if N != start + h * w:
+        raise ValueError(f"attention over {N} tokens does not fit an {h}x{w} grid with {num_register_tokens} registers")
+    return rearrange(attn[:, :, 0, start:], "B nh (h w) -> B nh h w", h=h)  # (B, nh, h, w)
