@@ -29,7 +29,9 @@ import urllib.request
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from .progress import ProgressBar
 
 __all__ = [
     "Pin", "DownloadError", "ChecksumError", "default_cache_dir", "base_url", "load_pins", "pin_for",
@@ -118,50 +120,6 @@ def pin_for(filename: str) -> Pin | None:
     return None
 
 
-# ---------------------------------------------------------------------------- progress
-class ProgressBar:
-    """A one-line byte counter on stderr: `name  42% 37.1/88.3 MB 11.2 MB/s`.
-
-    On a terminal the line is redrawn in place (at most 10 times a second); otherwise a line
-    is printed every 10%, so logs stay short.
-    """
-
-    def __init__(self, label: str, total: int | None, stream: IO[str] | None = None, enabled: bool = True) -> None:
-        self.label, self.total, self.done = label, total, 0
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.start = self._last = time.monotonic()
-        self._last_decile = -1
-
-    def _line(self) -> str:
-        mb = self.done / 1e6
-        rate = mb / max(time.monotonic() - self.start, 1e-6)
-        if self.total:
-            return f"{self.label} {100 * self.done / self.total:4.0f}% {mb:.1f}/{self.total / 1e6:.1f} MB {rate:.1f} MB/s"
-        return f"{self.label} {mb:.1f} MB {rate:.1f} MB/s"
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if self.tty:
-            if now - self._last >= 0.1:
-                self._last = now
-                self.stream.write("\r" + self._line())
-                self.stream.flush()
-        elif self.total:
-            decile = 10 * self.done // self.total
-            if decile != self._last_decile and decile < 10:
-                self._last_decile = decile
-                print(self._line(), file=self.stream, flush=True)
-
-    def close(self) -> None:
-        if self.enabled:
-            print(("\r" if self.tty else "") + self._line() + " done", file=self.stream, flush=True)
-
-
 # ---------------------------------------------------------------------------- download
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
@@ -215,7 +173,7 @@ def _download_once(url: str, dest: Path, size: int | None, sha256: str | None, p
                 with urllib.request.urlopen(request, timeout=timeout) as resp:
                     length = resp.headers.get("Content-Length")
                     total = int(length) if length is not None and length.isdigit() else size
-                    bar = ProgressBar(dest.name, total, enabled=progress)
+                    bar = ProgressBar(dest.name, total, unit="bytes", enabled=progress)
                     while chunk := resp.read(CHUNK):
                         out.write(chunk)
                         h.update(chunk)

@@ -203,7 +203,6 @@ class DinoVisionTransformer(nn.Module):
         with reshape=True; with return_class_token each item is (patches, cls (B, D))."""
         take = check_block_indices(n, len(self.blocks))
         h, w = self._check_images(x)
-        B = x.shape[0]
         _, outputs = self._run_blocks(self.prepare_tokens_with_masks(x), take=take)
         if norm:
             outputs = [self.norm(o) for o in outputs]

@@ -10,7 +10,6 @@ position-embedding resize, shows as 1e-3 or more. Every test prints the figure i
 from __future__ import annotations
 
 import pytest
-import torch
 
 from minidino import golden
 

@@ -3,7 +3,7 @@
     add_model_args(parser)       --model, --weights, --random-weights, --config, --device, --dtype
     model = model_from_args(args)
     describe_weights(args)       a one-line label of the weights, for logs and pictures
-    ImageProgress(total)         an images/s counter on stderr
+    ProgressBar(...)             (minidino.progress) an images/s counter on stderr
 
 --weights takes `official` (the published checkpoint, downloaded once and verified), a file
 path or an http(s) URL, or `random[:SEED]`: weights from the golden-vector generator
@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import ast
 import os
-import sys
 import textwrap
-import time
-from typing import IO, Any
+from typing import Any
 
 __all__ = [
     "add_model_args", "model_from_args", "describe_weights", "weights_spec", "config_overrides", "parse_dtype",
-    "resolve_device", "random_weights_model", "build_model", "ImageProgress", "DTYPES", "HelpFormatter",
+    "resolve_device", "random_weights_model", "build_model", "DTYPES", "HelpFormatter",
 ]
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
@@ -168,46 +166,3 @@ def model_from_args(args: argparse.Namespace) -> Any:
                        device=resolve_device(args.device), dtype=parse_dtype(args.dtype))
 
 
-class ImageProgress:
-    """`label  120/1000 images  12%  35.2 images/s  ETA 25 s` on stderr.
-
-    On a terminal the line is redrawn in place (at most 5 times a second); otherwise (logs,
-    CI) a line is printed every 10% so logs stay short.
-    """
-
-    def __init__(self, total: int, label: str = "embed", stream: IO[str] | None = None, enabled: bool = True) -> None:
-        self.total, self.label, self.done = total, label, 0
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled and total > 0
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.start = self._last = time.monotonic()
-        self._decile = 0
-
-    def rate(self) -> float:
-        return self.done / max(time.monotonic() - self.start, 1e-9)
-
-    def line(self) -> str:
-        r = self.rate()
-        eta = f"  ETA {(self.total - self.done) / r:.0f} s" if 0 < r and self.done < self.total else ""
-        pct = 100 * self.done / self.total if self.total else 100.0
-        return f"{self.label} {self.done}/{self.total} images {pct:3.0f}% {r:.1f} images/s{eta}"
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if self.tty:
-            if now - self._last >= 0.2:
-                self._last = now
-                self.stream.write("\r" + self.line())
-                self.stream.flush()
-        else:
-            decile = 10 * self.done // self.total
-            if decile > self._decile and self.done < self.total:
-                self._decile = decile
-                print(self.line(), file=self.stream, flush=True)
-
-    def close(self) -> None:
-        if self.enabled:
-            print(("\r" if self.tty else "") + self.line() + " done", file=self.stream, flush=True)

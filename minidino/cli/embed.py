@@ -239,7 +239,8 @@ def _chunks(batches: range, per_chunk: int) -> Iterator[range]:
 def run_embed(args: argparse.Namespace) -> int:
     import torch
 
-    from ._common import ImageProgress, config_overrides, describe_weights, model_from_args, parse_dtype, weights_spec
+    from ..progress import ProgressBar
+    from ._common import config_overrides, describe_weights, model_from_args, parse_dtype, weights_spec
 
     out = Path(args.out)
     _check_suffix(out)
@@ -303,7 +304,7 @@ def run_embed(args: argparse.Namespace) -> int:
         log(f"resume: {len(done)} of {len(chunks)} checkpoints already written ({n_done} images); "
             f"computing the other {len(chunks) - len(done)}")
     todo_images = sum(min(len(paths), c.stop * B) - c.start * B for c in chunks if c.start not in done)
-    progress = ImageProgress(todo_images, "embed", enabled=not args.quiet)
+    progress = ProgressBar("embed", todo_images, unit="images", enabled=not args.quiet)
     workers = max(1, args.workers)
     with ThreadPoolExecutor(workers) as pool:
         def submit(b: int) -> list[Future]:
