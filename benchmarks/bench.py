@@ -224,16 +224,17 @@ def build(label: str, name: str, device: str, sd: dict[str, torch.Tensor], args:
         short = name.removeprefix("dinov2_").removesuffix("_reg")
         tname = TIMM_NAMES[short] + ("_reg4" if name.endswith("_reg") else "") + "_dinov2"
         tm = timm.create_model(tname, pretrained=False, img_size=args._res, num_classes=0).to(device, dtype).eval()
-        f = torch.compile(tm, **(_compile_kw(args) or {})) if compiled else tm
-        return Impl(label, lambda x: f.forward_features(x), dtype, f"timm {timm.__version__} {tname}, random init")
+        # Compile the method itself: torch.compile(module).forward_features would run the eager method.
+        f = torch.compile(tm.forward_features, **(_compile_kw(args) or {})) if compiled else tm.forward_features
+        return Impl(label, lambda x: f(x), dtype, f"timm {timm.__version__} {tname}, random init")
     if base == "official":
         if not args.official:
             return None
         om = torch.hub.load(args.official, name, source="local", pretrained=False)
         missing = om.load_state_dict(sd, strict=True)
         om = om.to(device, dtype).eval()
-        f = torch.compile(om, **(_compile_kw(args) or {})) if compiled else om
-        return Impl(label, lambda x: f.forward_features(x), dtype, f"official code at {args.official}, our weights {missing}")
+        f = torch.compile(om.forward_features, **(_compile_kw(args) or {})) if compiled else om.forward_features
+        return Impl(label, lambda x: f(x), dtype, f"official code at {args.official}, our weights {missing}")
     raise ValueError(f"unknown implementation {label!r}")
 
 
