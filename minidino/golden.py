@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "splitmix64", "uniform", "generate_tensor", "init_range", "generate_state_dict", "weights_sha256",
+    "splitmix64", "uniform", "generate_tensor", "init_range", "generate_state_dict", "generate_for", "random_model", "weights_sha256",
     "generate_images", "generate_masks", "load_index", "build_case", "run_case", "CaseResult", "default_golden_dir",
 ]
 
@@ -77,6 +77,21 @@ def generate_state_dict(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[s
             for k, key in enumerate(sorted(shapes))}
 
 
+def generate_for(module: torch.nn.Module, seed: int) -> dict[str, Tensor]:
+    """Generated weights for every key of a module's state dict (a meta-device module is fine)."""
+    return generate_state_dict({k: tuple(v.shape) for k, v in module.state_dict().items()}, seed)
+
+
+def random_model(name: str, seed: int = 0, **overrides: Any) -> torch.nn.Module:
+    """Hub model `name` with generated weights: random, reproducible anywhere, offline.
+    Built on the meta device, so the weights are allocated once."""
+    from . import create_model  # late import: golden is a leaf module otherwise
+
+    model = create_model(name, device="meta", **overrides)
+    model.load_state_dict(generate_for(model, seed), strict=True, assign=True)
+    return model.eval()
+
+
 def weights_sha256(state_dict: dict[str, Tensor]) -> str:
     """SHA-256 over each key (UTF-8) then its little-endian float32 bytes, keys sorted."""
     h = hashlib.sha256()
@@ -121,12 +136,10 @@ def build_case(case: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Tensor]
     if case["model"] == "dino_head":
         model: torch.nn.Module = DINOHead(case["in_dim"], case["out_dim"], case["hidden_dim"], case["bottleneck_dim"],
                                           case["nlayers"], device="meta")
-        shapes = {k: tuple(v) for k, v in case["keys"].items()}
     else:
         kw = {"layers": case["lc_layers"]} if "lc_layers" in case else {}
         model = create_model(case["model"], depth=case["depth"], device="meta", **kw)
-        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    sd = generate_state_dict(shapes, case["weight_seed"])
+    sd = generate_for(model, case["weight_seed"])  # weights_sha256 proves these are the case's keys and values
     model.load_state_dict(sd, strict=True, assign=True)
     return model.eval(), sd
 

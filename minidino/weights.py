@@ -32,6 +32,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from .atomic import atomic_write
 from .config import PRESETS, DinoConfig, swiglu_hidden_dim
 from .names import split_model_name
 from .heads import DINOHead, LinearClassifier
@@ -586,10 +587,7 @@ def save_weights(model: nn.Module | Mapping[str, Tensor], path: str | os.PathLik
     backbone = {k: v for k, v in sd.items() if not k.startswith("linear_head.")}
     if layout == "official" and any(k.startswith("blocks.") or k.startswith("backbone.blocks.") for k in sd):
         meta["looks_like"] = guess_hub_name({k.removeprefix("backbone."): v for k, v in backbone.items()})
-    tmp = path.with_name(f".{path.name}.part")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written file under the real name
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 # ============================================================================ create_model(pretrained=...)

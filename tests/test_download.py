@@ -72,7 +72,7 @@ def server():
 
 def backbone_bytes(name: str = "dinov2_vits14", depth: int = 1, seed: int = 4) -> tuple[bytes, dict]:
     model = create_model(name, depth=depth, device="meta")
-    sd = golden.generate_state_dict({k: tuple(v.shape) for k, v in model.state_dict().items()}, seed)
+    sd = golden.generate_for(model, seed)
     buf = io.BytesIO()
     torch.save(sd, buf)  # the official files are torch.save'd state dicts
     return buf.getvalue(), sd

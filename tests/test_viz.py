@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from minidino import create_model, golden, viz
+from minidino import golden, viz
 
 TINY = dict(depth=2, embed_dim=48, num_heads=3, ffn_hidden_dim=96)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -15,10 +15,7 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def golden_tiny(name: str = "dinov2_vits14", seed: int = 3):
     """A tiny model with weights from the golden splitmix64 generator (random, but reproducible anywhere)."""
-    model = create_model(name, device="meta", **TINY)
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    model.load_state_dict(golden.generate_state_dict(shapes, seed), assign=True)
-    return model.eval()
+    return golden.random_model(name, seed, **TINY)
 
 
 def halves_image(size: int = 112) -> Image.Image:

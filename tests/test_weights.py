@@ -37,7 +37,7 @@ def build(arch: str, device: str = "meta"):
 @functools.lru_cache(maxsize=None)
 def _golden_sd(arch: str, seed: int) -> dict[str, torch.Tensor]:
     model = build(arch)
-    return golden.generate_state_dict({k: tuple(v.shape) for k, v in model.state_dict().items()}, seed)
+    return golden.generate_for(model, seed)
 
 
 def golden_sd(arch: str, seed: int = 7) -> dict[str, torch.Tensor]:
@@ -159,7 +159,7 @@ def test_student_is_picked_with_network_student():
 
 def dino_head_sd(in_dim: int, seed: int = 3, parametrizations: bool = False):
     head = DINOHead(in_dim, 96, hidden_dim=32, bottleneck_dim=16, device="meta")
-    sd = golden.generate_state_dict({k: tuple(v.shape) for k, v in head.state_dict().items()}, seed)
+    sd = golden.generate_for(head, seed)
     if parametrizations:
         sd["last_layer.parametrizations.weight.original0"] = sd.pop("last_layer.weight_g")
         sd["last_layer.parametrizations.weight.original1"] = sd.pop("last_layer.weight_v")
@@ -185,7 +185,7 @@ def test_dino_head_loads_from_a_training_checkpoint(tmp_path, parametrizations):
 @pytest.mark.parametrize("layers", [1, 4])
 def test_linear_classifier_from_backbone_file_and_head_file(tmp_path, layers):
     lc = create_model("dinov2_vits14_lc", layers=layers, depth=4, device="meta")
-    full = golden.generate_state_dict({k: tuple(v.shape) for k, v in lc.state_dict().items()}, 5)
+    full = golden.generate_for(lc, 5)
     backbone = {k.removeprefix("backbone."): v for k, v in full.items() if k.startswith("backbone.")}
     head = {k.removeprefix("linear_head."): v for k, v in full.items() if k.startswith("linear_head.")}
     torch.save(backbone, tmp_path / "backbone.pth")
@@ -204,7 +204,7 @@ def test_linear_classifier_from_backbone_file_and_head_file(tmp_path, layers):
 
 def test_huggingface_classifier_keys_map_to_the_layers1_head():
     lc = create_model("dinov2_vits14_lc", layers=1, depth=2, device="meta")
-    full = golden.generate_state_dict({k: tuple(v.shape) for k, v in lc.state_dict().items()}, 5)
+    full = golden.generate_for(lc, 5)
     backbone = {k.removeprefix("backbone."): v for k, v in full.items() if k.startswith("backbone.")}
     hf = {"dinov2." + k: v for k, v in W.to_huggingface(backbone).items()}
     hf.update({"classifier.weight": full["linear_head.weight"], "classifier.bias": full["linear_head.bias"]})

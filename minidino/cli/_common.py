@@ -133,13 +133,9 @@ def resolve_device(name: str | None) -> Any:
 def random_weights_model(name: str, seed: int = 0, **overrides: Any) -> Any:
     """A model with weights from the golden splitmix64 generator: random, reproducible, offline.
     Built on the meta device so the weights are allocated once."""
-    from .. import create_model
-    from ..golden import generate_state_dict
+    from ..golden import random_model
 
-    model = create_model(name, device="meta", **overrides)
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    model.load_state_dict(generate_state_dict(shapes, seed), strict=True, assign=True)
-    return model.eval()
+    return random_model(name, seed, **overrides)
 
 
 def build_model(name: str, weights: str, overrides: dict[str, Any] | None = None, *, device: Any = "cpu",

@@ -31,6 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write
 from ._common import HelpFormatter, add_model_args
 
 FORMAT = "minidino-embeddings"
@@ -108,15 +109,6 @@ def _check_suffix(path: Path) -> str:
     return suffix
 
 
-def _atomic(path: Path, write: Any) -> None:
-    """write(tmp_path) then rename onto path: readers see the old file or the complete new one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_embeddings(path: str | os.PathLike, tensors: dict[str, Any], meta: dict[str, Any]) -> Path:
@@ -131,25 +123,25 @@ def write_embeddings(path: str | os.PathLike, tensors: dict[str, Any], meta: dic
     if suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        _atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata={"minidino": text}))
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"minidino": text}))
     elif suffix == ".npz":
         def save_npz(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 np.savez(f, names=np.array(meta["names"], dtype=str), metadata=np.array(text),
                          **{k: v.numpy() for k, v in tensors.items()})
-        _atomic(path, save_npz)
+        atomic_write(path, save_npz)
     else:
         if len(tensors) != 1:
             raise SystemExit(f"minidino: {path}: a .npy file holds one array; use .safetensors or .npz for "
                              f"{' and '.join(tensors)}")
         (array,) = tensors.values()
         sidecar = path.with_name(path.name + ".json")
-        _atomic(sidecar, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        atomic_write(sidecar, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
         def save_npy(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 np.save(f, array.numpy())
-        _atomic(path, save_npy)
+        atomic_write(path, save_npy)
     return path
 
 
@@ -293,7 +285,7 @@ def run_embed(args: argparse.Namespace) -> int:
         + f", {args.size}x{args.size} px, {args.tokens} tokens, on {device} in {args.dtype}")
     parts_dir.mkdir(parents=True, exist_ok=True)
     if not manifest_path.is_file():
-        _atomic(manifest_path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
+        atomic_write(manifest_path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
 
     transform = embed_transform(args.size)
     keys = TOKEN_KEYS[args.tokens]
@@ -361,7 +353,7 @@ def _write_part(path: Path, tensors: dict[str, Any], names: list[str], skipped: 
 
     meta = json.dumps({"names": names, "skipped": skipped})
     tensors = {k: v.contiguous() for k, v in tensors.items()}
-    _atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata={"minidino": meta}))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"minidino": meta}))
 
 
 def _read_parts(files: list[Path], keys: Sequence[str]) -> tuple[dict[str, Any], list[str], list[list[str]]]:
