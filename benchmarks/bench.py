@@ -41,6 +41,7 @@ from typing import Any, Callable
 import torch
 
 import minidino
+from minidino.weights import huggingface_config, to_huggingface
 
 RESULTS = Path(__file__).parent / "results"
 CPU_ROWS = ["vits14:224:8", "vitb14:224:8", "vits14:518:2"]
@@ -103,46 +104,6 @@ def minidino_state(name: str, device: str, seed: int = 0) -> dict[str, torch.Ten
     return sd
 
 
-def hf_state_dict(sd: dict[str, torch.Tensor], hf_keys: set[str]) -> dict[str, torch.Tensor]:
-    """Our (official) keys -> the transformers DINOv2 layout present in hf_keys (old or new names)."""
-    out: dict[str, torch.Tensor] = {}
-    out["embeddings.cls_token"] = sd["cls_token"]
-    out["embeddings.mask_token"] = sd["mask_token"]
-    out["embeddings.position_embeddings"] = sd["pos_embed"]
-    if "register_tokens" in sd:
-        out["embeddings.register_tokens"] = sd["register_tokens"]
-    out["embeddings.patch_embeddings.projection.weight"] = sd["patch_embed.proj.weight"]
-    out["embeddings.patch_embeddings.projection.bias"] = sd["patch_embed.proj.bias"]
-    out["layernorm.weight"], out["layernorm.bias"] = sd["norm.weight"], sd["norm.bias"]
-    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
-    new = any(".attention.q_proj." in k for k in hf_keys)
-    for i in range(depth):
-        a, b = f"blocks.{i}.", f"encoder.layer.{i}."
-        for n in ("norm1", "norm2"):
-            out[b + n + ".weight"], out[b + n + ".bias"] = sd[a + n + ".weight"], sd[a + n + ".bias"]
-        out[b + "layer_scale1.lambda1"], out[b + "layer_scale2.lambda1"] = sd[a + "ls1.gamma"], sd[a + "ls2.gamma"]
-        q, k, v = sd[a + "attn.qkv.weight"].chunk(3)
-        qb, kb, vb = sd[a + "attn.qkv.bias"].chunk(3)
-        names = ("q_proj", "k_proj", "v_proj", "o_proj") if new else ("attention.query", "attention.key",
-                                                                      "attention.value", "output.dense")
-        pre = b + "attention."
-        for n, w_, b_ in zip(names[:3], (q, k, v), (qb, kb, vb)):
-            out[pre + n + ".weight"], out[pre + n + ".bias"] = w_, b_
-        out[pre + names[3] + ".weight"], out[pre + names[3] + ".bias"] = sd[a + "attn.proj.weight"], sd[a + "attn.proj.bias"]
-        if a + "mlp.fc1.weight" in sd:
-            for n in ("fc1", "fc2"):
-                out[b + f"mlp.{n}.weight"], out[b + f"mlp.{n}.bias"] = sd[a + f"mlp.{n}.weight"], sd[a + f"mlp.{n}.bias"]
-        elif b + "mlp.gate_proj.weight" in hf_keys:
-            (gw, uw), (gb, ub) = sd[a + "mlp.w12.weight"].chunk(2), sd[a + "mlp.w12.bias"].chunk(2)
-            out[b + "mlp.gate_proj.weight"], out[b + "mlp.gate_proj.bias"] = gw, gb
-            out[b + "mlp.up_proj.weight"], out[b + "mlp.up_proj.bias"] = uw, ub
-            out[b + "mlp.down_proj.weight"], out[b + "mlp.down_proj.bias"] = sd[a + "mlp.w3.weight"], sd[a + "mlp.w3.bias"]
-        else:
-            out[b + "mlp.weights_in.weight"], out[b + "mlp.weights_in.bias"] = sd[a + "mlp.w12.weight"], sd[a + "mlp.w12.bias"]
-            out[b + "mlp.weights_out.weight"], out[b + "mlp.weights_out.bias"] = sd[a + "mlp.w3.weight"], sd[a + "mlp.w3.bias"]
-    return {k: v.contiguous() for k, v in out.items()}
-
-
 class Impl:
     """One implementation of one model: fn(x) -> a tensor; built lazily; notes say what it is."""
 
@@ -197,18 +158,16 @@ def build(label: str, name: str, device: str, sd: dict[str, torch.Tensor], args:
             import transformers
         except ImportError:
             return None
-        cfg = minidino.get_config(name)
-        kw = dict(hidden_size=cfg.embed_dim, num_hidden_layers=cfg.depth, num_attention_heads=cfg.num_heads,
-                  mlp_ratio=4, image_size=cfg.img_size, patch_size=cfg.patch_size, layer_norm_eps=cfg.layer_norm_eps,
-                  layerscale_value=1.0, use_swiglu_ffn=cfg.ffn_layer == "swiglu")
-        if cfg.num_register_tokens:
-            hf = transformers.Dinov2WithRegistersModel(transformers.Dinov2WithRegistersConfig(
-                num_register_tokens=cfg.num_register_tokens, **kw))
+        # minidino.weights writes the transformers config and keys itself (the layout `save_weights` uses).
+        kw = {k: v for k, v in huggingface_config(minidino.get_config(name)).items() if k not in ("architectures", "model_type")}
+        if kw.get("num_register_tokens"):
+            hf = transformers.Dinov2WithRegistersModel(transformers.Dinov2WithRegistersConfig(**kw))
         else:
             hf = transformers.Dinov2Model(transformers.Dinov2Config(**kw))
-        weights = "our weights via a local key mapping"
+        weights = "our weights via minidino.weights.to_huggingface"
         try:
-            hf.load_state_dict(hf_state_dict(sd, set(hf.state_dict())), strict=True)
+            hub_names = not any(".attention.q_proj." in k for k in hf.state_dict())  # older transformers releases
+            hf.load_state_dict(to_huggingface(sd, hub_names=hub_names), strict=True)
         except (KeyError, RuntimeError) as e:
             weights = f"random init (mapping failed: {str(e).splitlines()[0][:120]})"
         hf = hf.to(device, dtype).eval()
