@@ -17,12 +17,13 @@ from __future__ import annotations
 import argparse
 import ast
 import os
+import re
 import textwrap
 from typing import Any
 
 __all__ = [
     "add_model_args", "model_from_args", "describe_weights", "weights_spec", "config_overrides", "parse_dtype",
-    "resolve_device", "random_weights_model", "build_model", "DTYPES", "HelpFormatter",
+    "resolve_device", "parse_hw", "random_weights_model", "build_model", "DTYPES", "HelpFormatter",
 ]
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
@@ -109,6 +110,20 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"minidino: --config expects KEY=VALUE, got {item!r}")
         out[key.strip().replace("-", "_")] = _literal(value.strip())
     return out
+
+
+def parse_hw(text: str, patch: int = 14, *, square: bool = True) -> tuple[int, int]:
+    """'224x448' -> (H, W) = (224, 448), both positive multiples of `patch`; with square=True a single
+    number S means S x S. Raises ValueError with the message a user should see."""
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX*]\s*(\d+)\s*)?", text)
+    if not m or (m.group(2) is None and not square):
+        form = "S or HxW (e.g. 224 or 224x448)" if square else "HxW in pixels, e.g. 224x224"
+        raise ValueError(f"size must look like {form}; got {text!r}")
+    H = int(m.group(1))
+    W = int(m.group(2)) if m.group(2) is not None else H
+    if H < patch or W < patch or H % patch or W % patch:
+        raise ValueError(f"{H}x{W}: both sides must be positive multiples of the patch size {patch}")
+    return H, W
 
 
 def parse_dtype(name: str) -> Any:

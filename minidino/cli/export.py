@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 
+from ._common import parse_hw
+
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'224x224' or '196X308' -> (H, W); argparse reports the ValueError as a usage error."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"size must look like HxW in pixels, e.g. 224x224; got {text!r}")
-    H, W = int(m.group(1)), int(m.group(2))
-    if H < 14 or W < 14 or H % 14 or W % 14:
-        raise argparse.ArgumentTypeError(f"{H}x{W}: both sides must be positive multiples of the patch size 14")
-    return H, W
+    """'224x224' or '196X308' -> (H, W); argparse reports the error as a usage error."""
+    try:
+        return parse_hw(text, square=False)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from ._common import HelpFormatter
+from ._common import HelpFormatter, parse_hw
 
 
 @dataclass(frozen=True)
@@ -35,17 +35,9 @@ class ModelCost:
 def parse_size(text: str, patch: int) -> tuple[int, int]:
     """'224' or '224x448' (H x W) -> (H, W), both multiples of the patch size."""
     try:
-        parts = [int(v) for v in text.lower().replace("*", "x").split("x")]
-    except ValueError:
-        raise SystemExit(f"minidino info: --size expects S or HxW (e.g. 224 or 224x448), got {text!r}") from None
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise SystemExit(f"minidino info: --size expects S or HxW, got {text!r}")
-    H, W = parts
-    if H % patch or W % patch:
-        raise SystemExit(f"minidino info: --size {H}x{W}: both sides must be multiples of the patch size {patch}")
-    return H, W
+        return parse_hw(text, patch)
+    except ValueError as e:
+        raise SystemExit(f"minidino info: --size: {e}") from None
 
 
 def model_cost(model: Any, H: int, W: int) -> ModelCost:
