@@ -79,10 +79,10 @@ def test_embed_folder_writes_every_good_image_and_names_the_bad_one(corpus, tmp_
     assert meta["model"] == "dinov2_vits14" and meta["weights"] == "random:7" and meta["config"]["depth"] == 1
     assert not (tmp_path / "emb.safetensors.parts").exists()  # checkpoints removed after the final write
     # The stored rows are the model's outputs for those files, in that order.
-    from minidino.cli._common import random_weights_model
+    from minidino.golden import random_model
     from minidino.transforms import load_image
 
-    model = random_weights_model("dinov2_vits14", 7, depth=1, embed_dim=48, num_heads=3, ffn_hidden_dim=96)
+    model = random_model("dinov2_vits14", 7, depth=1, embed_dim=48, num_heads=3, ffn_hidden_dim=96)
     x = torch.stack([embed_transform(28)(load_image(n)) for n in names])
     with torch.no_grad():
         f = model.forward_features(x)

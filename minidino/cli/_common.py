@@ -23,7 +23,7 @@ from typing import Any
 
 __all__ = [
     "add_model_args", "model_from_args", "describe_weights", "weights_spec", "config_overrides", "parse_dtype",
-    "resolve_device", "parse_hw", "random_weights_model", "build_model", "DTYPES", "HelpFormatter",
+    "resolve_device", "parse_hw", "build_model", "DTYPES", "HelpFormatter",
 ]
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
@@ -145,23 +145,15 @@ def resolve_device(name: str | None) -> Any:
     return torch.device(name)
 
 
-def random_weights_model(name: str, seed: int = 0, **overrides: Any) -> Any:
-    """A model with weights from the golden splitmix64 generator: random, reproducible, offline.
-    Built on the meta device so the weights are allocated once."""
-    from ..golden import random_model
-
-    return random_model(name, seed, **overrides)
-
-
 def build_model(name: str, weights: str, overrides: dict[str, Any] | None = None, *, device: Any = "cpu",
                 dtype: Any = None) -> Any:
     """Model `name` with weights `weights` (a weights_spec string), in eval mode on device/dtype."""
-    from .. import create_model
+    from .. import create_model, golden
 
     overrides = dict(overrides or {})
     try:
         if weights.startswith("random:"):
-            model = random_weights_model(name, int(weights.split(":", 1)[1]), **overrides)
+            model = golden.random_model(name, int(weights.split(":", 1)[1]), **overrides)
         else:
             model = create_model(name, pretrained=True if weights == "official" else weights, **overrides)
     except (ValueError, TypeError) as e:  # unknown name or config field, weights that do not fit
