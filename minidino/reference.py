@@ -1,0 +1,90 @@
+"""The official DINOv2 code as a black-box reference, for parity tests and benchmarks.
+
+Nothing here reads or copies the official model code: it is imported and called, and our
+weights are loaded into it by their (shared) key names. Two sources:
+
+- a local checkout of facebookresearch/dinov2 (`repo=PATH`): `torch.hub.load(PATH, name,
+  source="local", pretrained=False)`, all 16 hub models. The current code runs attention
+  through `F.scaled_dot_product_attention`, as minidino's default `attn_impl="fused"` does.
+- the `dinov2` package from PyPI (0.0.1.dev2; `pip install --no-deps dinov2==0.0.1.dev2`): a
+  third-party upload of an April-2023 snapshot of the official code. It predates register
+  tokens and the hub module, so it serves the four plain backbones (any depth), built from its
+  `DinoVisionTransformer` with the hub's arguments. Its attention is the explicit
+  softmax(q k^T * scale) v, so compare it with `attn_impl="explicit"`: measured bit-identical
+  (max abs 0.0) on CPU float32 for ViT-S/B/L/g at every size and mask tried.
+
+    ref = official_model("dinov2_vits14")                # the PyPI snapshot, if installed
+    ours = minidino.create_model("dinov2_vits14")
+    ours.attn_impl = ref.attn_impl                        # the same operations in the same order
+    ours.load_state_dict(ref.module.state_dict())         # same keys, same shapes
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .names import get_config, split_model_name
+
+__all__ = ["OfficialModel", "ReferenceUnavailable", "official_model", "snapshot_available"]
+
+# The PyPI snapshot names its fused SwiGLU "swiglufused" (hidden width rounded to a multiple
+# of 8, as our config.swiglu_hidden_dim); the hub builds ViT-g with it.
+_SNAPSHOT_FFN = {"mlp": "mlp", "swiglu": "swiglufused"}
+
+
+class ReferenceUnavailable(RuntimeError):
+    """The official code is not available here for the requested model (the message says why)."""
+
+
+@dataclass
+class OfficialModel:
+    module: nn.Module  # the official model, in eval mode, official random init
+    source: str  # where it came from, for reports
+    attn_impl: str  # minidino's attention path that performs the same operations: "fused" | "explicit"
+
+
+def snapshot_available() -> bool:
+    """True when the PyPI `dinov2` snapshot (its models.vision_transformer) can be imported."""
+    try:
+        return importlib.util.find_spec("dinov2.models.vision_transformer") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def official_model(name: str, repo: str | None = None, **overrides: Any) -> OfficialModel:
+    """The official implementation of hub model `name` (official random init, eval mode).
+
+    repo: a local checkout of facebookresearch/dinov2 (torch.hub, source="local"); without it,
+    the installed PyPI snapshot. overrides (snapshot only): `depth=` builds fewer blocks, for
+    fast tests of the big models. Raises ReferenceUnavailable when neither source can build it.
+    """
+    if repo is not None:
+        if overrides:
+            raise TypeError(f"overrides {sorted(overrides)} are only supported for the PyPI snapshot, not a checkout")
+        module = torch.hub.load(repo, name, source="local", pretrained=False)
+        return OfficialModel(module.eval(), f"official checkout at {repo} (torch.hub)", "fused")
+    backbone, is_lc = split_model_name(name)
+    config = get_config(backbone).replace(**overrides)
+    if is_lc or config.num_register_tokens:
+        raise ReferenceUnavailable(
+            f"{name}: the PyPI dinov2 snapshot (April 2023) has no register tokens or linear heads; "
+            "pass repo= a checkout of facebookresearch/dinov2")
+    if not snapshot_available():
+        raise ReferenceUnavailable(
+            "the official code is not available: pass repo= a checkout of facebookresearch/dinov2, or "
+            "`pip install --no-deps dinov2==0.0.1.dev2` (the PyPI snapshot, plain backbones only)")
+    vt = importlib.import_module("dinov2.models.vision_transformer")
+    version = getattr(importlib.import_module("dinov2"), "__version__", "?")
+    module = vt.DinoVisionTransformer(
+        img_size=config.img_size, patch_size=config.patch_size, in_chans=config.in_chans,
+        embed_dim=config.embed_dim, depth=config.depth, num_heads=config.num_heads,
+        mlp_ratio=config.ffn_hidden_dim / config.embed_dim if config.ffn_layer == "mlp" else 4.0,
+        ffn_layer=_SNAPSHOT_FFN[config.ffn_layer], init_values=config.layerscale_init, block_chunks=0,
+    )
+    return OfficialModel(module.eval(), f"PyPI dinov2 {version} (April-2023 snapshot of the official code)", "explicit")
