@@ -33,8 +33,9 @@ class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection (rows: q, k, v; heads contiguous).
 
     Two paths computing the same thing: `F.scaled_dot_product_attention` (the fast, default
-    path, and the one the official model runs) and the explicit softmax(q k^T * scale) v,
-    which is the readable maths and the only one that can return the attention weights.
+    path, and the one the current official model runs) and the explicit softmax(q k^T * scale) v,
+    which is the readable maths, the only one that can return the attention weights, and the
+    operation order of the April-2023 official code (bit-identical to it on CPU float32).
     """
 
     def __init__(self, *, dim: int, num_heads: int, qkv_bias: bool, proj_bias: bool, **factory: Any) -> None:

@@ -66,7 +66,8 @@ class DinoVisionTransformer(nn.Module):
         # Position-embedding resize: "interpolate" (bit-exact, official) or "matrix" (exportable, MPS).
         self.pos_embed_method: Method = "interpolate"
         self._pos_cache = PosEmbedCache()
-        # Attention of every block: "fused" (SDPA, official) or "explicit" (softmax(q k^T * scale) v).
+        # Attention of every block: "fused" (SDPA, as the current official code) or "explicit"
+        # (softmax(q k^T * scale) v, as the April-2023 official code: bit-identical to it, see reference.py).
         self.attn_impl: str = "fused"
 
     # ---------------------------------------------------------------- initialisation
