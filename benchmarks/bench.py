@@ -8,13 +8,16 @@
 Implementations (a row runs every one that is available, interleaved A, B, C, A, B, C ...
 after warm-up, the order rotated each round, so a noisy machine slows all of them alike):
   minidino           eager, default settings (float32 on CPU; bf16 weights on CUDA)
+  minidino-explicit  eager, attn_impl="explicit" (the readable path; the 2023 official operation order)
   minidino-fold      optimize(compile=False): LayerScale folded (float32, near-exact)
   minidino-bf16      optimize(dtype=bf16, compile=False) on CPU (AMX / AVX512_BF16), not exact
   minidino-compile   optimize(compile=True [, dtype=bf16 on CUDA], cuda_graphs="auto")   with --compile
   transformers       Dinov2Model / Dinov2WithRegistersModel built from a config; our weights,
                      converted by a small local key mapping (random init if that fails: said in the JSON)
   timm               timm.create_model(vit_*_patch14[_reg4]_dinov2, pretrained=False): random init
-  official           torch.hub.load(PATH, name, source="local", pretrained=False) + our state dict
+  official           minidino.reference.official_model: torch.hub.load(PATH, name, source="local",
+                     pretrained=False) with --official PATH, else the PyPI snapshot dinov2==0.0.1.dev2
+                     (April-2023 official code, plain backbones) when installed; our state dict
   <peer>-compile     torch.compile(peer) with --compile
 
 Throughput is images/s at the row's batch (median over rounds), latency the median time of
@@ -41,6 +44,7 @@ from typing import Any, Callable
 import torch
 
 import minidino
+from minidino.reference import ReferenceUnavailable, official_model
 from minidino.weights import huggingface_config, to_huggingface
 
 RESULTS = Path(__file__).parent / "results"
@@ -116,7 +120,9 @@ def _tokens(out: Any) -> torch.Tensor:
     if hasattr(out, "last_hidden_state"):  # transformers (a ModelOutput is also a dict)
         return out.last_hidden_state
     if isinstance(out, dict):  # minidino, official
-        return torch.cat((out["x_norm_clstoken"][:, None], out["x_norm_regtokens"], out["x_norm_patchtokens"]), 1)
+        regs = out.get("x_norm_regtokens")  # absent in the 2023 official code (no registers)
+        parts = (out["x_norm_clstoken"][:, None],) + ((regs,) if regs is not None else ()) + (out["x_norm_patchtokens"],)
+        return torch.cat(parts, 1)
     return out
 
 
@@ -140,6 +146,10 @@ def build(label: str, name: str, device: str, sd: dict[str, torch.Tensor], args:
         if label == "minidino":
             m = m.to(dtype)
             return Impl(label, lambda x: m.forward_features(x), dtype, "eager, default settings")
+        if label == "minidino-explicit":  # the operation order of the April-2023 official code
+            m = m.to(dtype)
+            m.attn_impl = "explicit"
+            return Impl(label, lambda x: m.forward_features(x), dtype, "eager, attn_impl='explicit' (bit-exact, readable path)")
         if label == "minidino-fold":
             o = minidino.optimize(m, compile=False, copy=False, dtype=dtype)
             return Impl(label, o.forward_features, dtype, "optimize(compile=False): LayerScale folded")
@@ -187,19 +197,21 @@ def build(label: str, name: str, device: str, sd: dict[str, torch.Tensor], args:
         f = torch.compile(tm.forward_features, **(_compile_kw(args) or {})) if compiled else tm.forward_features
         return Impl(label, lambda x: f(x), dtype, f"timm {timm.__version__} {tname}, random init")
     if base == "official":
-        if not args.official:
+        try:  # a checkout given with --official, else the PyPI snapshot when installed (plain models)
+            ref = official_model(name, repo=args.official)
+        except ReferenceUnavailable:
             return None
-        om = torch.hub.load(args.official, name, source="local", pretrained=False)
+        om = ref.module
         missing = om.load_state_dict(sd, strict=True)
         om = om.to(device, dtype).eval()
         f = torch.compile(om.forward_features, **(_compile_kw(args) or {})) if compiled else om.forward_features
-        return Impl(label, lambda x: f(x), dtype, f"official code at {args.official}, our weights {missing}")
+        return Impl(label, lambda x: f(x), dtype, f"{ref.source}, attention {ref.attn_impl}, our weights {missing}")
     raise ValueError(f"unknown implementation {label!r}")
 
 
 def labels(args: argparse.Namespace) -> list[str]:
     gpu = args.device == "cuda"
-    out = ["minidino", "minidino-fold"] + ([] if gpu else ["minidino-bf16"])
+    out = ["minidino", "minidino-explicit", "minidino-fold"] + ([] if gpu else ["minidino-bf16"])
     if args.compile:
         out += ["minidino-compile"] + ([] if gpu else ["minidino-compile-bf16"])
     peers = ["official", "timm", "transformers"]
@@ -417,12 +429,25 @@ def bench_row(name: str, res: int, batch: int, args: argparse.Namespace, rounds:
     return row
 
 
+def ratio_stats(mine: list[float], peer: list[float]) -> dict[str, float]:
+    """peer time / minidino time, three ways: medians; per round (each round times every
+    implementation back to back, so the pair shares the machine's state): median and the range
+    of the middle half; best round against best round. On a noisy VM the spread says how far
+    a ratio can be trusted."""
+    paired = sorted(p / m for m, p in zip(mine, peer))
+    q = lambda f: paired[min(len(paired) - 1, int(f * len(paired)))]  # noqa: E731
+    return {"median": statistics.median(peer) / statistics.median(mine), "paired_median": statistics.median(paired),
+            "paired_q25": q(0.25), "paired_q75": q(0.75), "best": min(peer) / min(mine)}
+
+
 def ratios(row: dict[str, Any]) -> list[str]:
     out, imp = [], row["impls"]
     peers = [l for l in imp if not l.startswith("minidino")]
     for mine in [l for l in imp if l.startswith("minidino")]:
         for p in peers:
-            out.append(f"{mine} / {p}: {imp[p]['median_s'] / imp[mine]['median_s']:.3f}x")
+            r = ratio_stats(imp[mine]["all_s"], imp[p]["all_s"])
+            out.append(f"{mine} / {p}: {r['median']:.3f}x (per round {r['paired_median']:.2f}x, middle half "
+                       f"{r['paired_q25']:.2f}-{r['paired_q75']:.2f}; best {r['best']:.2f}x)")
     return out
 
 
@@ -453,7 +478,8 @@ def markdown(result: dict[str, Any]) -> str:
                 lines.append(f"| {label} | {d['ms']:.2f} | {d['notes']} |")
         r = ratios(row)
         if r:
-            lines += ["", "Ratios (peer time / minidino time; > 1 means minidino is faster): " + "; ".join(r)]
+            lines += ["", "Ratios (peer time / minidino time; > 1 means minidino is faster; of the medians, then per "
+                      "round, then best round against best round):", ""] + [f"- {x}" for x in r]
         lines.append("")
     if result.get("load_test"):
         lt = result["load_test"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,8 @@ from torch import nn
 
 from .names import get_config, split_model_name
 
-__all__ = ["OfficialModel", "ReferenceUnavailable", "official_model", "snapshot_available"]
+__all__ = ["OfficialModel", "ReferenceUnavailable", "official_model", "snapshot_available", "max_abs_difference",
+           "compare", "side_by_side"]
 
 # The PyPI snapshot names its fused SwiGLU "swiglufused" (hidden width rounded to a multiple
 # of 8, as our config.swiglu_hidden_dim); the hub builds ViT-g with it.
@@ -79,7 +81,9 @@ def official_model(name: str, repo: str | None = None, **overrides: Any) -> Offi
         raise ReferenceUnavailable(
             "the official code is not available: pass repo= a checkout of facebookresearch/dinov2, or "
             "`pip install --no-deps dinov2==0.0.1.dev2` (the PyPI snapshot, plain backbones only)")
-    vt = importlib.import_module("dinov2.models.vision_transformer")
+    with warnings.catch_warnings():  # its layers warn "xFormers not available" on import: irrelevant on CPU
+        warnings.simplefilter("ignore", UserWarning)
+        vt = importlib.import_module("dinov2.models.vision_transformer")
     version = getattr(importlib.import_module("dinov2"), "__version__", "?")
     module = vt.DinoVisionTransformer(
         img_size=config.img_size, patch_size=config.patch_size, in_chans=config.in_chans,
@@ -88,3 +92,45 @@ def official_model(name: str, repo: str | None = None, **overrides: Any) -> Offi
         ffn_layer=_SNAPSHOT_FFN[config.ffn_layer], init_values=config.layerscale_init, block_chunks=0,
     )
     return OfficialModel(module.eval(), f"PyPI dinov2 {version} (April-2023 snapshot of the official code)", "explicit")
+
+
+def max_abs_difference(a: Any, b: Any) -> float:
+    """Largest |a - b| over nested tensors / dicts / tuples (bool tensors: the count that differ)."""
+    if isinstance(a, torch.Tensor):
+        if a.dtype == torch.bool:  # masks, passed through
+            return float((a != b).sum())
+        return 0.0 if a.numel() == 0 else float((a.float() - b.float()).abs().max())
+    if isinstance(a, dict):
+        return max(max_abs_difference(a[k], b[k]) for k in a if a[k] is not None)
+    return max(max_abs_difference(x, y) for x, y in zip(a, b, strict=True))
+
+
+@torch.no_grad()
+def compare(official: nn.Module, ours: nn.Module, x: torch.Tensor, masks: torch.Tensor | None = None) -> float:
+    """Max abs difference of forward_features and get_intermediate_layers (first and last block)."""
+    d = max_abs_difference(official.forward_features(x, masks=masks), ours.forward_features(x, masks=masks))
+    kw = dict(n=[0, len(ours.blocks) - 1], reshape=True, return_class_token=True)
+    return max(d, max_abs_difference(official.get_intermediate_layers(x, **kw), ours.get_intermediate_layers(x, **kw)))
+
+
+def side_by_side(name: str, repo: str | None = None, seed: int = 0, **overrides: Any) -> list[tuple[str, float]]:
+    """Run the official code and minidino with the same golden-generator weights on a few inputs.
+
+    Returns (input description, max abs difference) per input; minidino runs the attention
+    path whose operations the official code performs, so every figure should be 0.0.
+    """
+    from . import create_model
+    from .golden import generate_for, generate_images, generate_masks
+
+    ref = official_model(name, repo=repo, **overrides)
+    ours = create_model(name, **overrides)
+    ours.attn_impl = ref.attn_impl
+    sd = generate_for(ours, seed)
+    ours.load_state_dict(sd)
+    ref.module.load_state_dict(sd)
+    out = []
+    for i, (B, H, W, p) in enumerate([(2, 224, 224, None), (1, 518, 518, None), (2, 182, 308, 0.4), (1, 28, 14, None)]):
+        x = generate_images(seed, 100 + i, (B, 3, H, W))
+        masks = generate_masks(seed, 200 + i, B, (H // 14) * (W // 14), p) if p else None
+        out.append((f"{B}x3x{H}x{W}" + (f" masks p={p}" if p else ""), compare(ref.module, ours, x, masks)))
+    return out

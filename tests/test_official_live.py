@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 
 import minidino
 from minidino.names import list_models
-from minidino.reference import official_model, snapshot_available
+from minidino.reference import compare, official_model, snapshot_available
+from minidino.reference import max_abs_difference as max_diff
 
 REPO = os.environ.get("MINIDINO_OFFICIAL_REPO")
 NAMES = list_models()
@@ -60,24 +61,6 @@ def randomise(official, ours, seed: int) -> None:
           for k, v in official.state_dict().items()}
     official.load_state_dict(sd, strict=True)
     ours.load_state_dict(sd, strict=True)
-
-
-def max_diff(a, b) -> float:
-    if isinstance(a, torch.Tensor):
-        if a.dtype == torch.bool:  # the masks, passed through
-            return float((a != b).sum())
-        return 0.0 if a.numel() == 0 else float((a - b).abs().max())
-    if isinstance(a, dict):
-        return max(max_diff(a[k], b[k]) for k in a if a[k] is not None)
-    return max(max_diff(x, y) for x, y in zip(a, b))
-
-
-def compare(official, ours, x, masks) -> float:
-    """Max abs difference over forward_features and get_intermediate_layers (first and last block)."""
-    with torch.no_grad():
-        d = max_diff(official.forward_features(x, masks=masks), ours.forward_features(x, masks=masks))
-        kw = dict(n=[0, len(ours.blocks) - 1], reshape=True, return_class_token=True)
-        return max(d, max_diff(official.get_intermediate_layers(x, **kw), ours.get_intermediate_layers(x, **kw)))
 
 
 def inputs(h: int, w: int, B: int, seed: int, mask_p: float | None):

@@ -20,16 +20,47 @@ def run(args: argparse.Namespace) -> int:
         failed += not ok
         print(f"{golden.case_name(case):30s} {len(results):7d} {worst:13.3e} {time.perf_counter() - t0:5.1f}s  {'ok' if ok else 'FAIL'}")
     print(f"{len(index['cases']) - failed} passed, {failed} failed (tolerance {args.tol:g} max abs)")
-    return 1 if failed else 0
+    return 1 if (failed or live(args)) else 0
+
+
+def live(args: argparse.Namespace) -> int:
+    """The official code itself, side by side on this machine, when it is available: must be 0.0."""
+    from ..reference import ReferenceUnavailable, side_by_side, snapshot_available
+
+    if args.official:
+        runs = [(n, {}) for n in ("dinov2_vits14", "dinov2_vits14_reg", "dinov2_vitb14", "dinov2_vitb14_reg")]
+    elif snapshot_available():
+        runs = [("dinov2_vits14", {})] + [(n, {"depth": 2}) for n in ("dinov2_vitb14", "dinov2_vitl14", "dinov2_vitg14")]
+    else:
+        print("\nofficial code side by side: skipped (pass --official PATH to a checkout of facebookresearch/dinov2, "
+              "or pip install --no-deps dinov2==0.0.1.dev2)")
+        return 0
+    print("\nofficial code side by side on this machine (same generated weights and inputs; must be identical):")
+    failed = 0
+    for name, kw in runs:
+        try:
+            rows = side_by_side(name, repo=args.official, **kw)
+        except ReferenceUnavailable as e:
+            print(f"  {name}: skipped ({e})")
+            continue
+        worst = max(d for _, d in rows)
+        failed += worst != 0.0
+        what = name + (f" (first {kw['depth']} blocks)" if kw else "")
+        print(f"  {what:36s} {len(rows)} inputs, max abs {worst:.3e}  {'ok' if worst == 0.0 else 'FAIL'}")
+    return failed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "selftest", help="check parity with the official model on the golden vectors (offline)",
         description="Rebuild every golden case (weights and inputs from the splitmix64 generator), run it and "
-                    "print the max abs difference to the official outputs. Exits non-zero if any case fails.",
+                    "print the max abs difference to the official outputs; then, when the official code is "
+                    "available here, run it side by side. Exits non-zero if any check fails.",
     )
     p.add_argument("--golden", default=None, metavar="DIR",
                    help="folder with index.json and the reference .safetensors (default: tests/golden of the source checkout)")
     p.add_argument("--tol", type=float, default=1e-5, help="max abs difference allowed (default 1e-5)")
+    p.add_argument("--official", default=None, metavar="PATH",
+                   help="also run a checkout of facebookresearch/dinov2 side by side (default: the PyPI dinov2 "
+                        "snapshot when installed); its outputs must equal ours exactly")
     p.set_defaults(func=run)

@@ -1,0 +1,71 @@
+"""minidino.reference: how the official code is found, and the clear errors when it is not."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minidino import reference
+from minidino.reference import ReferenceUnavailable, max_abs_difference, official_model
+
+
+@pytest.mark.parametrize("name", ["dinov2_vits14_reg", "dinov2_vitg14_reg", "dinov2_vits14_lc"])
+def test_snapshot_refuses_what_it_does_not_have(name):
+    with pytest.raises(ReferenceUnavailable, match="no register tokens or linear heads"):
+        official_model(name)
+
+
+def test_missing_snapshot_says_how_to_get_it(monkeypatch):
+    monkeypatch.setattr(reference, "snapshot_available", lambda: False)
+    with pytest.raises(ReferenceUnavailable, match=r"pip install --no-deps dinov2==0\.0\.1\.dev2"):
+        official_model("dinov2_vits14")
+
+
+def test_overrides_need_the_snapshot():
+    with pytest.raises(TypeError, match="only supported for the PyPI snapshot"):
+        official_model("dinov2_vits14", repo="/nonexistent", depth=2)
+
+
+def test_unknown_override_is_named():
+    with pytest.raises(TypeError, match="unknown config field 'dpeth'"):
+        official_model("dinov2_vits14", dpeth=2)
+
+
+def test_max_abs_difference_walks_nested_outputs():
+    a = {"x": torch.zeros(2, 3), "m": torch.tensor([True, False]), "none": None,
+         "layers": (torch.zeros(1), (torch.ones(2), torch.zeros(0)))}
+    b = {"x": torch.zeros(2, 3), "m": torch.tensor([True, True]), "none": None,
+         "layers": (torch.zeros(1), (torch.full((2,), 1.5), torch.zeros(0)))}
+    assert max_abs_difference(a, a) == 0.0
+    assert max_abs_difference(a, b) == 1.0  # max(0, one differing mask entry, |1 - 1.5|)
+    b["m"] = a["m"].clone()
+    assert max_abs_difference(a, b) == 0.5
+
+
+@pytest.mark.skipif(not reference.snapshot_available(), reason="pip install --no-deps dinov2==0.0.1.dev2")
+def test_snapshot_model_has_our_keys_and_shapes():
+    import minidino
+
+    ref = official_model("dinov2_vitg14", depth=1)
+    assert ref.attn_impl == "explicit" and "April-2023" in ref.source
+    ours = minidino.create_model("dinov2_vitg14", depth=1, device="meta")
+    assert {k: tuple(v.shape) for k, v in ref.module.state_dict().items()} == \
+           {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+
+
+def test_selftest_live_section_fails_on_any_difference(monkeypatch, capsys):
+    import argparse
+
+    from minidino.cli import selftest
+
+    args = argparse.Namespace(official=None)
+    monkeypatch.setattr(reference, "snapshot_available", lambda: False)
+    assert selftest.live(args) == 0
+    assert "skipped" in capsys.readouterr().out
+    monkeypatch.setattr(reference, "snapshot_available", lambda: True)
+    monkeypatch.setattr(reference, "side_by_side", lambda name, repo=None, **kw: [("1x3x14x14", 0.0), ("2x3x28x28", 2e-7)])
+    assert selftest.live(args) == 4  # four models, each with one input off by 2e-7
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "2.000e-07" in out
+    monkeypatch.setattr(reference, "side_by_side", lambda name, repo=None, **kw: [("1x3x14x14", 0.0)])
+    assert selftest.live(args) == 0
