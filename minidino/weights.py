@@ -6,7 +6,7 @@ small function per layout; the model never sees anything else:
 
     official      torch.hub .pth / .safetensors           `_from_official`
     chunked       FSDP training with block_chunks         `_from_chunked`
-    huggingface   facebook/dinov2-* (hub and new names)   `_from_huggingface`
+    huggingface   facebook/dinov2-* (hub and new names)   `_from_huggingface`; sharded folders `_read_sharded`
     timm          vit_*_patch14[_reg4]_dinov2             `_from_timm`
     training      {"model"}, {"teacher"}, *.backbone.*    `_unwrap_training`, `_split_parts`
     linear head   *_linear[4]_head.pth: weight, bias      `_split_parts`
@@ -74,13 +74,17 @@ class LoadReport:
 
 # ============================================================================ reading files
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a .pth / .bin / .safetensors file (or a Hugging Face folder) without running any code."""
+    """Read a .pth / .bin / .safetensors file, a sharded checkpoint's `*.index.json`, or a Hugging Face
+    folder (single file or shards) without running any code."""
     p = Path(path).expanduser()
     if p.is_dir():
-        for name in ("model.safetensors", "pytorch_model.bin"):
+        names = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+        for name in names:
             if (p / name).is_file():
                 return read_checkpoint(p / name)
-        raise FileNotFoundError(f"{p} is a folder without model.safetensors or pytorch_model.bin; pass the checkpoint file itself")
+        raise FileNotFoundError(f"{p} is a folder without {', '.join(names)}; pass the checkpoint file itself")
+    if p.name.endswith(".index.json") and p.is_file():
+        return _read_sharded(p)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint file {p} does not exist")
     size = p.stat().st_size
@@ -103,6 +107,32 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{p} holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors)")
     return dict(obj)
+
+
+def _read_sharded(index: Path) -> dict[str, Any]:
+    """A sharded Hugging Face checkpoint: `*.index.json` maps every key to the shard file holding it
+    (`save_pretrained(max_shard_size=...)` writes model-00001-of-0000N.safetensors and the index)."""
+    import json
+
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        if not isinstance(weight_map, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{index} is not a sharded-checkpoint index (a JSON object with a 'weight_map' of "
+                              "key -> shard file)") from None
+    shards = sorted(set(weight_map.values()))
+    missing = [s for s in shards if not (index.parent / s).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{index} lists shard files that are not in {index.parent}: {_listing(missing)}")
+    out: dict[str, Any] = {}
+    for shard in shards:
+        out.update(read_checkpoint(index.parent / shard))
+    absent = [k for k in weight_map if k not in out]
+    if absent:
+        raise CheckpointError(f"{index}: {len(absent)} keys of its weight_map are in none of the shards "
+                              f"({_listing(absent)}): a shard is from another checkpoint or incomplete")
+    return out
 
 
 def _torch_load(p: Path, mmap: bool) -> Any:

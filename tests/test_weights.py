@@ -323,6 +323,48 @@ def test_convert_to_a_folder_that_from_pretrained_reads(tmp_path, layout):
     assert_identical(features(again), features(model))
 
 
+def test_sharded_folder_written_by_save_pretrained_loads(tmp_path):
+    """transformers' own sharded output (model-0000i-of-0000N + index.json), as the hub serves large models."""
+    cfg_cls, model_cls = _hf_classes("vits14")
+    ours = build("vits14")
+    load_weights(ours, golden_sd("vits14"))
+    hf_cfg = {k: v for k, v in W.huggingface_config(ours.config).items() if k not in ("architectures", "model_type")}
+    theirs = model_cls(cfg_cls(**hf_cfg)).eval()
+    theirs.load_state_dict(W.to_huggingface(ours.state_dict()), strict=True)
+    theirs.save_pretrained(tmp_path / "hf", max_shard_size="1MB")
+    index = "model.safetensors.index.json"
+    shards = sorted(p.name for p in (tmp_path / "hf").iterdir() if "-of-" in p.name)
+    assert (tmp_path / "hf" / index).is_file() and len(shards) > 2, shards
+    for source in (tmp_path / "hf", tmp_path / "hf" / index):
+        again = build("vits14")
+        assert load_weights(again, source).layout == "huggingface"
+        assert_identical(features(again), features(ours))
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_sharded_index_errors_name_the_shard_or_key(tmp_path, fmt):
+    sd = golden_sd("vits14")
+    keys = sorted(sd)
+    parts = {f"a.{fmt}": {k: sd[k] for k in keys[:10]}, f"b.{fmt}": {k: sd[k] for k in keys[10:]}}
+    for name, part in parts.items():
+        save_file(part, str(tmp_path / name)) if fmt == "safetensors" else torch.save(part, tmp_path / name)
+    index = tmp_path / ("model.safetensors.index.json" if fmt == "safetensors" else "pytorch_model.bin.index.json")
+    weight_map = {k: name for name, part in parts.items() for k in part}
+    index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    model = build("vits14")
+    load_weights(model, tmp_path)  # the folder's index
+    assert_identical(features(model), reference("vits14"))
+    index.write_text(json.dumps({"weight_map": {**weight_map, "extra.weight": f"c.{fmt}"}}))
+    with pytest.raises(FileNotFoundError, match=f"c.{fmt}"):
+        W.read_checkpoint(index)
+    index.write_text(json.dumps({"weight_map": {**weight_map, "extra.weight": f"a.{fmt}"}}))
+    with pytest.raises(W.CheckpointError, match="extra.weight"):
+        W.read_checkpoint(index)
+    index.write_text("[1, 2]")
+    with pytest.raises(W.CheckpointError, match="weight_map"):
+        W.read_checkpoint(index)
+
+
 def test_convert_hub_architecture_writes_config_json(tmp_path):
     transformers = pytest.importorskip("transformers")
     sd = golden_sd("vits14")
