@@ -121,3 +121,18 @@ def test_cli_export_static(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["export", "dinov2_vits14", "--onnx", str(out), "--static", "224x225"])
     assert "multiples of the patch size 14" in capsys.readouterr().err
+
+
+def test_cli_export_defaults_to_official_weights_and_labels_random_ones(tmp_path, monkeypatch, capsys):
+    """No --weights means the published checkpoint (as in every other command), never a silent random init."""
+    from minidino import weights as W
+
+    asked = []
+    monkeypatch.setattr(W, "load_pretrained", lambda model, name, pretrained, **kw: asked.append((name, pretrained)))
+    monkeypatch.setattr(minidino, "export_onnx", lambda model, path, **kw: path)
+    assert main(["export", "dinov2_vits14", "--onnx", str(tmp_path / "a.onnx")]) == 0
+    assert asked == [("dinov2_vits14", True)]
+    assert "official weights" in capsys.readouterr().err
+    assert main(["export", "dinov2_vits14", "--onnx", str(tmp_path / "b.onnx"), "--weights", "random:3"]) == 0
+    assert asked == [("dinov2_vits14", True)]  # nothing downloaded
+    assert "RANDOM WEIGHTS" in capsys.readouterr().err

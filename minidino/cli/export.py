@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from ._common import parse_hw
+from ._common import build_model, describe_weights, parse_hw, weights_spec
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -20,9 +20,8 @@ def parse_size(text: str) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
     import minidino
 
-    model = minidino.create_model(args.name)
-    if args.weights:
-        minidino.load_weights(model, args.weights)
+    model = build_model(args.name, weights_spec(args))
+    print(f"{args.name}: {describe_weights(args)}", file=sys.stderr)
     dynamic = args.static is None
     size = args.static or (224, 224)
     t0 = time.perf_counter()
@@ -46,15 +45,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "embedding of that size is baked in. Input 'x' (B, 3, H, W) normalised RGB; outputs "
                     "'x_norm_clstoken' (B, D), 'x_norm_regtokens' (B, R, D) for *_reg models, "
                     "'x_norm_patchtokens' (B, h*w, D); 'logits' for *_lc. Needs pip install 'minidino[export]'.",
-        epilog="examples:\n  minidino export dinov2_vits14_reg --onnx vits14_reg.onnx --weights dinov2_vits14_reg4_pretrain.pth\n"
+        epilog="examples:\n  minidino export dinov2_vits14_reg --onnx vits14_reg.onnx                       # official weights\n"
+               "  minidino export dinov2_vits14_reg --onnx vits14_reg.onnx --weights dinov2_vits14_reg4_pretrain.pth\n"
                "  minidino export dinov2_vitb14 --onnx vitb14_224.onnx --static 224x224 --weights vitb14.safetensors",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", metavar="NAME", help="model name, e.g. dinov2_vits14 or dinov2_vitb14_reg_lc (see minidino.list_models())")
     p.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
-    p.add_argument("--weights", metavar="PATH_OR_URL",
-                   help="checkpoint to load first (any layout minidino.load_weights reads); without it the "
-                        "weights are the random initialisation, useful only to test a pipeline")
+    p.add_argument("--weights", default="official", metavar="official|PATH|URL|random[:SEED]",
+                   help="official (default): the published checkpoint, downloaded once and checksum-verified; "
+                        "PATH or URL: any checkpoint layout minidino.load_weights reads; random[:SEED]: RANDOM "
+                        "weights from the golden-vector generator, offline, to test a pipeline only")
     p.add_argument("--static", type=parse_size, metavar="HxW",
                    help="export for this one image size (e.g. 224x224) with the position embedding baked in; "
                         "default: dynamic batch and image size")
