@@ -1,7 +1,8 @@
 """Packed variable-size batches vs a per-image loop: `model.forward_features([x1, x2, ...])`.
 
-The packed call pads every image's tokens to the longest sequence and runs the blocks once,
-with a key mask; the loop runs each image alone. Same images, same model (ViT-S/14, 12
+The packed call runs the blocks once over the token rows of all images (minidino/packing.py:
+no padding, except inside attention, which pads to the longest sequence with a key mask); the
+loop runs each image alone. Same images, same model (ViT-S/14, 12
 blocks, random weights), warm-up first, then interleaved repeats (loop, packed, loop, ...)
 so both see the same machine load. Prints img/s of each and their ratio, and writes a short
 markdown result.
@@ -80,7 +81,7 @@ def main() -> None:
         f"- date: {datetime.date.today().isoformat()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, CPU: {cpu_name()}",
         f"- images: {n}, one each of {', '.join(f'{H}x{W}' for H, W in SIZES)} "
-        f"({min(tokens)}..{max(tokens)} tokens; padding is {pad_share:.0%} of the packed tokens)",
+        f"({min(tokens)}..{max(tokens)} tokens; attention pads them, and padding is {pad_share:.0%} of its rows)",
         f"- {args.repeats} interleaved repeats after a warm-up; medians; random weights, 12 blocks",
         f"- max abs diff of the class token, packed vs alone: {worst:.1e}",
         "",
@@ -92,9 +93,9 @@ def main() -> None:
         f"Packed / loop throughput: **{ratio:.2f}x**.",
     ]
     if ratio < 1:
-        lines += ["", "On this CPU the packed call is slower: two threads are already busy with one image, so "
-                      "batching gains little, while the padded tokens and the key mask in attention cost extra. Packing is for accelerators, where one image "
-                      "leaves the device mostly idle; not measured here."]
+        lines += ["", "On this CPU the packed call is not faster: two threads are already busy with one image, so "
+                      "batching gains little, while attention pays for its padded rows and the key mask. Packing is for "
+                      "accelerators, where one image leaves the device mostly idle; not measured here."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out != "-":

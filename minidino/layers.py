@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .packing import Packing
+
 __all__ = ["PatchEmbed", "Attention", "Mlp", "SwiGLUFFN", "LayerScale", "DropPath", "Block"]
 
 
@@ -46,33 +48,45 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias, **factory)
         self.proj = nn.Linear(dim, dim, bias=proj_bias, **factory)
 
-    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        B, N, D = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)  # (B, N, 3, nh, hd)
+    def _qkv(self, x: Tensor, packing: Packing | None) -> tuple[Tensor, Tensor, Tensor]:
+        qkv = self.qkv(x)  # (B, N, 3D), or (T, 3D) rows of a packed list
+        if packing is not None:
+            qkv = packing.pad(qkv)  # (B, N, 3D), zeros after each image's last token
+        B, N, _ = qkv.shape
+        qkv = qkv.reshape(B, N, 3, self.num_heads, self.head_dim)  # (B, N, 3, nh, hd)
         qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, nh, N, hd)
         return qkv[0], qkv[1], qkv[2]  # each (B, nh, N, hd)
 
-    def _out(self, x: Tensor) -> Tensor:
+    def _out(self, x: Tensor, packing: Packing | None) -> Tensor:
         B, nh, N, hd = x.shape
         x = x.transpose(1, 2).reshape(B, N, nh * hd)  # (B, N, D)
+        if packing is not None:
+            x = packing.unpad(x)  # (T, D)
         return self.proj(x)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None, explicit: bool = False) -> Tensor:
-        """x: (B, N, D). attn_mask: optional bool (B or 1, 1, N, N), True = may attend."""
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, explicit: bool = False,
+                packing: Packing | None = None) -> Tensor:
+        """x: (B, N, D), or the (T, D) token rows of a packed list (see packing.py).
+        attn_mask: optional bool (B or 1, 1, N, N), True = may attend (packing brings its own)."""
         if explicit:
-            out, _ = self.forward_explicit(x, attn_mask)
+            out, _ = self.forward_explicit(x, attn_mask, packing)
             return out
-        q, k, v = self._qkv(x)
-        return self._out(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask))  # (B, N, D)
+        if packing is not None:
+            attn_mask = packing.attn_mask
+        q, k, v = self._qkv(x, packing)
+        return self._out(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask), packing)  # (B, N, D)
 
-    def forward_explicit(self, x: Tensor, attn_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward_explicit(self, x: Tensor, attn_mask: Tensor | None = None,
+                         packing: Packing | None = None) -> tuple[Tensor, Tensor]:
         """The readable maths. Returns the output (B, N, D) and the weights (B, nh, N, N)."""
-        q, k, v = self._qkv(x)
+        if packing is not None:
+            attn_mask = packing.attn_mask
+        q, k, v = self._qkv(x, packing)
         logits = (q * self.scale) @ k.transpose(-2, -1)  # (B, nh, N, N)
         if attn_mask is not None:
             logits = logits.masked_fill(~attn_mask, float("-inf"))
         weights = logits.softmax(dim=-1)  # (B, nh, N, N), rows sum to 1
-        return self._out(weights @ v), weights
+        return self._out(weights @ v, packing), weights
 
 
 class Mlp(nn.Module):
@@ -126,11 +140,14 @@ class DropPath(nn.Module):
         super().__init__()
         self.p = p
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, packing: Packing | None = None) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
         keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # (B, 1, 1)
+        if packing is not None:  # (T, D) rows of several images: one draw per image, spread to its rows
+            mask = x.new_empty(packing.batch, 1).bernoulli_(keep)[packing.sample]  # (T, 1)
+        else:
+            mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # (B, 1, 1)
         return x * mask / keep
 
 
@@ -151,6 +168,8 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim=dim, **factory)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None, explicit: bool = False) -> Tensor:
-        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), attn_mask, explicit)))  # (B, N, D)
-        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))  # (B, N, D)
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, explicit: bool = False,
+                packing: Packing | None = None) -> Tensor:
+        """x: (B, N, D), or (T, D) token rows with their packing (only attention looks at it)."""
+        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), attn_mask, explicit, packing)), packing)  # (B, N, D)
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))), packing)  # (B, N, D)

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .attention import attention_maps, cls_attention_map
 from .checks import check_block_indices, check_images, check_list_masks, check_masks
+from .packing import Packing
 from .config import DinoConfig
 from .layers import Block, PatchEmbed
 from .posembed import Method, PosEmbedCache
@@ -129,8 +129,9 @@ class DinoVisionTransformer(nn.Module):
             x = torch.cat((x[:, :1], reg, x[:, 1:]), dim=1)  # (B, 1 + R + h*w, D)
         return x
 
-    def _run_blocks(self, x: Tensor, attn_mask: Tensor | None = None, take: Sequence[int] = ()) -> tuple[Tensor, list[Tensor]]:
-        """Run all blocks; also return the outputs of the blocks whose indices are in `take`."""
+    def _run_blocks(self, x: Tensor, take: Sequence[int] = (), packing: Packing | None = None) -> tuple[Tensor, list[Tensor]]:
+        """Run all blocks on (B, N, D) tokens, or on (T, D) packed rows; also return the outputs
+        of the blocks whose indices are in `take`."""
         taken = []
         ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         if self.attn_impl not in ("fused", "explicit"):
@@ -138,9 +139,9 @@ class DinoVisionTransformer(nn.Module):
         explicit = self.attn_impl == "explicit"
         for i, blk in enumerate(self.blocks):
             if ckpt:
-                x = checkpoint(blk, x, attn_mask, explicit, use_reentrant=False)  # (B, N, D)
+                x = checkpoint(blk, x, None, explicit, packing, use_reentrant=False)  # (B, N, D)
             else:
-                x = blk(x, attn_mask, explicit)  # (B, N, D)
+                x = blk(x, None, explicit, packing)  # (B, N, D)
             if i in take:
                 taken.append(x)
         return x, taken
@@ -167,30 +168,28 @@ class DinoVisionTransformer(nn.Module):
         return self._split(self.norm(x_prenorm), x_prenorm, masks)
 
     def forward_features_list(self, xs: Sequence[Tensor], masks_list: Sequence[Tensor | None] | None = None) -> list[Features]:
-        """Images of different sizes in one packed pass.
+        """Images of different sizes in one packed pass (see packing.py).
 
-        Every image's tokens are padded to the longest sequence and the blocks run once over
-        the whole batch; an attention mask keeps each image's queries on its own keys (padding
-        is never attended to), so each result equals running that image alone.
+        The tokens of every image become rows of one (T, D) matrix and the blocks run once over
+        it; only attention pads them to the longest sequence, with a mask that keeps each
+        image's queries on its own keys, so each result equals running that image alone.
         """
         masks_list = check_list_masks(xs, masks_list)
         seqs = [self.prepare_tokens_with_masks(x, m) for x, m in zip(xs, masks_list)]  # each (B_i, N_i, D)
-        if len({s.shape[1] for s in seqs}) == 1 and len({s.dtype for s in seqs}) == 1:
-            pad_len, packed, attn_mask = seqs[0].shape[1], torch.cat(seqs), None  # same length: no mask needed
-        else:
-            pad_len = max(s.shape[1] for s in seqs)
-            packed = torch.cat([F.pad(s, (0, 0, 0, pad_len - s.shape[1])) for s in seqs])  # (sum B_i, pad_len, D)
-            lengths = torch.tensor([s.shape[1] for s in seqs for _ in range(s.shape[0])], device=packed.device)
-            keys = torch.arange(pad_len, device=packed.device)
-            attn_mask = (keys[None, :] < lengths[:, None])[:, None, None, :]  # (sum B_i, 1, 1, pad_len)
-        x_prenorm, _ = self._run_blocks(packed, attn_mask)
-        x_norm = self.norm(x_prenorm)
+        lengths = [s.shape[1] for s in seqs for _ in range(s.shape[0])]
+        rows = torch.cat([s.reshape(-1, s.shape[-1]) for s in seqs])  # (T, D), image by image
+        packing = None if len(set(lengths)) == 1 else Packing.of(lengths, device=rows.device)
+        if packing is None:  # one length: an ordinary batch
+            rows = rows.view(len(lengths), lengths[0], -1)  # (sum B_i, N, D)
+        prenorm, _ = self._run_blocks(rows, packing=packing)
+        prenorm = prenorm.reshape(-1, prenorm.shape[-1])  # (T, D)
+        normed = self.norm(prenorm)  # (T, D)
         out, start = [], 0
         for s, m in zip(seqs, masks_list):
-            B, N = s.shape[:2]
-            sl = slice(start, start + B)
-            out.append(self._split(x_norm[sl, :N], x_prenorm[sl, :N], m))
-            start += B
+            B, N, D = s.shape
+            rows_i = slice(start, start + B * N)
+            out.append(self._split(normed[rows_i].view(B, N, D), prenorm[rows_i].view(B, N, D), m))
+            start += B * N
         return out
 
     def forward(self, x: Tensor, masks: Tensor | None = None) -> Tensor:

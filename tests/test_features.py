@@ -35,6 +35,49 @@ def test_list_of_equal_sizes_is_one_plain_batch():
     assert torch.equal(torch.cat([o["x_prenorm"] for o in out]), cat["x_prenorm"])
 
 
+def test_packing_pads_only_for_attention_and_takes_the_rows_back():
+    from minidino.packing import Packing
+
+    p = Packing.of([3, 1, 2])
+    rows = torch.arange(6.0)[:, None].repeat(1, 2)  # (T=6, C=2), row i holds i
+    padded = p.pad(rows)  # (3, 3, 2)
+    assert padded[:, :, 0].tolist() == [[0, 1, 2], [3, 0, 0], [4, 5, 0]]
+    assert p.attn_mask.squeeze(1).squeeze(1).tolist() == [[True] * 3, [True, False, False], [True, True, False]]
+    assert torch.equal(p.unpad(padded), rows) and p.sample.tolist() == [0, 0, 0, 1, 2, 2]
+
+
+def test_drop_path_on_packed_rows_drops_whole_images():
+    from minidino.layers import DropPath
+    from minidino.packing import Packing
+
+    p = Packing.of([3, 5, 2, 4])
+    dp = DropPath(0.5).train()
+    seen = set()
+    for seed in range(20):
+        torch.manual_seed(seed)
+        out = dp(torch.ones(14, 4), p)
+        for i in range(4):
+            values = set(out[p.sample == i].flatten().tolist())
+            assert values in ({0.0}, {2.0}), values  # one draw per image, rescaled by 1 / keep
+            seen |= values
+    assert seen == {0.0, 2.0}
+
+
+def test_packed_list_trains_like_separate_images():
+    """Gradients through the packed path (with checkpointing) equal those of the images run alone."""
+    model = small("dinov2_vits14_reg").train()
+    model.set_grad_checkpointing(True)
+    xs = [images(11, 1, 28, 42), images(12, 2, 14, 14)]
+    sum(o["x_norm_patchtokens"].square().mean() for o in model.forward_features(xs)).backward()
+    packed = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    sum(model.forward_features(x)["x_norm_patchtokens"].square().mean() for x in xs).backward()
+    alone = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert packed.keys() == alone.keys() and "blocks.0.attn.qkv.weight" in alone  # mask_token: no masks, no grad
+    worst = max((packed[n] - alone[n]).abs().max().item() for n in alone)
+    assert worst <= 1e-5, worst
+
+
 @pytest.mark.parametrize("name", ["dinov2_vits14", "dinov2_vits14_reg"])
 def test_attention_maps(name):
     model = small(name)
