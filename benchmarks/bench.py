@@ -11,6 +11,7 @@ after warm-up, the order rotated each round, so a noisy machine slows all of the
   minidino-explicit  eager, attn_impl="explicit" (the readable path; the 2023 official operation order)
   minidino-fold      optimize(compile=False): LayerScale folded (float32, near-exact)
   minidino-bf16      optimize(dtype=bf16, compile=False) on CPU (AMX / AVX512_BF16), not exact
+  minidino-int8      torch.ao dynamic int8 quantisation of every Linear (CPU), not exact
   minidino-compile   optimize(compile=True [, dtype=bf16 on CUDA], cuda_graphs="auto")   with --compile
   transformers       Dinov2Model / Dinov2WithRegistersModel built from a config; our weights,
                      converted by a small local key mapping (random init if that fails: said in the JSON)
@@ -156,6 +157,12 @@ def build(label: str, name: str, device: str, sd: dict[str, torch.Tensor], args:
         if label == "minidino-bf16":
             o = minidino.optimize(m, compile=False, copy=False, dtype=torch.bfloat16)
             return Impl(label, o.forward_features, torch.bfloat16, "optimize(dtype=bf16, compile=False), not exact")
+        if label == "minidino-int8":  # measured so that the README can say why there is no int8 mode
+            import copy
+
+            q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(m.to(dtype)), {torch.nn.Linear}, dtype=torch.qint8)
+            return Impl(label, q.forward_features, dtype,
+                        f"torch.ao dynamic int8 Linear ({torch.backends.quantized.engine} engine), not exact")
         if label == "minidino-compile":
             o = minidino.optimize(m, compile=True, copy=False, dtype=dtype, compile_options=_compile_kw(args))
             return Impl(label, o.forward_features, dtype, f"optimize(compile=True, dtype={dtype}, cuda_graphs='auto')")
@@ -211,7 +218,7 @@ def build(label: str, name: str, device: str, sd: dict[str, torch.Tensor], args:
 
 def labels(args: argparse.Namespace) -> list[str]:
     gpu = args.device == "cuda"
-    out = ["minidino", "minidino-explicit", "minidino-fold"] + ([] if gpu else ["minidino-bf16"])
+    out = ["minidino", "minidino-explicit", "minidino-fold"] + ([] if gpu else ["minidino-bf16", "minidino-int8"])
     if args.compile:
         out += ["minidino-compile"] + ([] if gpu else ["minidino-compile-bf16"])
     peers = ["official", "timm", "transformers"]
