@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure of benchmarks/results/ in one run (about 9 minutes on an H100/H200):
+# Every GPU figure of benchmarks/results/ in one run (about 10 minutes on an H100/H200):
 #   bash benchmarks/run_gpu.sh [OUT_DIR]
 # Each part writes its own results, so a failure in one leaves the others.
 set -u
@@ -16,3 +16,5 @@ timeout 300 python benchmarks/bench.py --device cuda --no-compile --repeats 8 --
 timeout 300 python benchmarks/bench.py --device cuda --compile --repeats 10 --only minidino,minidino-compile,timm-compile \
   --rows vits14:224:512,vitl14:518:32 --latency vits14:224,vitl14:518 --out "$out" --tag cuda_compile \
   2>&1 | tail -n 60
+# 3. mixed-size lists: one packed call against a per-image loop (bf16), the claim that packing pays on a GPU
+timeout 60 python benchmarks/bench_list.py --device cuda --repeats 20 --out "$out/list_batching_cuda.md" 2>&1 | tail -n 12
