@@ -59,17 +59,19 @@ def snapshot_available() -> bool:
         return False
 
 
-def official_model(name: str, repo: str | None = None, **overrides: Any) -> OfficialModel:
+def official_model(name: str, repo: str | None = None, *, layers: int | None = None, **overrides: Any) -> OfficialModel:
     """The official implementation of hub model `name` (official random init, eval mode).
 
     repo: a local checkout of facebookresearch/dinov2 (torch.hub, source="local"); without it,
-    the installed PyPI snapshot. overrides (snapshot only): `depth=` builds fewer blocks, for
-    fast tests of the big models. Raises ReferenceUnavailable when neither source can build it.
+    the installed PyPI snapshot. layers: 1 or 4 for the `*_lc` classifiers (checkout only).
+    overrides (snapshot only): `depth=` builds fewer blocks, for fast tests of the big models.
+    Raises ReferenceUnavailable when neither source can build it.
     """
     if repo is not None:
         if overrides:
             raise TypeError(f"overrides {sorted(overrides)} are only supported for the PyPI snapshot, not a checkout")
-        module = torch.hub.load(repo, name, source="local", pretrained=False)
+        kw = {"layers": layers} if layers is not None else {}
+        module = torch.hub.load(repo, name, source="local", pretrained=False, **kw)
         return OfficialModel(module.eval(), f"official checkout at {repo} (torch.hub)", "fused")
     backbone, is_lc = split_model_name(name)
     config = get_config(backbone).replace(**overrides)

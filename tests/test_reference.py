@@ -69,3 +69,16 @@ def test_selftest_live_section_fails_on_any_difference(monkeypatch, capsys):
     assert "FAIL" in out and "2.000e-07" in out
     monkeypatch.setattr(reference, "side_by_side", lambda name, repo=None, **kw: [("1x3x14x14", 0.0)])
     assert selftest.live(args) == 0
+
+
+def test_checkout_path_goes_through_torch_hub_with_layers():
+    """The plumbing of repo=: torch.hub.load(source="local") of a hubconf.py. Our own hubconf
+    stands in for the official checkout here (same entry-point names and arguments)."""
+    from pathlib import Path
+
+    import minidino
+
+    root = Path(__file__).resolve().parents[1]
+    ref = official_model("dinov2_vits14_lc", repo=str(root), layers=1)
+    assert ref.attn_impl == "fused" and "torch.hub" in ref.source
+    assert isinstance(ref.module, minidino.LinearClassifier) and ref.module.layers == 1
