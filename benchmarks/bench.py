@@ -45,6 +45,7 @@ from typing import Any, Callable
 import torch
 
 import minidino
+from minidino.memory import peak_growth, prefer_mmap, proc_status_kib
 from minidino.reference import ReferenceUnavailable, official_model
 from minidino.weights import huggingface_config, to_huggingface
 
@@ -290,12 +291,7 @@ def memory_probe(label: str, name: str, res: int, batch: int, args: argparse.Nam
         x = torch.randn(batch, 3, res, res, device="cuda", dtype=impl.dtype)
         with torch.inference_mode():
             impl.fn(x)  # warm-up (compilation, graph capture)
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            before = torch.cuda.memory_allocated()
-            impl.fn(x)
-            torch.cuda.synchronize()
-        peak = (torch.cuda.max_memory_allocated() - before) / 2**20
+            peak = peak_growth(lambda: impl.fn(x), "cuda") / 2**20
         del impl, x
         gc.collect()
         torch.cuda.empty_cache()
@@ -308,34 +304,19 @@ def memory_probe(label: str, name: str, res: int, batch: int, args: argparse.Nam
     return float(lines[-1].split()[1]) if lines else None
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
 def run_probe(spec: str, args: argparse.Namespace) -> None:
     """Child process of memory_probe on CPU: build, reset the RSS high-water mark, one forward."""
     label, name, res, batch = spec.split(":")
     args._res = int(res)
-    try:  # glibc: serve blocks >= 64 KiB by mmap and unmap them on free (M_MMAP_THRESHOLD = -3), so
-        # RSS follows the live tensors instead of whatever the heap kept from building the model.
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(-3, 64 * 1024)
-    except (OSError, AttributeError):
-        pass
+    prefer_mmap()  # RSS follows the live tensors, not what the heap kept from building the model
     impl = build(label, name, "cpu", minidino_state(name, "cpu"), args)
     if impl is None:
         return
     x = torch.randn(int(batch), 3, int(res), int(res), dtype=impl.dtype)
-    gc.collect()
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    before = _status_kib("VmRSS")
     with torch.inference_mode():
-        impl.fn(x)
-    print(f"PEAK_MIB {(_status_kib('VmHWM') - before) / 1024:.1f}")
+        peak = peak_growth(lambda: impl.fn(x), "cpu")
+    if peak is not None:
+        print(f"PEAK_MIB {peak / 2**20:.1f}")
 
 
 # ------------------------------------------------------------------------------------------ weights
@@ -365,7 +346,7 @@ def run_load(spec: str) -> None:
     how, name, path = spec.split(":", 2)
     import safetensors.torch as st
 
-    base = _status_kib("VmRSS")
+    base = proc_status_kib("VmRSS")
     t0 = time.perf_counter()
     if how == "meta":
         model = minidino.create_model(name, device="meta")  # no memory
@@ -384,7 +365,7 @@ def run_load(spec: str) -> None:
     n = sum(p.numel() for p in model.parameters())
     print("LOAD " + json.dumps({"create_s": round(t1 - t0, 3), "load_s": round(t2 - t1, 3), "touch_s": round(t3 - t2, 3),
                                 "total_s": round(t3 - t0, 3), "checksum_finite": touched == touched,
-                                "peak_rss_gib": round((_status_kib("VmHWM") - base) / 2**20, 2),
+                                "peak_rss_gib": round((proc_status_kib("VmHWM") - base) / 2**20, 2),
                                 "params_gib": round(n * 4 / 2**30, 2)}))
 
 

@@ -253,6 +253,26 @@ def test_info_prints_the_published_figures(capsys):
         main(["info", "dinov2_vits14", "--size", "225"])
 
 
+@pytest.mark.skipif(not __import__("minidino.memory").memory.cpu_peak_supported(), reason="needs Linux /proc")
+@pytest.mark.parametrize("name, size, batch", [("dinov2_vits14", "224", 4), ("dinov2_vitg14", "126x98", 2)])
+def test_info_memory_estimate_agrees_with_the_measurement(name, size, batch):
+    """The estimate (activations + outputs) within 20% of the measured peak, for both attention paths.
+    In a process of its own: --measure changes the process's malloc settings."""
+    import re
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "minidino", "info", name, "--size", size, "--batch-size", str(batch),
+                        "--config", "depth=2", "--measure"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    mib = lambda pattern: float(re.search(pattern, r.stdout).group(1).replace(",", ""))  # noqa: E731
+    outputs = mib(r"outputs\s+([\d,.]+) MiB")
+    for impl, label in (("fused", "fused attention"), ("explicit", "explicit attention")):
+        estimate = mib(label + r" \(\w+\)\s+([\d,.]+) MiB") + outputs
+        measured = mib(impl + r" ([\d,.]+) MiB")
+        assert 0.8 <= measured / estimate <= 1.2, (impl, estimate, measured, r.stdout)
+
+
 # ------------------------------------------------------------------ help
 @pytest.mark.parametrize("command, words", [
     ("embed", ["--tokens", "--shard", "--resume", "--batch-size", "--weights", "random", "merge"]),

@@ -60,13 +60,16 @@ def model_cost(model: Any, H: int, W: int) -> ModelCost:
         flops["linear head"] = 2 * head.in_features * head.out_features
         head_params = sum(p.numel() for p in head.parameters())
     params = sum(p.numel() for p in model.parameters())
-    # Peak live values inside one block (the residual x and its norm, plus the larger branch):
-    # attention: qkv (3ND) + output (ND) [+ nh*N*N attention weights when materialised];
-    # FFN: hidden before and after the activation (2 N Hf), or w12's 2 Hf plus the product Hf.
-    ffn_live = 3 * N * Hf if c.ffn_layer == "swiglu" else 2 * N * Hf
+    # Peak live values inside one block in inference (the residual x and its norm, plus the larger
+    # branch), checked against `--measure` (tests/test_cli.py):
+    # attention: qkv (3ND) + merged heads (ND) + projection (ND); the explicit path also holds the
+    # logits and the softmax weights (2 nh N N) at once;
+    # FFN: GELU MLP, the hidden state once (in-place GELU) + fc2's output (ND); SwiGLU, w12's 2F,
+    # silu(a) and the product (4NF).
+    ffn_live = 4 * N * Hf if c.ffn_layer == "swiglu" else N * Hf + N * D
     base = 2 * N * D
-    fused = base + max(4 * N * D, ffn_live)
-    explicit = base + max(4 * N * D + nh * N * N, ffn_live)
+    fused = base + max(5 * N * D, ffn_live)
+    explicit = base + max(5 * N * D + 2 * nh * N * N, ffn_live)
     return ModelCost(params, head_params, (h, w), N, flops, fused, explicit)
 
 
@@ -111,9 +114,40 @@ def run(args: argparse.Namespace) -> int:
           f"{_mib(B * cost.act_values_fused, 2)} bf16")
     print(f"      explicit attention (maps)  {_mib(B * cost.act_values_explicit, 4)} float32, "
           f"{_mib(B * cost.act_values_explicit, 2)} bf16")
-    print(f"      output tokens              {_mib(B * cost.tokens * c.embed_dim, 4)} float32 "
-          f"({B} x {cost.tokens} x {c.embed_dim})")
+    print(f"      outputs                    {_mib(2 * B * cost.tokens * c.embed_dim, 4)} float32 "
+          f"(x_prenorm and the normed tokens, 2 x {B} x {cost.tokens} x {c.embed_dim})")
+    if args.measure:
+        measure(backbone, H, W, B, args.device)
     return 0
+
+
+def measure(backbone: Any, H: int, W: int, B: int, device_name: str) -> None:
+    """Peak memory of one forward_features call, measured (see minidino.memory), both attention paths."""
+    import torch
+
+    from ..memory import cpu_peak_supported, peak_growth, prefer_mmap
+    from ._common import resolve_device
+
+    device = resolve_device(device_name)
+    if device.type == "cpu":
+        if not cpu_peak_supported():
+            print("  measured        not available: CPU peak memory needs Linux /proc (VmHWM)")
+            return
+        prefer_mmap()  # this process only exists to print this: RSS then follows the live tensors
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = backbone.to_empty(device=device).to(dtype).eval()  # values do not change the memory: leave them
+    for p in model.parameters():
+        p.data.normal_(0, 0.02)  # ... but keep them finite, so that no kernel takes a NaN path
+    x = torch.randn(B, 3, H, W, device=device, dtype=dtype)
+    figures = []
+    with torch.inference_mode():
+        for impl in ("fused", "explicit"):
+            model.attn_impl = impl
+            model.forward_features(x)  # warm-up: first-call workspaces, position-embedding cache
+            peak = peak_growth(lambda: model.forward_features(x), device)
+            figures.append(f"{impl} {peak / 2**20:,.1f} MiB" if peak is not None else f"{impl} -")
+    print(f"  measured        peak growth of one forward_features call on {device.type}, "
+          f"{str(dtype).removeprefix('torch.')}, batch {B}, outputs included: {', '.join(figures)}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -123,7 +157,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "allocated or downloaded): parameter count, patch grid and token count at --size, FLOPs per "
                     "image split by part (2 per multiply-add of matrix products and the patch convolution; norms, "
                     "softmax and activations not counted), the memory of the weights in float32 and bfloat16, and "
-                    "an estimate of the peak activation memory of inference for --batch-size images.",
+                    "an estimate of the peak activation memory of inference for --batch-size images (--measure "
+                    "also measures it).",
         epilog="examples:\n  minidino info dinov2_vitg14\n  minidino info dinov2_vitb14_reg --size 518x742 --batch-size 8",
         formatter_class=HelpFormatter,
     )
@@ -132,4 +167,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1, help="images per batch for the activation estimate (default 1)")
     p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --config depth=4 (repeatable)")
+    p.add_argument("--measure", action="store_true",
+                   help="also run one forward (random weights, nothing downloaded) and print the measured peak "
+                        "memory: RSS growth on CPU (Linux), allocator peak on CUDA (bfloat16)")
+    p.add_argument("--device", default="cpu", help="with --measure: cpu, cuda, cuda:1 ... (default cpu)")
     p.set_defaults(func=run)
