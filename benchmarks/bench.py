@@ -536,25 +536,31 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     result: dict[str, Any] = {"meta": meta, "rows": []}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = args.tag or f"{args.device}_{now.strftime('%Y-%m-%d')}"
+
+    def save() -> None:  # after every row: a run cut short (a device time limit) keeps what it measured
+        meta["load_avg_end"] = load_avg()
+        meta["skipped"] = sorted({s for r in result["rows"] for s in r["skipped"]})
+        (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+        (out / f"{stem}.md").write_text(markdown(result))
+
     for name, res, b in rows:
         result["rows"].append(bench_row(name, res, b, args, rounds, "throughput"))
+        save()
     for name, res, b in lat_rows:
         result["rows"].append(bench_row(name, res, b, args, max(rounds, 20 if not gpu else 50), "latency"))
+        save()
     if args.load_test:
         print(f"\n== building {args.load_test} and loading its weights", flush=True)
         result["load_test"] = load_test(hub_name(args.load_test), args)
-    meta["load_avg_end"] = load_avg()
-    meta["skipped"] = sorted({s for r in result["rows"] for s in r["skipped"]})
+    save()
     print("\nRatios (peer time / minidino time):")
     for row in result["rows"]:
         print(f"  {row['model']} {row['res']}px b{row['batch']} {row['kind']}: " + "; ".join(ratios(row)))
     if meta["skipped"]:
         print(f"Skipped (not importable here, or no --official PATH): {', '.join(meta['skipped'])}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = args.tag or f"{args.device}_{now.strftime('%Y-%m-%d')}"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / f"{stem}.md").write_text(markdown(result))
     print(f"wrote {out / stem}.json and .md")
     return 0
 
