@@ -12,9 +12,12 @@ stated here with what it does to the numbers:
   (after folding, which is done in float32) and the inputs. bf16 runs on tensor cores on GPUs
   and on AMX / AVX512_BF16 on recent x86 CPUs. Not exact: bf16 keeps 8 bits of mantissa
   (cosine similarity to float32 > 0.999, max abs stated by the benchmark and the tests).
-* compile (default True): torch.compile (inductor) of the whole forward pass: norms, GELU,
-  bias and residual adds fused. On CPU with weight freezing (oneDNN prepacked weights).
-  Compilation takes minutes on a small CPU; the first call of each new input shape pays it.
+* compile (default "auto": on CUDA only): torch.compile (inductor) of the whole forward pass:
+  norms, GELU, bias and residual adds fused. On CPU with weight freezing (oneDNN prepacked
+  weights), but not by default: on a 2-core AMX Xeon it took minutes and gave nothing back
+  (ViT-S 224 b8, one run: float32 17.5 img/s compiled vs 17.9 eager, bf16 44.5 vs 54.2;
+  benchmarks/results/cpu_2026-11-26_compile_vs_eager.md). The first call of each new input
+  shape pays the compilation.
 * cuda_graphs ("auto": on CUDA for batches <= graph_max_batch): one CUDA graph captured per
   input shape, then replayed: removes the per-kernel launch cost that dominates batch-1
   latency. Outputs are copied out of the graph's static buffers, so they are never overwritten.
@@ -182,7 +185,7 @@ def optimize(
     model: DinoVisionTransformer,
     *,
     dtype: torch.dtype | None = None,
-    compile: bool = True,
+    compile: bool | str = "auto",
     cuda_graphs: bool | str = "auto",
     fold_layerscale: bool = True,
     copy: bool = True,
@@ -192,7 +195,8 @@ def optimize(
     """A fast inference model made from `model` (see the module docstring for each switch).
 
     dtype: None keeps the model's dtype; torch.bfloat16 / torch.float16 for the fast, non-exact
-    modes. compile: torch.compile the forward pass (`compile_options` go to torch.compile, e.g.
+    modes. compile: True, False or "auto" (on CUDA only): torch.compile the forward pass
+    (`compile_options` go to torch.compile, e.g.
     {"mode": "max-autotune-no-cudagraphs"} or {"backend": "eager"}). cuda_graphs: True, False or
     "auto" (CUDA graphs on CUDA for batches <= graph_max_batch). copy=False transforms `model`
     itself (saves memory for ViT-g; the model is then folded and cast).
@@ -204,8 +208,10 @@ def optimize(
         raise ValueError(f"dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
     if cuda_graphs not in (True, False, "auto"):
         raise ValueError(f"cuda_graphs must be True, False or 'auto', got {cuda_graphs!r}")
-    if not isinstance(compile, bool) or not isinstance(fold_layerscale, bool) or not isinstance(copy, bool):
-        raise TypeError("compile, fold_layerscale and copy must be bools")
+    if compile != "auto" and not isinstance(compile, bool):
+        raise TypeError(f"compile must be True, False or 'auto', got {compile!r}")
+    if not isinstance(fold_layerscale, bool) or not isinstance(copy, bool):
+        raise TypeError("fold_layerscale and copy must be bools")
     if not isinstance(graph_max_batch, int) or graph_max_batch < 1:
         raise ValueError(f"graph_max_batch must be a positive int, got {graph_max_batch!r}")
     if compile_options is not None and not isinstance(compile_options, dict):
@@ -217,6 +223,8 @@ def optimize(
         raise ValueError(f"cuda_graphs=True needs a model on a CUDA device, the model is on {weight.device}")
     if model.attn_impl != "fused":
         raise ValueError(f"optimize runs the fused attention path; the model has attn_impl={model.attn_impl!r}")
+    if compile == "auto":  # on CUDA, or wherever torch.compile arguments were given
+        compile = weight.device.type == "cuda" or compile_options is not None
     m = _copy.deepcopy(model) if copy else model
     m.eval().requires_grad_(False)
     if fold_layerscale:

@@ -109,6 +109,15 @@ def test_compile_wiring_agrees_with_eager():
     assert worst == 0.0
 
 
+def test_compile_auto_compiles_on_cuda_or_when_asked_not_on_cpu():
+    from minidino.optimize import _Forward
+
+    m = _model(depth=1)
+    assert isinstance(minidino.optimize(m)._fn, _Forward)  # CPU: measured no gain, so not compiled
+    assert not isinstance(minidino.optimize(m, compile_options={"backend": "eager"})._fn, _Forward)
+    assert not isinstance(minidino.optimize(m, compile=True, compile_options={"backend": "eager"})._fn, _Forward)
+
+
 def test_input_errors_are_the_eager_models():
     o = minidino.optimize(_model(depth=1), compile=False)
     with pytest.raises(ValueError, match="multiple of the patch size"):
@@ -126,7 +135,8 @@ def test_input_errors_are_the_eager_models():
         (dict(dtype="bf16"), ValueError, "dtype must be"),
         (dict(cuda_graphs="yes"), ValueError, "cuda_graphs must be"),
         (dict(cuda_graphs=True), ValueError, "needs a model on a CUDA device"),
-        (dict(compile="inductor"), TypeError, "must be bools"),
+        (dict(compile="inductor"), TypeError, "compile must be True, False or 'auto'"),
+        (dict(copy=1), TypeError, "must be bools"),
         (dict(graph_max_batch=0), ValueError, "graph_max_batch"),
         (dict(compile_options=["max-autotune"]), TypeError, "compile_options"),
     ],
