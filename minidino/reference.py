@@ -21,10 +21,13 @@ weights are loaded into it by their (shared) key names. Two sources:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import logging
 import warnings
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -54,9 +57,23 @@ class OfficialModel:
 def snapshot_available() -> bool:
     """True when the PyPI `dinov2` snapshot (its models.vision_transformer) can be imported."""
     try:
-        return importlib.util.find_spec("dinov2.models.vision_transformer") is not None
+        with _quiet_import():  # find_spec imports the parent packages
+            return importlib.util.find_spec("dinov2.models.vision_transformer") is not None
     except ModuleNotFoundError:
         return False
+
+
+@contextlib.contextmanager
+def _quiet_import() -> Iterator[None]:
+    """The snapshot's layers log "xFormers not available" on import: irrelevant, it runs without."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        logging.disable(previous)
 
 
 def official_model(name: str, repo: str | None = None, *, layers: int | None = None, **overrides: Any) -> OfficialModel:
@@ -83,8 +100,7 @@ def official_model(name: str, repo: str | None = None, *, layers: int | None = N
         raise ReferenceUnavailable(
             "the official code is not available: pass repo= a checkout of facebookresearch/dinov2, or "
             "`pip install --no-deps dinov2==0.0.1.dev2` (the PyPI snapshot, plain backbones only)")
-    with warnings.catch_warnings():  # its layers warn "xFormers not available" on import: irrelevant on CPU
-        warnings.simplefilter("ignore", UserWarning)
+    with _quiet_import():
         vt = importlib.import_module("dinov2.models.vision_transformer")
     version = getattr(importlib.import_module("dinov2"), "__version__", "?")
     module = vt.DinoVisionTransformer(
