@@ -35,8 +35,8 @@ from torch import nn
 
 from .names import get_config, split_model_name
 
-__all__ = ["OfficialModel", "ReferenceUnavailable", "official_model", "snapshot_available", "max_abs_difference",
-           "compare", "side_by_side"]
+__all__ = ["OfficialModel", "ReferenceUnavailable", "official_model", "official_pair", "snapshot_available",
+           "max_abs_difference", "compare", "side_by_side"]
 
 # The PyPI snapshot names its fused SwiGLU "swiglufused" (hidden width rounded to a multiple
 # of 8, as our config.swiglu_hidden_dim); the hub builds ViT-g with it.
@@ -112,6 +112,20 @@ def official_model(name: str, repo: str | None = None, *, layers: int | None = N
     return OfficialModel(module.eval(), f"PyPI dinov2 {version} (April-2023 snapshot of the official code)", "explicit")
 
 
+def official_pair(name: str, repo: str | None = None, *, layers: int | None = None,
+                  **overrides: Any) -> tuple[OfficialModel, nn.Module]:
+    """The official model (see official_model) and minidino's, in eval mode, minidino set to the
+    attention path that performs the official operations. Weights: each its own init; load the
+    same state dict into both (their keys are the same) before comparing."""
+    from . import create_model
+
+    ref = official_model(name, repo=repo, layers=layers, **overrides)
+    kw = {"layers": layers} if layers is not None else {}
+    ours = create_model(name, **kw, **overrides)
+    getattr(ours, "backbone", ours).attn_impl = ref.attn_impl  # a *_lc classifier: its backbone's blocks
+    return ref, ours
+
+
 def max_abs_difference(a: Any, b: Any) -> float:
     """Largest |a - b| over nested tensors / dicts / tuples (bool tensors: the count that differ)."""
     if isinstance(a, torch.Tensor):
@@ -137,12 +151,9 @@ def side_by_side(name: str, repo: str | None = None, seed: int = 0, **overrides:
     Returns (input description, max abs difference) per input; minidino runs the attention
     path whose operations the official code performs, so every figure should be 0.0.
     """
-    from . import create_model
     from .golden import generate_for, generate_images, generate_masks
 
-    ref = official_model(name, repo=repo, **overrides)
-    ours = create_model(name, **overrides)
-    ours.attn_impl = ref.attn_impl
+    ref, ours = official_pair(name, repo=repo, **overrides)
     sd = generate_for(ours, seed)
     ours.load_state_dict(sd)
     ref.module.load_state_dict(sd)

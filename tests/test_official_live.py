@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 import minidino
 from minidino.names import list_models
-from minidino.reference import compare, official_model, snapshot_available
+from minidino.reference import compare, official_pair, snapshot_available
 from minidino.reference import max_abs_difference as max_diff
 
 REPO = os.environ.get("MINIDINO_OFFICIAL_REPO")
@@ -46,11 +46,8 @@ SETTINGS = settings(max_examples=4, deadline=None, suppress_health_check=[Health
 @functools.lru_cache(maxsize=2)
 def pair(name: str, layers: int = 4, depth: int | None = None):
     """(official, ours): ours runs the attention path that performs the official operations."""
-    kw = {"layers": layers} if name.endswith("_lc") else {}
-    dkw = {"depth": depth} if depth else {}
-    ref = official_model(name, repo=REPO, **kw, **dkw) if REPO else official_model(name, **dkw)
-    ours = minidino.create_model(name, **kw, **dkw).eval()
-    (ours.backbone if name.endswith("_lc") else ours).attn_impl = ref.attn_impl
+    ref, ours = official_pair(name, repo=REPO, layers=layers if name.endswith("_lc") else None,
+                              **({"depth": depth} if depth else {}))
     return ref.module, ours
 
 
