@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -25,18 +25,11 @@ import torch
 
 import minidino
 
+sys.path.insert(0, str(Path(__file__).parent))  # the sibling bench.py, also when loaded by path (tests)
+from bench import device_name  # noqa: E402
+
 # A handful of mixed sizes (H, W), as a dataset without resizing would give.
 SIZES = [(224, 224), (224, 308), (308, 224), (168, 252), (280, 196), (196, 196), (252, 336), (336, 252)]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -47,8 +40,9 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="markdown file to write (default results/list_batching_<device>.md), or - for none")
     args = ap.parse_args()
     args.out = args.out or str(Path(__file__).parent / "results" / f"list_batching_{args.device}.md")
-    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    kind = "cuda" if args.device.startswith("cuda") else "cpu"
+    dtype = torch.bfloat16 if kind == "cuda" else torch.float32
+    sync = torch.cuda.synchronize if kind == "cuda" else (lambda: None)
 
     torch.manual_seed(0)
     model = minidino.create_model(args.model).eval().to(args.device, dtype)
@@ -85,8 +79,7 @@ def main() -> None:
         f"# Packed list call vs per-image loop ({args.model}, {args.device}, {str(dtype).removeprefix('torch.')})",
         "",
         f"- date: {datetime.date.today().isoformat()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, "
-        + (f"GPU: {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else f"CPU: {cpu_name()}"),
+        f"{kind.upper()}: {device_name(kind)}",
         f"- images: {n}, one each of {', '.join(f'{H}x{W}' for H, W in SIZES)} "
         f"({min(tokens)}..{max(tokens)} tokens; attention pads them, and padding is {pad_share:.0%} of its rows)",
         f"- {args.repeats} interleaved repeats after a warm-up; medians; random weights, 12 blocks",
@@ -99,7 +92,7 @@ def main() -> None:
         "",
         f"Packed / loop throughput: **{ratio:.2f}x**.",
     ]
-    if ratio < 1 and args.device == "cpu":
+    if ratio < 1 and kind == "cpu":
         lines += ["", "On this CPU the packed call is not faster: two threads are already busy with one image, so "
                       "batching gains little, while attention pays for its padded rows and the key mask. Packing is for "
                       "accelerators, where one image leaves the device mostly idle; not measured here."]
