@@ -1,6 +1,6 @@
-"""Heads on top of the backbone: the hub's ImageNet linear classifiers and the DINO head.
+"""The DINO projection head of the training checkpoints ("projected embedding").
 
-Shapes: B batch, D backbone width, C classes, K DINO prototypes.
+Shapes: B batch, D backbone width, K DINO prototypes.
 """
 
 from __future__ import annotations
@@ -11,45 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .model import DinoVisionTransformer
-
-__all__ = ["LinearClassifier", "DINOHead", "WeightNormLinear"]
-
-
-class LinearClassifier(nn.Module):
-    """The torch.hub `*_lc` models: a linear layer on backbone features (keys `backbone.*`, `linear_head.*`).
-
-    layers=1: Linear(2D, C) on cat(cls, mean of patch tokens).
-    layers=4: Linear(5D, C) on cat(cls of each of the last 4 blocks (normed), mean of the last block's patches).
-    Registers never enter the mean.
-    """
-
-    def __init__(self, backbone: DinoVisionTransformer, *, layers: int = 4, num_classes: int = 1000,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
-        super().__init__()
-        if layers not in (1, 4):
-            raise ValueError(f"layers must be 1 or 4 (the published heads), got {layers!r}")
-        self.layers = layers
-        self.backbone = backbone
-        D = backbone.config.embed_dim
-        self.linear_head = nn.Linear((1 + layers) * D, num_classes, device=device, dtype=dtype)
-
-    @torch.no_grad()
-    def init_weights(self) -> "LinearClassifier":
-        nn.init.trunc_normal_(self.linear_head.weight, std=0.02)
-        nn.init.zeros_(self.linear_head.bias)
-        return self
-
-    def features(self, x: Tensor) -> Tensor:
-        """The classifier's input, (B, (1 + layers) * D)."""
-        if self.layers == 1:
-            f = self.backbone.forward_features(x)
-            return torch.cat([f["x_norm_clstoken"], f["x_norm_patchtokens"].mean(dim=1)], dim=1)  # (B, 2D)
-        outs = self.backbone.get_intermediate_layers(x, n=4, return_class_token=True)  # 4 x ((B, h*w, D), (B, D))
-        return torch.cat([cls for _, cls in outs] + [outs[-1][0].mean(dim=1)], dim=1)  # (B, 5D)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.linear_head(self.features(x))  # (B, C)
+__all__ = ["DINOHead", "WeightNormLinear"]
 
 
 class WeightNormLinear(nn.Module):
