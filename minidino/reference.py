@@ -1,11 +1,13 @@
 """The official DINOv2 code as a black-box reference, for parity tests and benchmarks.
 
 Nothing here reads or copies the official model code: it is imported and called, and our
-weights are loaded into it by their (shared) key names. Two sources:
+weights are loaded into it by their (shared) key names. Sources, in the order they are tried:
 
-- a local checkout of facebookresearch/dinov2 (`repo=PATH`): `torch.hub.load(PATH, name,
-  source="local", pretrained=False)`, all 16 hub models. The current code runs attention
-  through `F.scaled_dot_product_attention`, as minidino's default `attn_impl="fused"` does.
+- a local copy of the current official hub code (`repo=PATH`, a folder or a `.tar.gz` of one;
+  else $MINIDINO_OFFICIAL_REPO; else the snapshot tarball a checkout of minidino finds beside
+  it at ../shared/official/dinov2-*.tar.gz, unpacked once to a temporary folder):
+  `torch.hub.load(PATH, name, source="local", pretrained=False)`, every hub model. Its attention
+  is `F.scaled_dot_product_attention`, as minidino's default `attn_impl="fused"` is.
 - the `dinov2` package from PyPI (0.0.1.dev2; `pip install --no-deps dinov2==0.0.1.dev2`): a
   third-party upload of an April-2023 snapshot of the official code. It predates register
   tokens and the hub module, so it serves the four plain backbones (any depth), built from its
@@ -22,10 +24,16 @@ weights are loaded into it by their (shared) key names. Two sources:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import importlib.util
 import logging
+import os
+import sys
+import tarfile
+import tempfile
 import warnings
+from pathlib import Path
 from dataclasses import dataclass
 from collections.abc import Iterator
 from typing import Any
@@ -35,8 +43,12 @@ from torch import nn
 
 from .names import get_config, split_model_name
 
-__all__ = ["OfficialModel", "ReferenceUnavailable", "official_model", "official_pair", "snapshot_available",
-           "max_abs_difference", "compare", "side_by_side"]
+__all__ = ["OfficialModel", "ReferenceUnavailable", "official_model", "official_pair", "official_repo",
+           "snapshot_available", "max_abs_difference", "compare", "side_by_side"]
+
+REPO_ENV = "MINIDINO_OFFICIAL_REPO"  # a folder (or .tar.gz) of the official hub code
+# Where a minidino checkout finds the shared snapshot of the official hub code (CI has it there too).
+SHARED_SNAPSHOTS = Path(__file__).resolve().parents[1].parent / "shared" / "official"
 
 # The PyPI snapshot names its fused SwiGLU "swiglufused" (hidden width rounded to a multiple
 # of 8, as our config.swiglu_hidden_dim); the hub builds ViT-g with it.
@@ -54,13 +66,74 @@ class OfficialModel:
     attn_impl: str  # minidino's attention path that performs the same operations: "fused" | "explicit"
 
 
+def official_repo(repo: str | os.PathLike | None = None) -> str | None:
+    """The folder of the official hub code to load through torch.hub, or None when there is none.
+
+    repo: a folder with hubconf.py, or a .tar.gz of one (unpacked once into the temporary folder,
+    by content digest, so concurrent callers and later runs share it). Without it: $MINIDINO_OFFICIAL_REPO,
+    then the newest ../shared/official/dinov2-*.tar.gz beside this checkout.
+    """
+    if repo is None:
+        repo = os.environ.get(REPO_ENV) or None
+    if repo is None:
+        tarballs = sorted(SHARED_SNAPSHOTS.glob("dinov2-*.tar.gz")) if SHARED_SNAPSHOTS.is_dir() else []
+        if not tarballs:
+            return None
+        repo = tarballs[-1]
+    path = Path(repo)
+    if path.is_dir():
+        if not (path / "hubconf.py").is_file():
+            raise ReferenceUnavailable(f"{path} has no hubconf.py: not a copy of the official DINOv2 hub code")
+        return str(path)
+    if not path.is_file() or not path.name.endswith((".tar.gz", ".tgz")):
+        raise ReferenceUnavailable(f"{path}: expected a folder of the official hub code or a .tar.gz of one")
+    return str(_unpack_once(path))
+
+
+def _unpack_once(tarball: Path) -> Path:
+    """Unpack `tarball` into <tmp>/minidino-official-<digest> (atomically: a half-unpacked copy is never used)."""
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()[:16]
+    target = Path(tempfile.gettempdir()) / f"minidino-official-{digest}"
+    if not target.is_dir():
+        staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+        with tarfile.open(tarball) as tar:
+            tar.extractall(staging, filter="data")  # "data": no links out, no devices, no absolute paths
+        try:
+            os.replace(staging, target)
+        except OSError:  # another process got there first: use its copy
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+    roots = [p.parent for p in target.glob("*/hubconf.py")] + ([target] if (target / "hubconf.py").is_file() else [])
+    if len(roots) != 1:
+        raise ReferenceUnavailable(f"{tarball}: expected one folder with hubconf.py inside, found {len(roots)}")
+    return roots[0]
+
+
 def snapshot_available() -> bool:
     """True when the PyPI `dinov2` snapshot (its models.vision_transformer) can be imported."""
     try:
-        with _quiet_import():  # find_spec imports the parent packages
+        with _quiet_import(), _own_dinov2_package():  # find_spec imports the parent packages
             return importlib.util.find_spec("dinov2.models.vision_transformer") is not None
     except ModuleNotFoundError:
         return False
+
+
+@contextlib.contextmanager
+def _own_dinov2_package() -> Iterator[None]:
+    """The PyPI snapshot and the hub code are both a top-level package named `dinov2`: whichever is
+    imported first would shadow the other in sys.modules. Each import runs with no `dinov2` module
+    loaded and leaves none behind (the built models keep the modules they need alive)."""
+    def ours() -> list[str]:
+        return [k for k in sys.modules if k == "dinov2" or k.startswith("dinov2.")]
+
+    saved = {k: sys.modules.pop(k) for k in ours()}
+    try:
+        yield
+    finally:
+        for k in ours():
+            del sys.modules[k]
+        sys.modules.update(saved)
 
 
 @contextlib.contextmanager
@@ -76,20 +149,32 @@ def _quiet_import() -> Iterator[None]:
         logging.disable(previous)
 
 
-def official_model(name: str, repo: str | None = None, *, layers: int | None = None, **overrides: Any) -> OfficialModel:
+def official_model(name: str, repo: str | os.PathLike | None = None, *, layers: int | None = None,
+                   pypi: bool = False, **overrides: Any) -> OfficialModel:
     """The official implementation of hub model `name` (official random init, eval mode).
 
-    repo: a local checkout of facebookresearch/dinov2 (torch.hub, source="local"); without it,
-    the installed PyPI snapshot. layers: 1 or 4 for the `*_lc` classifiers (checkout only).
-    overrides (snapshot only): `depth=` builds fewer blocks, for fast tests of the big models.
-    Raises ReferenceUnavailable when neither source can build it.
+    repo: the official hub code (a folder or .tar.gz; default: see official_repo), loaded
+    through torch.hub; pypi=True (or no hub code found) uses the installed PyPI snapshot instead.
+    layers: 1 or 4 for the `*_lc` classifiers (hub code only). overrides: `depth=` builds only
+    the first blocks, for fast tests of the big models; with the hub code (whose entry points
+    take no depth) the model is then built on the meta device, cut to its first `depth` blocks
+    and left UNINITIALISED: load a state dict before use.
+    Raises ReferenceUnavailable when no source can build it.
     """
-    if repo is not None:
-        if overrides:
-            raise TypeError(f"overrides {sorted(overrides)} are only supported for the PyPI snapshot, not a checkout")
+    hub = None if pypi else official_repo(repo)
+    if hub is not None:
+        if set(overrides) - {"depth"}:
+            raise TypeError(f"overrides {sorted(set(overrides) - {'depth'})}: the hub code takes only depth=")
         kw = {"layers": layers} if layers is not None else {}
-        module = torch.hub.load(repo, name, source="local", pretrained=False, **kw)
-        return OfficialModel(module.eval(), f"official checkout at {repo} (torch.hub)", "fused")
+        depth = overrides.get("depth")
+        with _quiet_import(), _own_dinov2_package(), (torch.device("meta") if depth else contextlib.nullcontext()):
+            module = torch.hub.load(hub, name, source="local", pretrained=False, trust_repo=True, verbose=False, **kw)
+        if depth:
+            backbone = getattr(module, "backbone", module)
+            backbone.blocks = backbone.blocks[:depth]
+            backbone.n_blocks = depth  # the official model counts its blocks in this attribute
+            module = module.to_empty(device="cpu")
+        return OfficialModel(module.eval(), f"official hub code at {hub} (torch.hub)", "fused")
     backbone, is_lc = split_model_name(name)
     config = get_config(backbone).replace(**overrides)
     if is_lc or config.num_register_tokens:
@@ -100,9 +185,9 @@ def official_model(name: str, repo: str | None = None, *, layers: int | None = N
         raise ReferenceUnavailable(
             "the official code is not available: pass repo= a checkout of facebookresearch/dinov2, or "
             "`pip install --no-deps dinov2==0.0.1.dev2` (the PyPI snapshot, plain backbones only)")
-    with _quiet_import():
+    with _quiet_import(), _own_dinov2_package():
         vt = importlib.import_module("dinov2.models.vision_transformer")
-    version = getattr(importlib.import_module("dinov2"), "__version__", "?")
+        version = getattr(importlib.import_module("dinov2"), "__version__", "?")
     module = vt.DinoVisionTransformer(
         img_size=config.img_size, patch_size=config.patch_size, in_chans=config.in_chans,
         embed_dim=config.embed_dim, depth=config.depth, num_heads=config.num_heads,
@@ -112,14 +197,14 @@ def official_model(name: str, repo: str | None = None, *, layers: int | None = N
     return OfficialModel(module.eval(), f"PyPI dinov2 {version} (April-2023 snapshot of the official code)", "explicit")
 
 
-def official_pair(name: str, repo: str | None = None, *, layers: int | None = None,
-                  **overrides: Any) -> tuple[OfficialModel, nn.Module]:
+def official_pair(name: str, repo: str | os.PathLike | None = None, *, layers: int | None = None,
+                  pypi: bool = False, **overrides: Any) -> tuple[OfficialModel, nn.Module]:
     """The official model (see official_model) and minidino's, in eval mode, minidino set to the
     attention path that performs the official operations. Weights: each its own init; load the
     same state dict into both (their keys are the same) before comparing."""
     from . import create_model
 
-    ref = official_model(name, repo=repo, layers=layers, **overrides)
+    ref = official_model(name, repo=repo, layers=layers, pypi=pypi, **overrides)
     kw = {"layers": layers} if layers is not None else {}
     ours = create_model(name, **kw, **overrides)
     getattr(ours, "backbone", ours).attn_impl = ref.attn_impl  # a *_lc classifier: its backbone's blocks
@@ -145,7 +230,8 @@ def compare(official: nn.Module, ours: nn.Module, x: torch.Tensor, masks: torch.
     return max(d, max_abs_difference(official.get_intermediate_layers(x, **kw), ours.get_intermediate_layers(x, **kw)))
 
 
-def side_by_side(name: str, repo: str | None = None, seed: int = 0, **overrides: Any) -> list[tuple[str, float]]:
+def side_by_side(name: str, repo: str | os.PathLike | None = None, seed: int = 0, *, pypi: bool = False,
+                 **overrides: Any) -> list[tuple[str, float]]:
     """Run the official code and minidino with the same golden-generator weights on a few inputs.
 
     Returns (input description, max abs difference) per input; minidino runs the attention
@@ -153,7 +239,7 @@ def side_by_side(name: str, repo: str | None = None, seed: int = 0, **overrides:
     """
     from .golden import generate_for, generate_images, generate_masks
 
-    ref, ours = official_pair(name, repo=repo, **overrides)
+    ref, ours = official_pair(name, repo=repo, pypi=pypi, **overrides)
     sd = generate_for(ours, seed)
     ours.load_state_dict(sd)
     ref.module.load_state_dict(sd)

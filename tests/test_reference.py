@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -12,23 +14,49 @@ from minidino.reference import ReferenceUnavailable, max_abs_difference, officia
 @pytest.mark.parametrize("name", ["dinov2_vits14_reg", "dinov2_vitg14_reg", "dinov2_vits14_lc"])
 def test_snapshot_refuses_what_it_does_not_have(name):
     with pytest.raises(ReferenceUnavailable, match="no register tokens or linear heads"):
-        official_model(name)
+        official_model(name, pypi=True)
 
 
 def test_missing_snapshot_says_how_to_get_it(monkeypatch):
     monkeypatch.setattr(reference, "snapshot_available", lambda: False)
+    monkeypatch.setattr(reference, "official_repo", lambda repo=None: None)
     with pytest.raises(ReferenceUnavailable, match=r"pip install --no-deps dinov2==0\.0\.1\.dev2"):
         official_model("dinov2_vits14")
 
 
-def test_overrides_need_the_snapshot():
-    with pytest.raises(TypeError, match="only supported for the PyPI snapshot"):
-        official_model("dinov2_vits14", repo="/nonexistent", depth=2)
+def test_hub_code_takes_only_depth(tmp_path):
+    (tmp_path / "hubconf.py").write_text("")
+    with pytest.raises(TypeError, match=r"the hub code takes only depth="):
+        official_model("dinov2_vits14", repo=tmp_path, num_heads=2)
+
+
+def test_a_repo_that_is_not_the_hub_code_is_named(tmp_path):
+    with pytest.raises(ReferenceUnavailable, match="no hubconf.py"):
+        official_model("dinov2_vits14", repo=tmp_path)
+    with pytest.raises(ReferenceUnavailable, match="expected a folder of the official hub code or a .tar.gz"):
+        official_model("dinov2_vits14", repo=tmp_path / "missing")
+
+
+def test_tarball_is_unpacked_once_and_found(tmp_path, monkeypatch):
+    import tarfile
+
+    src = tmp_path / "src" / "dinov2-test"
+    src.mkdir(parents=True)
+    (src / "hubconf.py").write_text("dependencies = []\n")
+    tgz = tmp_path / "snap.tar.gz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        tar.add(src, arcname="dinov2-test")
+    monkeypatch.setattr(reference.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    first = reference.official_repo(tgz)
+    assert first.endswith("dinov2-test") and (Path(first) / "hubconf.py").is_file()
+    assert reference.official_repo(tgz) == first  # the same unpacked copy, not a second one
+    assert len(list((tmp_path / "tmp").iterdir())) == 1
 
 
 def test_unknown_override_is_named():
     with pytest.raises(TypeError, match="unknown config field 'dpeth'"):
-        official_model("dinov2_vits14", dpeth=2)
+        official_model("dinov2_vits14", pypi=True, dpeth=2)
 
 
 def test_max_abs_difference_walks_nested_outputs():
@@ -46,7 +74,7 @@ def test_max_abs_difference_walks_nested_outputs():
 def test_snapshot_model_has_our_keys_and_shapes():
     import minidino
 
-    ref = official_model("dinov2_vitg14", depth=1)
+    ref = official_model("dinov2_vitg14", pypi=True, depth=1)
     assert ref.attn_impl == "explicit" and "April-2023" in ref.source
     ours = minidino.create_model("dinov2_vitg14", depth=1, device="meta")
     assert {k: tuple(v.shape) for k, v in ref.module.state_dict().items()} == \
@@ -59,6 +87,7 @@ def test_selftest_live_section_fails_on_any_difference(monkeypatch, capsys):
     from minidino.cli import selftest
 
     args = argparse.Namespace(official=None)
+    monkeypatch.setattr(reference, "official_repo", lambda repo=None: None)
     monkeypatch.setattr(reference, "snapshot_available", lambda: False)
     assert selftest.live(args) == 0
     assert "skipped" in capsys.readouterr().out
@@ -74,8 +103,6 @@ def test_selftest_live_section_fails_on_any_difference(monkeypatch, capsys):
 def test_checkout_path_goes_through_torch_hub_with_layers():
     """The plumbing of repo=: torch.hub.load(source="local") of a hubconf.py. Our own hubconf
     stands in for the official checkout here (same entry-point names and arguments)."""
-    from pathlib import Path
-
     import minidino
 
     root = Path(__file__).resolve().parents[1]

@@ -25,21 +25,28 @@ def run(args: argparse.Namespace) -> int:
 
 def live(args: argparse.Namespace) -> int:
     """The official code itself, side by side on this machine, when it is available: must be 0.0."""
-    from ..reference import ReferenceUnavailable, side_by_side, snapshot_available
+    from ..reference import ReferenceUnavailable, official_repo, side_by_side, snapshot_available
 
-    if args.official:
+    try:
+        repo = official_repo(args.official)  # --official, $MINIDINO_OFFICIAL_REPO or ../shared/official
+    except ReferenceUnavailable as e:
+        print(f"\nofficial code side by side: {e}")
+        return 1
+    if repo is not None:
         runs = [(n, {}) for n in ("dinov2_vits14", "dinov2_vits14_reg", "dinov2_vitb14", "dinov2_vitb14_reg")]
+        runs += [(n, {"depth": 2}) for n in ("dinov2_vitl14_reg", "dinov2_vitg14")]
     elif snapshot_available():
         runs = [("dinov2_vits14", {})] + [(n, {"depth": 2}) for n in ("dinov2_vitb14", "dinov2_vitl14", "dinov2_vitg14")]
     else:
-        print("\nofficial code side by side: skipped (pass --official PATH to a checkout of facebookresearch/dinov2, "
-              "or pip install --no-deps dinov2==0.0.1.dev2)")
+        print("\nofficial code side by side: skipped (pass --official PATH to the official hub code, a folder or "
+              "its .tar.gz, or pip install --no-deps dinov2==0.0.1.dev2)")
         return 0
-    print("\nofficial code side by side on this machine (same generated weights and inputs; must be identical):")
+    print(f"\nofficial code side by side on this machine ({'hub code at ' + repo if repo else 'PyPI snapshot'}; "
+          "same generated weights and inputs; must be identical):")
     failed = 0
     for name, kw in runs:
         try:
-            rows = side_by_side(name, repo=args.official, **kw)
+            rows = side_by_side(name, repo=repo, pypi=repo is None, **kw)
         except ReferenceUnavailable as e:
             print(f"  {name}: skipped ({e})")
             continue
@@ -61,6 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="folder with index.json and the reference .safetensors (default: tests/golden of the source checkout)")
     p.add_argument("--tol", type=float, default=1e-5, help="max abs difference allowed (default 1e-5)")
     p.add_argument("--official", default=None, metavar="PATH",
-                   help="also run a checkout of facebookresearch/dinov2 side by side (default: the PyPI dinov2 "
-                        "snapshot when installed); its outputs must equal ours exactly")
+                   help="the official hub code to run side by side, a folder or its .tar.gz (default: "
+                        "$MINIDINO_OFFICIAL_REPO, ../shared/official/dinov2-*.tar.gz beside the checkout, else the "
+                        "PyPI dinov2 snapshot when installed); its outputs must equal ours exactly")
     p.set_defaults(func=run)
