@@ -8,18 +8,24 @@ Token order along both N axes: [cls, reg_1 .. reg_R, patch_1 .. patch_hw].
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from einops import rearrange
-from torch import Tensor
-
-if TYPE_CHECKING:
-    from .model import DinoVisionTransformer
+from torch import Tensor, nn
 
 __all__ = ["attention_maps", "cls_attention_map"]
 
 
-def attention_maps(model: "DinoVisionTransformer", x: Tensor, blocks: Sequence[int] = (-1,)) -> tuple[Tensor, ...]:
+class _Backbone(Protocol):
+    """What attention_maps needs of a backbone (a DinoVisionTransformer); named here, not imported,
+    so that this module and model.py do not import each other."""
+
+    blocks: nn.ModuleList
+
+    def prepare_tokens_with_masks(self, x: Tensor) -> Tensor: ...
+
+
+def attention_maps(model: _Backbone, x: Tensor, blocks: Sequence[int] = (-1,)) -> tuple[Tensor, ...]:
     """One (B, nh, N, N) tensor of softmax weights per requested block (negative indices count from the end)."""
     depth = len(model.blocks)
     wanted = []
