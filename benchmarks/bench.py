@@ -158,7 +158,7 @@ def build(label: str, name: str, device: str, sd: dict[str, torch.Tensor], args:
         if label == "minidino-bf16":
             o = minidino.optimize(m, compile=False, copy=False, dtype=torch.bfloat16)
             return Impl(label, o.forward_features, torch.bfloat16, "optimize(dtype=bf16, compile=False), not exact")
-        if label == "minidino-int8":  # measured so that the README can say why there is no int8 mode
+        if label == "minidino-int8":  # measured so that docs/speed.md can say why there is no int8 mode
             import copy
 
             q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(m.to(dtype)), {torch.nn.Linear}, dtype=torch.qint8)

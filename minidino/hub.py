@@ -2,7 +2,7 @@
 
 The official DINOv2 files live at https://dl.fbaipublicfiles.com/dinov2 (SPEC.md section 6).
 Meta publishes no checksums; the sizes and SHA-256 digests in `checkpoints.json` (next to
-this module) are third-party pins (see weights/README.md for where each comes from).
+this module) are third-party pins (see docs/weights.md for where each comes from).
 
 Guarantees:
 * A download goes to a temporary file in the cache folder and is renamed into place only

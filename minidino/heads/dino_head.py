@@ -53,6 +53,11 @@ class DINOHead(nn.Module):
     mlp: Linear(in, hidden) GELU Linear(hidden, hidden) GELU Linear(hidden, bottleneck) (for
     nlayers=3; keys mlp.0, mlp.2, mlp.4), then L2 normalisation, then a weight-normalised
     Linear(bottleneck, out, bias=False) named `last_layer`.
+
+    Example:
+        >>> head = minidino.DINOHead(384, 4096).init_weights()
+        >>> tuple(head(torch.randn(2, 384)).shape)                   # (B, in_dim) class tokens -> (B, out_dim)
+        (2, 4096)
     """
 
     def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, nlayers: int = 3,
