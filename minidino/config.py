@@ -118,4 +118,10 @@ PRESETS: dict[str, DinoConfig] = {
 
 
 def closest_names(name: str, choices: list[str], n: int = 3) -> list[str]:
+    """Up to n of `choices` that look like `name` (for "did you mean" in error messages).
+
+    Example:
+        >>> closest_names("dinov2_vits14_rg", ["dinov2_vits14", "dinov2_vits14_reg", "dinov2_vitb14"])
+        ['dinov2_vits14_reg', 'dinov2_vits14', 'dinov2_vitb14']
+    """
     return difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
