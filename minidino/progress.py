@@ -21,6 +21,14 @@ class ProgressBar:
 
     unit="bytes" shows MB and MB/s (downloads), unit="images" shows images/s and the ETA (embed);
     update(n) adds n units, close() prints the final line.
+
+    Example:
+        >>> import io
+        >>> out = io.StringIO()
+        >>> bar = ProgressBar("embed", 4, unit="images", stream=out)
+        >>> bar.update(4); bar.close()
+        >>> out.getvalue().split(" images")[0]
+        'embed 4/4'
     """
 
     def __init__(self, label: str, total: int | None, *, unit: Literal["bytes", "images"] = "bytes",

@@ -22,10 +22,10 @@ class LinearClassifier(nn.Module):
     Registers never enter the mean.
 
     Example:
-        >>> clf = minidino.create_model("dinov2_vits14_lc", layers=4, depth=4)
+        >>> clf = minidino.create_model("dinov2_vits14_lc", layers=1, depth=1)
         >>> x = torch.randn(2, 3, 28, 28)
         >>> tuple(clf.features(x).shape), tuple(clf(x).shape)       # (B, (1 + layers) * D), (B, 1000)
-        ((2, 1920), (2, 1000))
+        ((2, 768), (2, 1000))
     """
 
     def __init__(self, backbone: DinoVisionTransformer, *, layers: int = 4, num_classes: int = 1000,
