@@ -109,9 +109,9 @@ class DinoVisionTransformer(nn.Module):
         """Recompute each block in the backward pass (training only) to save activation memory.
 
         Example:
-            >>> model = minidino.create_model("dinov2_vits14", depth=2).train()
+            >>> model = minidino.create_model("dinov2_vits14", depth=1).train()
             >>> model.set_grad_checkpointing()
-            >>> model(torch.randn(1, 3, 28, 28)).sum().backward()             # blocks recomputed in backward
+            >>> model(torch.randn(1, 3, 14, 14)).sum().backward()             # blocks recomputed in backward
         """
         self.grad_checkpointing = enable
 
@@ -259,7 +259,7 @@ class DinoVisionTransformer(nn.Module):
         with reshape=True; with return_class_token each item is (patches, cls (B, D)).
 
         Example:
-            >>> model = minidino.create_model("dinov2_vits14", depth=4)
+            >>> model = minidino.create_model("dinov2_vits14", depth=2)
             >>> x = torch.randn(1, 3, 224, 224)
             >>> [tuple(t.shape) for t in model.get_intermediate_layers(x, n=2)]            # the last 2 blocks
             [(1, 256, 384), (1, 256, 384)]
@@ -285,9 +285,9 @@ class DinoVisionTransformer(nn.Module):
         """Every block's output, (B, N, D) each, before the final norm: bisect a parity failure in one call.
 
         Example:
-            >>> model = minidino.create_model("dinov2_vits14", depth=3)
+            >>> model = minidino.create_model("dinov2_vits14", depth=2)
             >>> [tuple(t.shape) for t in model.get_block_outputs(torch.randn(1, 3, 28, 28))]
-            [(1, 5, 384), (1, 5, 384), (1, 5, 384)]
+            [(1, 5, 384), (1, 5, 384)]
         """
         return self._run_blocks(self.prepare_tokens_with_masks(x, masks), take=range(len(self.blocks)))[1]
 
