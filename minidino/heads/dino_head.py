@@ -21,6 +21,13 @@ class WeightNormLinear(nn.Module):
     checkpoints (torch.nn.utils.weight_norm). Checkpoints written by newer torch
     (parametrizations) store `parametrizations.weight.original0/1` instead: the load hook
     below renames them; an already-fused `weight` is also accepted.
+
+    Example:
+        >>> lin = WeightNormLinear(256, 10)
+        >>> lin.load_state_dict({"weight_g": torch.full((10, 1), 2.0), "weight_v": torch.randn(10, 256)})
+        <All keys matched successfully>
+        >>> tuple(lin(torch.randn(3, 256)).shape)          # (B, in) -> (B, out)
+        (3, 10)
     """
 
     def __init__(self, in_features: int, out_features: int, **factory: Any) -> None:
