@@ -40,7 +40,7 @@ def create_model(
     is a TypeError. device="meta" builds without allocating memory (weights are then loaded
     with `load_state_dict(..., assign=True)`). pretrained=False gives the official random init.
 
-    Example:
+    Examples:
         >>> model = minidino.create_model("dinov2_vits14", depth=2)       # random init, first 2 blocks
         >>> tuple(model(torch.randn(1, 3, 224, 224)).shape)              # (B, D) class token
         (1, 384)

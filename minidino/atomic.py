@@ -15,7 +15,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
 
     A crash or an exception leaves `path` as it was and removes the temporary file.
 
-    Example:
+    Examples:
         >>> p = atomic_write("out.txt", lambda tmp: tmp.write_text("all or nothing"))
         >>> p.read_text()
         'all or nothing'

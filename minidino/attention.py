@@ -28,7 +28,7 @@ class _Backbone(Protocol):
 def attention_maps(model: _Backbone, x: Tensor, blocks: Sequence[int] = (-1,)) -> tuple[Tensor, ...]:
     """One (B, nh, N, N) tensor of softmax weights per requested block (negative indices count from the end).
 
-    Example:
+    Examples:
         >>> model = minidino.create_model("dinov2_vits14", depth=2)
         >>> (a,) = attention_maps(model, torch.randn(1, 3, 28, 28), blocks=(-1,))
         >>> tuple(a.shape)                                   # (B, nh, N, N), N = 1 + 2*2
@@ -54,7 +54,7 @@ def attention_maps(model: _Backbone, x: Tensor, blocks: Sequence[int] = (-1,)) -
 def cls_attention_map(attn: Tensor, h: int, w: int, num_register_tokens: int) -> Tensor:
     """The class token's attention to the patches, (B, nh, N, N) -> (B, nh, h, w); registers skipped.
 
-    Example:
+    Examples:
         >>> attn = torch.rand(1, 6, 1 + 4 + 6, 1 + 4 + 6).softmax(-1)   # 4 registers, a 2 x 3 grid
         >>> tuple(cls_attention_map(attn, 2, 3, num_register_tokens=4).shape)
         (1, 6, 2, 3)

@@ -15,7 +15,7 @@ __all__ = ["check_images", "check_masks", "check_list_masks", "check_block_indic
 def check_images(x: Any, *, in_chans: int, patch_size: int, weight_dtype: torch.dtype, what: str = "x") -> tuple[int, int]:
     """Validate a (B, C, H, W) image batch for a model; returns the patch grid (h, w).
 
-    Example:
+    Examples:
         >>> check_images(torch.randn(2, 3, 28, 42), in_chans=3, patch_size=14, weight_dtype=torch.float32)
         (2, 3)
         >>> check_images(torch.randn(2, 3, 30, 42), in_chans=3, patch_size=14, weight_dtype=torch.float32)
@@ -53,7 +53,7 @@ def check_images(x: Any, *, in_chans: int, patch_size: int, weight_dtype: torch.
 def check_masks(masks: Any, B: int, hw: int, what: str = "masks") -> None:
     """Validate a (B, h*w) bool mask (True = replace the patch token by mask_token).
 
-    Example:
+    Examples:
         >>> check_masks(torch.zeros(2, 6, dtype=torch.bool), B=2, hw=6)       # fine: returns None
         >>> check_masks(torch.zeros(2, 6), B=2, hw=6)
         Traceback (most recent call last):
@@ -72,7 +72,7 @@ def check_masks(masks: Any, B: int, hw: int, what: str = "masks") -> None:
 def check_list_masks(xs: Sequence[Any], masks_list: Any) -> list[Any]:
     """The masks of a list input: one entry (tensor or None) per item; None means no masks at all.
 
-    Example:
+    Examples:
         >>> check_list_masks([torch.randn(1, 3, 28, 28), torch.randn(2, 3, 14, 14)], None)
         [None, None]
     """
@@ -89,7 +89,7 @@ def check_list_masks(xs: Sequence[Any], masks_list: Any) -> list[Any]:
 def check_block_indices(n: int | Sequence[int], depth: int) -> list[int]:
     """get_intermediate_layers' n: an int takes the last n blocks, a sequence those 0-based indices.
 
-    Example:
+    Examples:
         >>> check_block_indices(2, depth=12), check_block_indices([0, 11], depth=12)
         ([10, 11], [0, 11])
     """

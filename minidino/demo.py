@@ -38,7 +38,7 @@ def _texture(a: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarr
 def sample_images(size: int = 224) -> dict[str, Image.Image]:
     """Four small synthetic scenes drawn by code (no photos): ball, house, star, boat; size x size RGB.
 
-    Example:
+    Examples:
         >>> scenes = sample_images(112)
         >>> list(scenes), scenes["ball"].size
         (['ball', 'house', 'star', 'boat'], (112, 112))
@@ -116,7 +116,7 @@ def sample_images(size: int = 224) -> dict[str, Image.Image]:
 def similarity_table(names: list[str], emb: torch.Tensor) -> tuple[torch.Tensor, str]:
     """Cosine similarities of the embeddings emb (N, D): the (N, N) matrix and a printable table.
 
-    Example:
+    Examples:
         >>> sim, text = similarity_table(["a", "b"], torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
         >>> [[round(v, 3) for v in row] for row in sim.tolist()]
         [[1.0, 0.707], [0.707, 1.0]]
@@ -141,7 +141,7 @@ def run_demo(
     the last block, for the first scene) and similarity.txt (cosine similarity of the class
     tokens). weights_label is printed on every picture. Returns paths, embeddings and timings.
 
-    Example:
+    Examples:
         >>> from minidino.golden import random_model
         >>> out = run_demo("demo_out", random_model("dinov2_vits14", depth=1), weights_label="RANDOM", size=56, log=lambda s: None)
         >>> out["pca"].name, tuple(out["embeddings"].shape), tuple(out["similarity"].shape)

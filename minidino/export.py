@@ -42,7 +42,7 @@ def default_outputs(model: nn.Module) -> tuple[str, ...]:
     """The graph outputs used when none are asked for: ("logits",) for a classifier; class,
     register (only if the model has registers) and patch tokens for a backbone.
 
-    Example:
+    Examples:
         >>> default_outputs(minidino.create_model("dinov2_vits14_reg", device="meta"))
         ('x_norm_clstoken', 'x_norm_regtokens', 'x_norm_patchtokens')
     """
@@ -172,7 +172,7 @@ def export_program(
     exactly `size` (any batch), with the position embedding baked. Call `.module()` on the
     result to run it.
 
-    Example:
+    Examples:
         >>> model = minidino.create_model("dinov2_vits14", depth=1)
         >>> program = export_program(model, dynamic=False, size=(28, 28))           # doctest: +SKIP
         >>> [tuple(t.shape) for t in program.module()(torch.randn(2, 3, 28, 28))]  # doctest: +SKIP
@@ -204,7 +204,7 @@ def export_onnx(
     opset None takes the exporter's default. Needs the `export` extra (onnx, onnxscript).
     Graph input "x", outputs named as in `outputs` (module docstring).
 
-    Example:
+    Examples:
         >>> model = minidino.create_model("dinov2_vits14", depth=1)
         >>> path = export_onnx(model, "vits14.onnx", dynamic=False, size=(28, 28))   # doctest: +SKIP
         >>> import onnxruntime as ort                                                 # doctest: +SKIP

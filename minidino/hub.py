@@ -45,7 +45,7 @@ CHUNK = 1 << 20  # 1 MiB per read
 class DownloadError(ConnectionError):
     """A file could not be downloaded (no network, HTTP error, connection closed early).
 
-    Example:
+    Examples:
         >>> try:
         ...     fetch_url("http://127.0.0.1:9/missing.pth", progress=False, retries=0)
         ... except DownloadError as e:
@@ -57,7 +57,7 @@ class DownloadError(ConnectionError):
 class ChecksumError(ValueError):
     """A file's size or SHA-256 is not the pinned one.
 
-    Example:
+    Examples:
         >>> import pathlib
         >>> _ = pathlib.Path("f.bin").write_bytes(b"abc")
         >>> try:
@@ -72,7 +72,7 @@ class ChecksumError(ValueError):
 class Pin:
     """A file of the catalogue: its path under the base URL, and what is known of its contents.
 
-    Example:
+    Examples:
         >>> pin = backbone_pin("dinov2_vits14")
         >>> pin.path, pin.bytes
         ('dinov2_vits14/dinov2_vits14_pretrain.pth', 88283115)
@@ -91,7 +91,7 @@ class Pin:
 def load_pins() -> dict[str, Any]:
     """The vendored catalogue (minidino/checkpoints.json, third-party pins).
 
-    Example:
+    Examples:
         >>> pins = load_pins()
         >>> pins["backbones"]["dinov2_vits14"]["sha256"][:16]
         'b938bf1bc15cd2ec'
@@ -102,7 +102,7 @@ def load_pins() -> dict[str, Any]:
 def base_url(override: str | None = None) -> str:
     """The base URL: the argument, else $MINIDINO_BASE_URL, else the official one.
 
-    Example:
+    Examples:
         >>> base_url()            # unless $MINIDINO_BASE_URL is set
         'https://dl.fbaipublicfiles.com/dinov2'
     """
@@ -113,7 +113,7 @@ def base_url(override: str | None = None) -> str:
 def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """Where checkpoints are kept: the argument, else $MINIDINO_HOME, else <user cache>/minidino.
 
-    Example:
+    Examples:
         >>> default_cache_dir("/data/ckpt")
         PosixPath('/data/ckpt')
     """
@@ -133,7 +133,7 @@ def _from_json(entry: dict[str, Any]) -> Pin:
 def backbone_pin(name: str) -> Pin:
     """The pretrain file of a backbone hub name, e.g. 'dinov2_vitb14_reg'.
 
-    Example:
+    Examples:
         >>> backbone_pin("dinov2_vitb14_reg").path
         'dinov2_vitb14/dinov2_vitb14_reg4_pretrain.pth'
     """
@@ -146,7 +146,7 @@ def backbone_pin(name: str) -> Pin:
 def head_pin(name: str, layers: int) -> Pin:
     """The linear-head file of a backbone hub name; pins for most heads have no size or digest.
 
-    Example:
+    Examples:
         >>> head_pin("dinov2_vits14", layers=1).path
         'dinov2_vits14/dinov2_vits14_linear_head.pth'
     """
@@ -163,7 +163,7 @@ def head_pin(name: str, layers: int) -> Pin:
 def pin_for(filename: str) -> Pin | None:
     """The pin whose file name is `filename` (so a URL to an official file is still verified).
 
-    Example:
+    Examples:
         >>> pin_for("dinov2_vitb14_pretrain.pth").bytes
         346378731
     """
@@ -179,7 +179,7 @@ def pin_for(filename: str) -> Pin | None:
 def sha256_file(path: str | os.PathLike) -> str:
     """The SHA-256 of a file as 64 hex digits, read in chunks (files of several GB are fine).
 
-    Example:
+    Examples:
         >>> import pathlib
         >>> _ = pathlib.Path("empty.bin").write_bytes(b"")
         >>> sha256_file("empty.bin")[:16]
@@ -213,7 +213,7 @@ def download(
     A connection that fails or closes early is retried `retries` times (1 s, 2 s pauses); a
     checksum mismatch is not retried (the server holds the wrong file). Returns `dest`.
 
-    Example:
+    Examples:
         >>> import pathlib
         >>> _ = pathlib.Path("src.bin").write_bytes(b"weights")
         >>> download(pathlib.Path("src.bin").resolve().as_uri(), "dst.bin", size=7, progress=False).read_bytes()
@@ -293,7 +293,7 @@ def fetch(pin: Pin, *, cache_dir: str | os.PathLike | None = None, base: str | N
           retries: int = 2) -> Path:
     """The cached file of `pin`, downloading it from `base` (see `base_url`) if absent.
 
-    Example:
+    Examples:
         >>> path = fetch(backbone_pin("dinov2_vits14"))     # doctest: +SKIP
         >>> path.stat().st_size                              # doctest: +SKIP
         88283115
@@ -316,7 +316,7 @@ def fetch(pin: Pin, *, cache_dir: str | os.PathLike | None = None, base: str | N
 def fetch_url(url: str, *, cache_dir: str | os.PathLike | None = None, progress: bool = True, retries: int = 2) -> Path:
     """Download any http(s) URL into the cache (once). A file name of the catalogue is verified against its pin.
 
-    Example:
+    Examples:
         >>> path = fetch_url("https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth")  # doctest: +SKIP
         >>> path.name                                                                                     # doctest: +SKIP
         'dinov2_vits14_pretrain.pth'

@@ -23,7 +23,7 @@ __all__ = ["prefer_mmap", "peak_growth", "cpu_peak_supported", "proc_status_kib"
 def prefer_mmap(threshold: int = 64 * 1024) -> bool:
     """glibc: serve blocks >= threshold by mmap (M_MMAP_THRESHOLD = -3). False where unavailable.
 
-    Example:
+    Examples:
         >>> isinstance(prefer_mmap(), bool)                  # True on glibc Linux
         True
     """
@@ -38,7 +38,7 @@ def prefer_mmap(threshold: int = 64 * 1024) -> bool:
 def proc_status_kib(field: str) -> int:
     """A kB field of /proc/self/status (VmRSS, VmHWM, ...).
 
-    Example:
+    Examples:
         >>> proc_status_kib("VmRSS") > 0                     # Linux only
         True
     """
@@ -51,7 +51,7 @@ def proc_status_kib(field: str) -> int:
 def cpu_peak_supported() -> bool:
     """True where the CPU figure can be measured (Linux /proc with a resettable VmHWM).
 
-    Example:
+    Examples:
         >>> isinstance(cpu_peak_supported(), bool)
         True
     """
@@ -66,7 +66,7 @@ def peak_growth(fn: Callable[[], Any], device: torch.device | str) -> int | None
     """Bytes by which memory peaked above its level before `fn()` (the result is kept alive
     until the figure is taken, as a caller's would be). None where it cannot be measured.
 
-    Example:
+    Examples:
         >>> grew = peak_growth(lambda: torch.ones(1024, 1024), "cpu")   # 4 MiB tensor
         >>> grew is None or grew >= 0                                   # bytes, or None where unmeasurable
         True

@@ -36,7 +36,7 @@ class DinoVisionTransformer(nn.Module):
     Build with `minidino.create_model(name)`; `DinoVisionTransformer(config, device="meta")`
     allocates nothing, and `init_weights()` (separate from construction) fills real memory.
 
-    Example:
+    Examples:
         >>> model = minidino.DinoVisionTransformer(minidino.get_config("dinov2_vits14").replace(depth=1)).init_weights()
         >>> f = model.forward_features(torch.randn(2, 3, 28, 42))       # h, w = 2, 3 patches
         >>> {k: tuple(v.shape) for k, v in f.items() if v is not None}
@@ -81,7 +81,7 @@ class DinoVisionTransformer(nn.Module):
     def init_weights(self) -> "DinoVisionTransformer":
         """The official initialisation (truncated normal 0.02 for linears and pos_embed).
 
-        Example:
+        Examples:
             >>> model = minidino.DinoVisionTransformer(minidino.get_config("dinov2_vits14").replace(depth=1), device="meta")
             >>> model = model.to_empty(device="cpu").init_weights()          # real memory, official init
             >>> float(model.blocks[0].ls1.gamma.detach()[0])                  # LayerScale starts at 1
@@ -108,7 +108,7 @@ class DinoVisionTransformer(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block in the backward pass (training only) to save activation memory.
 
-        Example:
+        Examples:
             >>> model = minidino.create_model("dinov2_vits14", depth=1).train()
             >>> model.set_grad_checkpointing()
             >>> model(torch.randn(1, 3, 14, 14)).sum().backward()             # blocks recomputed in backward
@@ -125,7 +125,7 @@ class DinoVisionTransformer(nn.Module):
     def interpolate_pos_encoding(self, h: int, w: int, dtype: torch.dtype) -> Tensor:
         """The position embedding for an h x w patch grid: (1, 1 + h*w, D) in `dtype` (cached per size).
 
-        Example:
+        Examples:
             >>> model = minidino.create_model("dinov2_vits14", depth=1)
             >>> tuple(model.interpolate_pos_encoding(16, 16, torch.float32).shape)   # 224 px: 1 + 16*16 positions
             (1, 257, 384)
@@ -139,7 +139,7 @@ class DinoVisionTransformer(nn.Module):
     def prepare_tokens_with_masks(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
         """(B, 3, H, W) images -> (B, N, D) tokens: patches, mask tokens, cls, positions, registers.
 
-        Example:
+        Examples:
             >>> model = minidino.create_model("dinov2_vits14_reg", depth=1)
             >>> tuple(model.prepare_tokens_with_masks(torch.randn(2, 3, 28, 28)).shape)   # N = 1 + 4 + 2*2
             (2, 9, 384)
@@ -191,7 +191,7 @@ class DinoVisionTransformer(nn.Module):
     def forward_features(self, x: Tensor | Sequence[Tensor], masks: Tensor | Sequence[Tensor | None] | None = None) -> Any:
         """Features of a batch: a dict (see README). A list of batches, each its own size, gives a list of dicts.
 
-        Example:
+        Examples:
             >>> model = minidino.create_model("dinov2_vits14", depth=1)
             >>> f = model.forward_features(torch.randn(2, 3, 224, 224))
             >>> tuple(f["x_norm_clstoken"].shape), tuple(f["x_norm_patchtokens"].shape)
@@ -218,7 +218,7 @@ class DinoVisionTransformer(nn.Module):
         it; only attention pads them to the longest sequence, with a mask that keeps each
         image's queries on its own keys, so each result equals running that image alone.
 
-        Example:
+        Examples:
             >>> model = minidino.create_model("dinov2_vits14", depth=1)
             >>> fs = model.forward_features_list([torch.randn(1, 3, 28, 28), torch.randn(2, 3, 42, 14)])
             >>> [tuple(f["x_norm_clstoken"].shape) for f in fs]
@@ -245,7 +245,7 @@ class DinoVisionTransformer(nn.Module):
     def forward(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
         """The normalised class token, (B, D): the image embedding.
 
-        Example:
+        Examples:
             >>> model = minidino.create_model("dinov2_vits14", depth=1)
             >>> tuple(model(torch.randn(3, 3, 224, 224)).shape)
             (3, 384)
@@ -258,7 +258,7 @@ class DinoVisionTransformer(nn.Module):
         """Outputs of some blocks, in block order: (B, h*w, D) patch tokens each, or (B, D, h, w)
         with reshape=True; with return_class_token each item is (patches, cls (B, D)).
 
-        Example:
+        Examples:
             >>> model = minidino.create_model("dinov2_vits14", depth=2)
             >>> x = torch.randn(1, 3, 224, 224)
             >>> [tuple(t.shape) for t in model.get_intermediate_layers(x, n=2)]            # the last 2 blocks
@@ -284,7 +284,7 @@ class DinoVisionTransformer(nn.Module):
     def get_block_outputs(self, x: Tensor, masks: Tensor | None = None) -> list[Tensor]:
         """Every block's output, (B, N, D) each, before the final norm: bisect a parity failure in one call.
 
-        Example:
+        Examples:
             >>> model = minidino.create_model("dinov2_vits14", depth=2)
             >>> [tuple(t.shape) for t in model.get_block_outputs(torch.randn(1, 3, 28, 28))]
             [(1, 5, 384), (1, 5, 384)]
@@ -294,7 +294,7 @@ class DinoVisionTransformer(nn.Module):
     def get_attention_maps(self, x: Tensor, blocks: Sequence[int] = (-1,)) -> tuple[Tensor, ...]:
         """Softmax attention weights, one (B, nh, N, N) per requested block (see attention.py).
 
-        Example:
+        Examples:
             >>> model = minidino.create_model("dinov2_vits14_reg", depth=2)
             >>> a0, a1 = model.get_attention_maps(torch.randn(1, 3, 28, 28), blocks=(0, -1))
             >>> tuple(a1.shape), bool(torch.allclose(a1.sum(-1), torch.ones(1)))          # (B, nh, N, N); rows sum to 1
@@ -305,7 +305,7 @@ class DinoVisionTransformer(nn.Module):
     def cls_attention_map(self, attn: Tensor, h: int, w: int) -> Tensor:
         """The class token's attention to the patches, (B, nh, N, N) -> (B, nh, h, w); registers skipped.
 
-        Example:
+        Examples:
             >>> model = minidino.create_model("dinov2_vits14_reg", depth=1)
             >>> (attn,) = model.get_attention_maps(torch.randn(1, 3, 28, 42))
             >>> tuple(model.cls_attention_map(attn, 2, 3).shape)                           # (B, nh, h, w)

@@ -52,7 +52,7 @@ def fold_layerscale(model: DinoVisionTransformer) -> DinoVisionTransformer:
     nn.Identity, so the state dict of a folded model no longer has `ls1.gamma` keys: fold
     a copy (optimize does) and save the original.
 
-    Example:
+    Examples:
         >>> import copy
         >>> from minidino.golden import random_model
         >>> model = random_model("dinov2_vits14", depth=1)
@@ -136,7 +136,7 @@ class OptimizedModel(nn.Module):
 
     Outputs are in the compute dtype (`self.dtype`). `self.model` is the transformed copy.
 
-    Example:
+    Examples:
         >>> fast = optimize(minidino.create_model("dinov2_vits14", depth=1), compile=False)
         >>> type(fast).__name__, tuple(fast.forward_features(torch.randn(1, 3, 28, 28))["x_norm_patchtokens"].shape)
         ('OptimizedModel', (1, 4, 384))
@@ -215,7 +215,7 @@ def optimize(
     "auto" (CUDA graphs on CUDA for batches <= graph_max_batch). copy=False transforms `model`
     itself (saves memory for ViT-g; the model is then folded and cast).
 
-    Example:
+    Examples:
         >>> from minidino.golden import random_model
         >>> model = random_model("dinov2_vits14", depth=1)
         >>> fast = optimize(model, compile=False)             # LayerScale folded, float32

@@ -28,7 +28,7 @@ class Packing:
     Built with `Packing.of(lengths)`; `pad` and `unpad` move (T, C) rows to (B, L, C) and back, and
     `attn_mask` (B, 1, 1, L) keeps attention off the padding.
 
-    Example:
+    Examples:
         >>> p = Packing.of([2, 3])                          # two images: 2 and 3 tokens
         >>> rows = torch.arange(5.0).unsqueeze(1)           # (T, C) = (5, 1)
         >>> p.pad(rows).squeeze(-1).tolist()                # (B, L, C): zeros after each image's tokens

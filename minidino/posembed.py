@@ -57,7 +57,7 @@ def resize_pos_embed(
 
     The class position (index 0) is kept as is. The caller casts to the tokens' dtype.
 
-    Example:
+    Examples:
         >>> pos = torch.randn(1, 1 + 37 * 37, 384)          # (1, 1 + M*M, D), M = 37
         >>> tuple(resize_pos_embed(pos, 16, 16, offset=0.1, antialias=False).shape)   # 224 px: 16 x 16
         (1, 257, 384)
@@ -176,7 +176,7 @@ def resize_matrices(h: int, w: int, in_size: int, *, offset: float, antialias: b
     both matrices are exactly the identity. Results for int sizes are cached (they are
     recomputed under torch.compile / torch.export, where sizes may be symbolic).
 
-    Example:
+    Examples:
         >>> A, B = resize_matrices(16, 24, 37, offset=0.1, antialias=False)
         >>> tuple(A.shape), tuple(B.shape)                  # (h, M), (w, M): pos = A @ grid @ B^T
         ((16, 37), (24, 37))
@@ -208,7 +208,7 @@ def resize_taps(h: int, w: int, in_size: int, *, offset: float) -> tuple[tuple[T
     source indices (clamped to the border) and float32 weights, on the CPU. Cached like
     `resize_matrices`; the same weights, before duplicates are summed into a matrix.
 
-    Example:
+    Examples:
         >>> (ih, wh), (iw, ww) = resize_taps(16, 16, 37, offset=0.1)
         >>> tuple(ih.shape), ih.dtype, tuple(wh.shape)      # 4 bicubic taps per output row
         ((16, 4), torch.int64, (16, 4))
@@ -300,7 +300,7 @@ class PosEmbedCache:
     load_state_dict) invalidates it. Bypassed while the graph is traced (torch.compile,
     torch.export: the key reads a data pointer) and whenever gradients flow to pos_embed.
 
-    Example:
+    Examples:
         >>> cache = PosEmbedCache()
         >>> pos = torch.randn(1, 1 + 37 * 37, 384)
         >>> a = cache.get(pos, 16, 16, torch.float32, offset=0.1, antialias=False, method="interpolate")

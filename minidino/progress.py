@@ -22,7 +22,7 @@ class ProgressBar:
     unit="bytes" shows MB and MB/s (downloads), unit="images" shows images/s and the ETA (embed);
     update(n) adds n units, close() prints the final line.
 
-    Example:
+    Examples:
         >>> import io
         >>> out = io.StringIO()
         >>> bar = ProgressBar("embed", 4, unit="images", stream=out)

@@ -58,7 +58,7 @@ _SNAPSHOT_FFN = {"mlp": "mlp", "swiglu": "swiglufused"}
 class ReferenceUnavailable(RuntimeError):
     """The official code is not available here for the requested model (the message says why).
 
-    Example:
+    Examples:
         >>> try:
         ...     official_repo("no/such/folder.tar.gz")
         ... except ReferenceUnavailable as e:
@@ -71,7 +71,7 @@ class ReferenceUnavailable(RuntimeError):
 class OfficialModel:
     """The official model as a black box: the module, where it came from, and minidino's matching attention path.
 
-    Example:
+    Examples:
         >>> ref = OfficialModel(torch.nn.Identity(), "a test double", "fused")
         >>> ref.attn_impl        # the attention path of minidino that performs the same operations
         'fused'
@@ -89,7 +89,7 @@ def official_repo(repo: str | os.PathLike | None = None) -> str | None:
     by content digest, so concurrent callers and later runs share it). Without it: $MINIDINO_OFFICIAL_REPO,
     then the newest ../shared/official/dinov2-*.tar.gz beside this checkout.
 
-    Example:
+    Examples:
         >>> path = official_repo()           # None on a fresh clone without ../shared/official/
         >>> path is None or (Path(path) / "hubconf.py").is_file()
         True
@@ -134,7 +134,7 @@ def _unpack_once(tarball: Path) -> Path:
 def snapshot_available() -> bool:
     """True when the PyPI `dinov2` snapshot (its models.vision_transformer) can be imported.
 
-    Example:
+    Examples:
         >>> isinstance(snapshot_available(), bool)     # pip install --no-deps dinov2==0.0.1.dev2 makes it True
         True
     """
@@ -187,7 +187,7 @@ def official_model(name: str, repo: str | os.PathLike | None = None, *, layers: 
     and left UNINITIALISED: load a state dict before use.
     Raises ReferenceUnavailable when no source can build it.
 
-    Example:
+    Examples:
         >>> if official_repo() or snapshot_available():           # the official code may be absent (a fresh clone)
         ...     ref = official_model("dinov2_vits14", depth=1)
         ...     print(type(ref.module).__name__)
@@ -237,7 +237,7 @@ def official_pair(name: str, repo: str | os.PathLike | None = None, *, layers: i
     attention path that performs the official operations. Weights: each its own init; load the
     same state dict into both (their keys are the same) before comparing.
 
-    Example:
+    Examples:
         >>> if official_repo() or snapshot_available():
         ...     ref, ours = official_pair("dinov2_vits14", depth=2)
         ...     from minidino.golden import generate_for
@@ -260,7 +260,7 @@ def official_pair(name: str, repo: str | os.PathLike | None = None, *, layers: i
 def max_abs_difference(a: Any, b: Any) -> float:
     """Largest |a - b| over nested tensors / dicts / tuples (bool tensors: the count that differ).
 
-    Example:
+    Examples:
         >>> max_abs_difference({"a": torch.zeros(2), "b": (torch.ones(1), torch.zeros(1))},
         ...                    {"a": torch.tensor([0.0, 0.5]), "b": (torch.ones(1), torch.zeros(1))})
         0.5
@@ -278,7 +278,7 @@ def max_abs_difference(a: Any, b: Any) -> float:
 def compare(official: nn.Module, ours: nn.Module, x: torch.Tensor, masks: torch.Tensor | None = None) -> float:
     """Max abs difference of forward_features and get_intermediate_layers (first and last block).
 
-    Example:
+    Examples:
         >>> from minidino.golden import random_model
         >>> a = random_model("dinov2_vits14", depth=2)
         >>> b = random_model("dinov2_vits14", depth=2)     # the same generated weights
@@ -297,7 +297,7 @@ def side_by_side(name: str, repo: str | os.PathLike | None = None, seed: int = 0
     Returns (input description, max abs difference) per input; minidino runs the attention
     path whose operations the official code performs, so every figure should be 0.0.
 
-    Example:
+    Examples:
         >>> for inputs, d in side_by_side("dinov2_vits14", depth=2):   # doctest: +SKIP
         ...     print(inputs, d)
         2x3x224x224 0.0

@@ -47,7 +47,7 @@ ALPHA_BACKGROUND = (255, 255, 255)  # transparency is composited on white (see t
 class UnreadableImageError(OSError):
     """A file that Pillow cannot decode; `path` names it.
 
-    Example:
+    Examples:
         >>> _ = open("broken.jpg", "wb").write(b"not an image")
         >>> try:
         ...     load_image("broken.jpg")
@@ -98,7 +98,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     Raises UnreadableImageError (an OSError naming the file) when the file is missing,
     corrupt, truncated or not an image.
 
-    Example:
+    Examples:
         >>> from PIL import Image
         >>> Image.new("L", (40, 30)).save("gray.png")
         >>> img = load_image("gray.png")
@@ -126,7 +126,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 def to_tensor(img: Image.Image) -> Tensor:
     """PIL image -> (3, H, W) float32 RGB in [0, 1] (non-RGB images go through `to_rgb`).
 
-    Example:
+    Examples:
         >>> from PIL import Image
         >>> t = to_tensor(Image.new("RGB", (40, 30), (255, 0, 0)))
         >>> tuple(t.shape), t[:, 0, 0].tolist()             # (3, H, W) in [0, 1]
@@ -139,7 +139,7 @@ def to_tensor(img: Image.Image) -> Tensor:
 def normalize(t: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
     """(t - mean) / std per channel, for (3, H, W) or (B, 3, H, W); returns a new tensor.
 
-    Example:
+    Examples:
         >>> tuple(normalize(torch.rand(2, 3, 28, 28)).shape)
         (2, 3, 28, 28)
     """
@@ -161,7 +161,7 @@ def classification_transform(img: Image.Image, *, resize: int = 256, crop: int =
     int(resize * long / short), truncated), then the centre crop x crop is taken (offset
     int(round((side - crop) / 2)) from the top left), as in the official linear evaluation.
 
-    Example:
+    Examples:
         >>> from PIL import Image
         >>> tuple(classification_transform(Image.new("RGB", (640, 480))).shape)   # 480 -> 256 -> centre 224
         (3, 224, 224)
@@ -193,7 +193,7 @@ def dense_size(image_hw: tuple[int, int], size: int | Sequence[int] | None = Non
     size an int: the shorter side becomes `size` rounded to a multiple of patch_size, the
     longer side keeps the aspect ratio and is rounded likewise. size (H, W): those, rounded.
 
-    Example:
+    Examples:
         >>> dense_size((480, 640), 448), dense_size((480, 640)), dense_size((480, 640), (224, 300))
         ((448, 602), (476, 644), (224, 294))
     """
@@ -225,7 +225,7 @@ def dense_transform(img: Image.Image, *, size: int | Sequence[int] | None = None
     only bottom and right keeps pixel (y, x) at (y, x): patch (i, j) covers the original pixels
     [14i, 14i + 14) x [14j, 14j + 14).
 
-    Example:
+    Examples:
         >>> from PIL import Image
         >>> tuple(dense_transform(Image.new("RGB", (640, 480)), size=448).shape)   # shorter side 448, sides multiples of 14
         (3, 448, 602)
@@ -257,7 +257,7 @@ def dense_transform(img: Image.Image, *, size: int | Sequence[int] | None = None
 def load_batch(paths: Sequence[str | os.PathLike], transform: Callable[[Image.Image], Tensor] = classification_transform) -> Tensor:
     """(B, 3, H, W): every file decoded with `load_image` and transformed (all must give one size).
 
-    Example:
+    Examples:
         >>> from PIL import Image
         >>> for i in range(2):
         ...     Image.new("RGB", (300, 260)).save(f"im{i}.png")

@@ -35,7 +35,7 @@ def fit_pca(x: Tensor, k: int = 3) -> tuple[Tensor, Tensor]:
     component is arbitrary; we fix it so that the projections have positive skew (their
     long tail points up), a choice that depends on the data only, not on the solver.
 
-    Example:
+    Examples:
         >>> mean, comps = fit_pca(torch.randn(100, 16), k=3)
         >>> tuple(mean.shape), tuple(comps.shape), mean.dtype
         ((16,), (3, 16), torch.float64)
@@ -79,7 +79,7 @@ def first_component_flat(flat: Tensor, border: Tensor) -> Tensor:
     """PC1 of the rows of flat (M, D) in units of its std, (M,), oriented so that the rows flagged
     in border (M,) have a negative mean. The list form of `first_component`.
 
-    Example:
+    Examples:
         >>> border = torch.zeros(10, dtype=torch.bool); border[:3] = True
         >>> tuple(first_component_flat(torch.randn(10, 8), border).shape)
         (10,)
@@ -98,7 +98,7 @@ def pca_rgb_flat(flat: Tensor, keep: Tensor | None = None) -> Tensor:
     The PCA is fitted on the rows where keep (M,) is True (all by default); the others are 0.
     The list form of `pca_rgb`.
 
-    Example:
+    Examples:
         >>> tuple(pca_rgb_flat(torch.randn(10, 8)).shape)
         (10, 3)
     """
@@ -120,7 +120,7 @@ def first_component(patch_tokens: Tensor, h: int, w: int) -> Tensor:
     Fitted jointly over all N images. Oriented so that the patches on the image border
     (mostly background in photos) have a negative mean: high values = foreground.
 
-    Example:
+    Examples:
         >>> tuple(first_component(torch.randn(2, 12, 384), 3, 4).shape)
         (2, 3, 4)
     """
@@ -133,7 +133,7 @@ def foreground_mask(patch_tokens: Tensor, h: int, w: int, threshold: float = 0.0
     """Foreground patches, (N, h, w) bool: the first principal component above `threshold`
     (in standard deviations; 0 splits at the mean, higher keeps less).
 
-    Example:
+    Examples:
         >>> m = foreground_mask(torch.randn(1, 16, 384), 4, 4)
         >>> tuple(m.shape), m.dtype
         ((1, 4, 4), torch.bool)
@@ -149,7 +149,7 @@ def pca_rgb(patch_tokens: Tensor, h: int, w: int, *, mask: Tensor | None = None)
     so colours are comparable across images. mask: optional (N, h, w) or (N, h*w) bool; the
     PCA is then fitted on the masked patches only and the others are black (0).
 
-    Example:
+    Examples:
         >>> rgb = pca_rgb(torch.randn(2, 6, 384), 2, 3)        # (N, h*w, D) patch tokens of 2 images
         >>> tuple(rgb.shape), float(rgb.min()) >= 0, float(rgb.max()) <= 1
         ((2, 2, 3, 3), True, True)
@@ -171,7 +171,7 @@ _RAMP = np.array([
 def colormap(values: np.ndarray | Tensor) -> np.ndarray:
     """Map values in [0, 1] (any shape) to RGB (..., 3) in [0, 1] on a dark-to-bright ramp.
 
-    Example:
+    Examples:
         >>> colormap(torch.tensor([0.0, 1.0])).shape          # (..., 3)
         (2, 3)
     """
@@ -184,7 +184,7 @@ def colormap(values: np.ndarray | Tensor) -> np.ndarray:
 def to_image(rgb: np.ndarray | Tensor) -> Image.Image:
     """(h, w, 3) floats in [0, 1] -> an RGB PIL image (rounded to 8 bits).
 
-    Example:
+    Examples:
         >>> to_image(torch.rand(16, 16, 3)).size
         (16, 16)
     """
@@ -197,7 +197,7 @@ def to_image(rgb: np.ndarray | Tensor) -> Image.Image:
 def upsample(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     """Resize a patch-grid picture to (W, H) pixels with nearest neighbour: one block per patch.
 
-    Example:
+    Examples:
         >>> upsample(to_image(torch.rand(2, 3, 3)), (42, 28)).size   # a 2 x 3 grid -> 14 px blocks
         (42, 28)
     """
@@ -207,7 +207,7 @@ def upsample(img: Image.Image, size: tuple[int, int]) -> Image.Image:
 def denormalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Image.Image:
     """A normalised (3, H, W) image tensor back to an RGB PIL image (x * std + mean).
 
-    Example:
+    Examples:
         >>> from minidino.transforms import IMAGENET_MEAN, IMAGENET_STD
         >>> denormalize(torch.zeros(3, 28, 42), IMAGENET_MEAN, IMAGENET_STD).size     # (W, H)
         (42, 28)
@@ -261,7 +261,7 @@ def compose_grid(
     than the picture are wrapped at spaces. Panel (r, c) has its
     top-left corner at (PAD + c * (Wc + PAD), K + PAD + r * (Hc + L + PAD) + L).
 
-    Example:
+    Examples:
         >>> from PIL import Image
         >>> panel = Image.new("RGB", (20, 10))
         >>> grid = compose_grid([[panel, panel], [panel, panel]])   # no labels, no caption
@@ -297,7 +297,7 @@ def compose_side_by_side(
 ) -> Image.Image:
     """One row per image: [image, map], the map resized (nearest) to the image's size.
 
-    Example:
+    Examples:
         >>> from PIL import Image
         >>> pic = compose_side_by_side([Image.new("RGB", (28, 28))], [Image.new("RGB", (2, 2))], caption="test")
         >>> pic.width == 2 * 28 + 3 * PAD
@@ -314,7 +314,7 @@ def attention_panels(cls_attn: Tensor, size: tuple[int, int]) -> list[Image.Imag
     on its own (heads differ in sharpness) and resized (nearest) to `size` (W, H); then the
     mean over heads as the last panel.
 
-    Example:
+    Examples:
         >>> panels = attention_panels(torch.rand(6, 2, 3), (42, 28))   # (nh, h, w) -> nh + 1 pictures
         >>> len(panels), panels[0].size
         (7, (42, 28))
@@ -346,7 +346,7 @@ def pca_figure(
     what was computed: "grids" [(h, w)], "rgb" [(h, w, 3)], "pc1" [(h, w)], "foreground" [(h, w)],
     "cls" (len(xs), D) class tokens, "patch_tokens" [(h*w, D)].
 
-    Example:
+    Examples:
         >>> from minidino.transforms import IMAGENET_MEAN, IMAGENET_STD
         >>> from minidino.golden import random_model
         >>> model = random_model("dinov2_vits14", depth=1)
@@ -392,7 +392,7 @@ def attention_figure(
     image x (3, H, W): a grid [image, head 0, head 1, ..., mean of heads] of heatmaps (bright =
     attended), registers skipped. Returns the picture and the (nh, h, w) attention weights.
 
-    Example:
+    Examples:
         >>> from minidino.transforms import IMAGENET_MEAN, IMAGENET_STD
         >>> from minidino.golden import random_model
         >>> model = random_model("dinov2_vits14", depth=1)

@@ -51,7 +51,7 @@ StateDict = dict[str, Tensor]
 class CheckpointError(ValueError):
     """A checkpoint file is empty, truncated, corrupt or not a checkpoint at all.
 
-    Example:
+    Examples:
         >>> _ = open("empty.pth", "wb").close()
         >>> try:
         ...     read_checkpoint("empty.pth")
@@ -64,7 +64,7 @@ class CheckpointError(ValueError):
 class UnsafeCheckpointError(CheckpointError):
     """A checkpoint holds pickled Python objects other than tensors; it is refused, never unpickled.
 
-    Example:
+    Examples:
         >>> import collections
         >>> torch.save({"w": torch.zeros(1), "note": collections.OrderedDict(a=print)}, "unsafe.pth")
         >>> try:
@@ -78,7 +78,7 @@ class UnsafeCheckpointError(CheckpointError):
 class WeightsMismatchError(ValueError):
     """A checkpoint does not fit the model: shapes differ, or keys are missing or unexpected.
 
-    Example:
+    Examples:
         >>> from minidino.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> model = minidino.create_model("dinov2_vitb14", depth=1)
@@ -94,7 +94,7 @@ class WeightsMismatchError(ValueError):
 class LoadReport:
     """What `load_weights` did: the layout it recognised and what it loaded or left out.
 
-    Example:
+    Examples:
         >>> from minidino.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> report = load_weights(minidino.create_model("dinov2_vits14", depth=1), sd)
@@ -115,7 +115,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a .pth / .bin / .safetensors file, a sharded checkpoint's `*.index.json`, or a Hugging Face
     folder (single file or shards) without running any code.
 
-    Example:
+    Examples:
         >>> from minidino.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> save_weights(sd, "w.safetensors").name
@@ -418,7 +418,7 @@ def _from_dino_head(sd: StateDict) -> StateDict:
 def detect_layout(sd: StateDict) -> str:
     """The layout of a backbone state dict (prefixes already removed).
 
-    Example:
+    Examples:
         >>> from minidino.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> detect_layout(sd), detect_layout(to_huggingface(sd))
@@ -436,7 +436,7 @@ def detect_layout(sd: StateDict) -> str:
 def to_official(sd: StateDict) -> tuple[StateDict, str]:
     """A backbone state dict in any layout -> (official keys, the layout's name).
 
-    Example:
+    Examples:
         >>> from minidino.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> hf = to_huggingface(sd)
@@ -458,7 +458,7 @@ def to_official(sd: StateDict) -> tuple[StateDict, str]:
 def to_huggingface(sd: StateDict, *, hub_names: bool = False) -> StateDict:
     """Official keys -> transformers' Dinov2Model keys (`hub_names=True`: the older names of the hub repos).
 
-    Example:
+    Examples:
         >>> from minidino.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> hf = to_huggingface(sd)
@@ -502,7 +502,7 @@ def to_huggingface(sd: StateDict, *, hub_names: bool = False) -> StateDict:
 def guess_hub_name(sd: StateDict) -> str:
     """Which hub model an official-layout backbone state dict looks like, for error messages.
 
-    Example:
+    Examples:
         >>> from minidino.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> guess_hub_name(sd)
@@ -525,7 +525,7 @@ def infer_config(sd: StateDict, num_heads: int | None = None) -> DinoConfig:
     The head count is not in the weights: it is the look-alike hub model's, else `num_heads`,
     else D // 64 (every DINOv2 model has 64-wide heads).
 
-    Example:
+    Examples:
         >>> from minidino.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> c = infer_config(sd)
@@ -623,7 +623,7 @@ def load_weights(model: nn.Module, source: Any, *, strict: bool = True, network:
     (default): every key of each part loaded must match the model, or WeightsMismatchError
     lists what differs. A model built on the meta device is materialised on the CPU.
 
-    Example:
+    Examples:
         >>> from minidino.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> model = minidino.create_model("dinov2_vits14", depth=1)
@@ -659,7 +659,7 @@ def load_weights(model: nn.Module, source: Any, *, strict: bool = True, network:
 def huggingface_config(config: DinoConfig) -> dict[str, Any]:
     """A transformers config.json for Dinov2Model / Dinov2WithRegistersModel of this architecture.
 
-    Example:
+    Examples:
         >>> cfg = huggingface_config(minidino.get_config("dinov2_vits14_reg"))
         >>> cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_register_tokens"]
         (384, 6, 4)
@@ -690,7 +690,7 @@ def save_weights(model: nn.Module | Mapping[str, Tensor], path: str | os.PathLik
     A backbone loaded without a mask token (timm) is written without one in the official
     layout, and with zeros (transformers' own init) in the Hugging Face layouts.
 
-    Example:
+    Examples:
         >>> model = minidino.create_model("dinov2_vits14", depth=1)
         >>> save_weights(model, "vits14_hf.safetensors", layout="huggingface").name
         'vits14_hf.safetensors'
@@ -736,7 +736,7 @@ def load_pretrained(model: nn.Module, name: str, pretrained: Any, *, cache_dir: 
     backbone and the matching linear head) and verifies them against the pins; a path, URL
     or state dict is loaded with `load_weights`.
 
-    Example:
+    Examples:
         >>> from minidino.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> torch.save(sd, "vits14_depth1.pth")

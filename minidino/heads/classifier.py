@@ -21,7 +21,7 @@ class LinearClassifier(nn.Module):
     layers=4: Linear(5D, C) on cat(cls of each of the last 4 blocks (normed), mean of the last block's patches).
     Registers never enter the mean.
 
-    Example:
+    Examples:
         >>> clf = minidino.create_model("dinov2_vits14_lc", layers=1, depth=1)
         >>> x = torch.randn(2, 3, 28, 28)
         >>> tuple(clf.features(x).shape), tuple(clf(x).shape)       # (B, (1 + layers) * D), (B, 1000)

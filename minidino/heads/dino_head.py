@@ -22,7 +22,7 @@ class WeightNormLinear(nn.Module):
     (parametrizations) store `parametrizations.weight.original0/1` instead: the load hook
     below renames them; an already-fused `weight` is also accepted.
 
-    Example:
+    Examples:
         >>> lin = WeightNormLinear(256, 10)
         >>> lin.load_state_dict({"weight_g": torch.full((10, 1), 2.0), "weight_v": torch.randn(10, 256)})
         <All keys matched successfully>
@@ -61,7 +61,7 @@ class DINOHead(nn.Module):
     nlayers=3; keys mlp.0, mlp.2, mlp.4), then L2 normalisation, then a weight-normalised
     Linear(bottleneck, out, bias=False) named `last_layer`.
 
-    Example:
+    Examples:
         >>> head = minidino.DINOHead(384, 4096).init_weights()
         >>> tuple(head(torch.randn(2, 384)).shape)                   # (B, in_dim) class tokens -> (B, out_dim)
         (2, 4096)
