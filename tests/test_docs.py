@@ -2,7 +2,7 @@
 command line in a ```bash block parses, and the API reference builds with warnings as errors.
 
 - Python blocks: offline (any network connection fails the block), in a temporary working folder,
-  the blocks of one page in order in one namespace (a page reads like one session). A block directly
+  the blocks of one page in order in one namespace (a page reads as one program). A block directly
   preceded by a line `<!-- skip: REASON -->` is not run; the test prints how many ran and were skipped.
 - Bash blocks: each line that starts with `minidino COMMAND` (after `VAR=value` settings) is parsed by
   the real argument parser, so a renamed command or option breaks this test, not the reader.
@@ -101,7 +101,7 @@ def test_the_runner_fails_on_a_broken_block_and_honours_skip(offline_tmp):
     with pytest.raises(AssertionError, match="line 8 fails: NameError"):
         run_python_blocks(blocks, "page.md")
     assert run_python_blocks(blocks[:2], "page.md") == (1, 1)
-    with pytest.raises(OSError, match="network access"):
+    with pytest.raises(AssertionError, match="network access attempted"):
         run_python_blocks(code_blocks("```python\nimport socket\nsocket.create_connection(('example.com', 80))\n```\n"), "p")
 
 
@@ -123,7 +123,7 @@ def test_the_manual_has_examples():
             elif b.lang == "bash":
                 counts["bash"] += 1
     print(f"{len(PAGES)} pages: {counts['ran']} python blocks run, {counts['skipped']} skipped, {counts['bash']} bash blocks")
-    assert counts["ran"] >= 20 and counts["skipped"] <= counts["ran"] // 3, counts
+    assert counts["ran"] >= 12 and counts["skipped"] <= counts["ran"] // 3, counts
     assert all(b.lang in ("python", "bash", "text", "") for p in PAGES for b in code_blocks(p.read_text()))
 
 

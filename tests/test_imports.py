@@ -106,13 +106,13 @@ def test_no_import_cycle_between_modules():
 
 
 def test_each_module_imports_alone():
-    """Importing each module first, in one fresh interpreter per pass, works whatever the order."""
+    """Each module imports first (the package's modules cleared before each), in one fresh interpreter."""
     names = [m for m in modules() if not m.endswith("__main__")]
     code = ("import importlib, sys\n"
             "for name in sys.argv[1:]:\n"
             "    for k in [k for k in sys.modules if k == 'minidino' or k.startswith('minidino.')]:\n"
             "        del sys.modules[k]\n"
             "    importlib.import_module(name)\n")
-    for order in (names, names[::-1]):
-        r = subprocess.run([sys.executable, "-c", code, *order], cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run([sys.executable, "-c", code, *names], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    print(f"{len(names)} modules each imported first")
