@@ -106,12 +106,11 @@ def test_the_runner_fails_on_a_broken_block_and_honours_skip(offline_tmp):
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
-def test_python_blocks_run(page, offline_tmp, capsys):
+def test_python_blocks_run(page, offline_tmp):
     blocks = code_blocks(page.read_text())
     ran, skipped = run_python_blocks(blocks, str(page.relative_to(ROOT)))
     reasons = sorted({b.skip for b in blocks if b.lang == "python" and b.skip})
-    with capsys.disabled():
-        print(f"\n{page.relative_to(ROOT)}: {ran} python blocks ran, {skipped} skipped {reasons if reasons else ''}")
+    print(f"{page.relative_to(ROOT)}: {ran} python blocks ran, {skipped} skipped {reasons if reasons else ''}")
 
 
 def test_the_manual_has_examples():
