@@ -150,7 +150,8 @@ def _quiet_import() -> Iterator[None]:
 
 
 def official_model(name: str, repo: str | os.PathLike | None = None, *, layers: int | None = None,
-                   pypi: bool = False, **overrides: Any) -> OfficialModel:
+                   pypi: bool = False, meta: bool = False, weights: str | None = None,
+                   depth_range: tuple[float, float] | None = None, **overrides: Any) -> OfficialModel:
     """The official implementation of hub model `name` (official random init, eval mode).
 
     repo: the official hub code (a folder or .tar.gz; default: see official_repo), loaded
@@ -159,21 +160,25 @@ def official_model(name: str, repo: str | os.PathLike | None = None, *, layers: 
     the first blocks, for fast tests of the big models; with the hub code (whose entry points
     take no depth) the model is then built on the meta device, cut to its first `depth` blocks
     and left UNINITIALISED: load a state dict before use.
+    weights / depth_range: passed to the hub's depthers (`*_ld`, `*_dd`). meta=True builds the
+    whole model on the meta device (nothing allocated): load a state dict with assign=True.
     Raises ReferenceUnavailable when no source can build it.
     """
     hub = None if pypi else official_repo(repo)
     if hub is not None:
         if set(overrides) - {"depth"}:
             raise TypeError(f"overrides {sorted(set(overrides) - {'depth'})}: the hub code takes only depth=")
-        kw = {"layers": layers} if layers is not None else {}
+        kw: dict[str, Any] = {"layers": layers} if layers is not None else {}
+        kw.update({k: v for k, v in (("weights", weights), ("depth_range", depth_range)) if v is not None})
         depth = overrides.get("depth")
-        with _quiet_import(), _own_dinov2_package(), (torch.device("meta") if depth else contextlib.nullcontext()):
+        with _quiet_import(), _own_dinov2_package(), (torch.device("meta") if depth or meta else contextlib.nullcontext()):
             module = torch.hub.load(hub, name, source="local", pretrained=False, trust_repo=True, verbose=False, **kw)
         if depth:
             backbone = getattr(module, "backbone", module)
             backbone.blocks = backbone.blocks[:depth]
             backbone.n_blocks = depth  # the official model counts its blocks in this attribute
-            module = module.to_empty(device="cpu")
+            if not meta:
+                module = module.to_empty(device="cpu")
         return OfficialModel(module.eval(), f"official hub code at {hub} (torch.hub)", "fused")
     backbone, is_lc = split_model_name(name)
     config = get_config(backbone).replace(**overrides)
