@@ -11,6 +11,7 @@ small function per layout; the model never sees anything else:
     training      {"model"}, {"teacher"}, *.backbone.*    `_unwrap_training`, `_split_parts`
     linear head   *_linear[4]_head.pth: weight, bias      `_split_parts`
     dino head     dino_head.* / a DINOHead's own keys     `_from_dino_head`
+    depth head    *_{nyu,kitti}_{linear,linear4,dpt}_head.pth: decode_head.* (maybe under "state_dict")
 
 Safety: files are read with `torch.load(..., weights_only=True)` or safetensors, never with
 plain unpickling, so a checkpoint cannot run code. Empty, truncated, HTML and otherwise
@@ -35,7 +36,7 @@ from torch import Tensor, nn
 from .atomic import atomic_write
 from .config import PRESETS, DinoConfig, swiglu_hidden_dim
 from .names import split_model_name
-from .heads import DINOHead, LinearClassifier
+from .heads import DINOHead, Depther, LinearClassifier
 from .model import DinoVisionTransformer
 
 __all__ = [
@@ -214,7 +215,7 @@ def _unwrap_training(obj: dict[str, Any], network: str) -> tuple[dict[str, Any],
 
 # Prefixes of the parts a checkpoint can hold beside the backbone.
 _PARTS = {"backbone.": "backbone", "dinov2.": "backbone", "linear_head.": "linear_head", "classifier.": "linear_head",
-          "dino_head.": "dino_head", "ibot_head.": "ibot_head"}
+          "dino_head.": "dino_head", "ibot_head.": "ibot_head", "decode_head.": "decode_head"}
 
 
 def _split_parts(sd: dict[str, Any]) -> dict[str, StateDict]:
@@ -522,7 +523,7 @@ def _prepare(source: Any, network: str, cache_dir: str | os.PathLike | None, pro
         layouts.append(layout)
     if "dino_head" in parts:
         parts["dino_head"] = _from_dino_head(parts["dino_head"])
-    layouts += [p.replace("_", " ") for p in ("linear_head", "dino_head") if p in parts and "backbone" not in parts]
+    layouts += [p.replace("_", " ") for p in ("linear_head", "dino_head", "decode_head") if p in parts and "backbone" not in parts]
     return parts, " + ".join(layouts), name
 
 
@@ -534,7 +535,8 @@ def load_weights(model: nn.Module, source: Any, *, strict: bool = True, network:
     (downloaded once into the cache), or an in-memory state dict. The layout is recognised
     from the keys. `network` picks the teacher or the student of a training checkpoint.
     A DinoVisionTransformer takes the backbone; a LinearClassifier takes the backbone and/or
-    the linear head, whichever the file holds; a DINOHead takes the dino head. strict=True
+    the linear head, whichever the file holds; a DINOHead takes the dino head; a Depther the
+    backbone and/or the depth head (decode_head.*, e.g. the official *_nyu_dpt_head.pth). strict=True
     (default): every key of each part loaded must match the model, or WeightsMismatchError
     lists what differs. A model built on the meta device is materialised on the CPU.
     """
@@ -549,8 +551,10 @@ def load_weights(model: nn.Module, source: Any, *, strict: bool = True, network:
         wanted = {"backbone": model.backbone, "linear_head": model.linear_head}
     elif isinstance(model, DINOHead):
         wanted = {"dino_head": model}
+    elif isinstance(model, Depther):  # a depther takes the backbone and/or the official depth-head file
+        wanted = {"backbone": model.backbone, "decode_head": model.decode_head}
     else:
-        raise TypeError(f"load_weights loads DinoVisionTransformer, LinearClassifier or DINOHead models, got {type(model).__name__}")
+        raise TypeError(f"load_weights loads DinoVisionTransformer, LinearClassifier, DINOHead or Depther models, got {type(model).__name__}")
     found = [p for p in wanted if p in parts]
     if not found:
         raise WeightsMismatchError(f"{name} holds {', '.join(sorted(parts)) or 'nothing'} ({layout}) but a "
@@ -605,7 +609,7 @@ def save_weights(model: nn.Module | Mapping[str, Tensor], path: str | os.PathLik
     else:
         raise TypeError(f"save_weights takes a model or a state dict, got {type(model).__name__}")
     if layout != "official":
-        if isinstance(model, (LinearClassifier, DINOHead)) or any(k.startswith(("backbone.", "linear_head.", "last_layer.")) for k in sd):
+        if isinstance(model, (LinearClassifier, DINOHead, Depther)) or any(k.startswith(("backbone.", "linear_head.", "last_layer.")) for k in sd):
             raise ValueError("the Hugging Face layouts hold a backbone only: save model.backbone, or use layout='official'")
         if "mask_token" not in sd and "cls_token" in sd:
             sd["mask_token"] = sd["cls_token"].new_zeros(1, sd["cls_token"].shape[-1])
@@ -631,6 +635,8 @@ def load_pretrained(model: nn.Module, name: str, pretrained: Any, *, cache_dir: 
     """
     from . import hub
 
+    if pretrained is True and isinstance(model, Depther):
+        return _load_pretrained_depther(model, name, cache_dir, progress)
     if pretrained is True:
         backbone_name, is_lc = split_model_name(name)
         path = hub.fetch(hub.backbone_pin(backbone_name), cache_dir=cache_dir, progress=progress)
@@ -644,3 +650,17 @@ def load_pretrained(model: nn.Module, name: str, pretrained: Any, *, cache_dir: 
     if isinstance(pretrained, (str, os.PathLike, Mapping)):
         return load_weights(model, pretrained, cache_dir=cache_dir, progress=progress)
     raise TypeError(f"pretrained must be True, False, a file path, an http(s) URL or a state dict; got {type(pretrained).__name__}")
+
+
+def _load_pretrained_depther(model: Depther, name: str, cache_dir: str | os.PathLike | None, progress: bool) -> LoadReport:
+    """The backbone's pretrain file (pinned, verified) and the official head file of `name`,
+    `weights` and `layers` (no published checksums: unverified, loaded tensor-only)."""
+    from . import hub
+    from .names import split_depth_name
+
+    backbone_name, _ = split_depth_name(name)  # type: ignore[misc]
+    report = load_weights(model, hub.fetch(hub.backbone_pin(backbone_name), cache_dir=cache_dir, progress=progress))
+    head = hub.fetch(hub.depth_head_pin(name, model.config.weights, len(model.config.out_index)),
+                     cache_dir=cache_dir, progress=progress)
+    report.loaded += load_weights(model, head).loaded
+    return report

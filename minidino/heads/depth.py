@@ -43,6 +43,10 @@ DEPTH_LAYERS: dict[str, dict[int, tuple[int, ...]]] = {
 }
 # The training sets of the published heads and the depth range (metres) each was trained for.
 DEPTH_WEIGHTS = ("NYU", "KITTI")
+# The DPT depthers (`*_dd`) take their range from `weights=` (measured on the hub with
+# pretrained=True: NYU 10 m, KITTI 80 m; `depth_range=` overrides it). The hub's pretrained=False
+# ignores `weights=` there (always 10 m); minidino applies the named range either way, so a model
+# built with weights="KITTI" behaves like the KITTI one once its weights are loaded.
 DEPTH_RANGES: dict[str, tuple[float, float]] = {"NYU": (0.001, 10.0), "KITTI": (0.001, 80.0)}
 # QUIRK (range of the linear heads): the official `*_ld` entry points build their head with
 # min_depth=0.001, max_depth=80 whatever `weights=` or `depth_range=` say (measured: the hub
@@ -69,6 +73,7 @@ class DepthConfig:
     channels: int = 256  # C of the fusion stage
     post_process_channels: tuple[int, ...] = ()  # reassembled widths per level: D/8, D/4, D/2, D
     align_corners: bool = False  # of the final resize back to the image size
+    weights: str = "NYU"  # the training set of the head ("NYU" indoor, "KITTI" driving): names the official file
 
     def __post_init__(self) -> None:
         if self.head not in ("linear", "dpt"):
@@ -79,6 +84,8 @@ class DepthConfig:
             raise ValueError(f"the DPT head takes 4 layers, got out_index={self.out_index}")
         if self.head == "linear" and len(self.out_index) not in (1, 4):
             raise ValueError(f"layers must be 1 or 4 (the published heads), got {len(self.out_index)}")
+        if self.weights not in DEPTH_WEIGHTS:
+            raise ValueError(f"unknown depth weights {self.weights!r}; the published heads are {', '.join(DEPTH_WEIGHTS)}")
 
     @property
     def depth_range(self) -> tuple[float, float]:
@@ -114,7 +121,7 @@ def depth_config(backbone: str, head: str, embed_dim: int, *, layers: int = 4, w
         raise ValueError(f"depth_range must satisfy 0 <= min < max (metres), got ({lo}, {hi})")
     extra = {"post_process_channels": tuple(embed_dim // 2 ** (3 - i) for i in range(4))} if head == "dpt" else {}
     return DepthConfig(head=head, out_index=DEPTH_LAYERS[backbone][layers], min_depth=lo, max_depth=hi,  # type: ignore[arg-type]
-                       embed_dim=embed_dim, **extra)
+                       embed_dim=embed_dim, weights=name, **extra)
 
 
 # ---------------------------------------------------------------------------- the quirks
