@@ -168,3 +168,39 @@ def test_pretrained_true_downloads_backbone_and_head(server, tmp_path, monkeypat
     url = server.url + "/dinov2_vits14/dinov2_vits14_kitti_dpt_head.pth"
     m2 = minidino.create_model("dinov2_vits14_dd", pretrained=url, cache_dir=tmp_path)  # a URL: the head alone
     assert all(torch.equal(m2.state_dict()[k], v) for k, v in head.items())
+
+
+# ------------------------------------------------------------------ the command
+def test_depth_command_writes_png_preview_npy_and_names_bad_images(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from minidino.cli import main
+
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (30, 45, 3), dtype=np.uint8)).save(src / "a.png")
+    Image.fromarray(rng.integers(0, 255, (33, 20, 3), dtype=np.uint8)).save(src / "sub" / "a.jpg")  # same stem
+    (src / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    rc = main(["depth", str(src), "--out", str(out), "--weights", "random:1", "--npy"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "broken.jpg" in err and "RANDOM WEIGHTS" in err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a-2.depth.npy", "a-2.depth.png", "a-2.preview.png", "a.depth.npy", "a.depth.png", "a.preview.png"]
+    png = Image.open(out / "a.depth.png")
+    assert png.mode in ("I;16", "I") and png.size == (45, 30)  # 16-bit, the image's own size
+    metres = np.asarray(png, dtype=np.float32) / 1000
+    npy = np.load(out / "a.depth.npy")
+    assert npy.dtype == np.float32 and npy.shape == (30, 45) and np.abs(metres - npy).max() <= 0.0005 + 1e-6
+    assert npy.std() > 0 and 0.001 <= npy.min() and npy.max() <= 10.0
+    assert np.load(out / "a-2.depth.npy").shape == (33, 20)
+    assert Image.open(out / "a.preview.png").mode == "RGB"
+
+
+def test_depth_command_refuses_a_backbone_name(tmp_path):
+    from minidino.cli import main
+
+    with pytest.raises(SystemExit, match="not a depther"):
+        main(["depth", str(tmp_path), "--out", str(tmp_path / "o"), "--model", "dinov2_vits14", "--weights", "random"])
