@@ -131,9 +131,9 @@ def pad_to_patch_multiple(x: Tensor, patch_size: int) -> Tensor:
     or cropping it. The depth map is then computed for the padded image and resized as a whole
     back to (H, W) (see Depther.forward), so the border it sees is part of the picture."""
     B, C, H, W = x.shape
-    ph, pw = (-H) % patch_size, (-W) % patch_size
-    if ph == 0 and pw == 0:
-        return x
+    p = patch_size
+    ph, pw = (H + p - 1) // p * p - H, (W + p - 1) // p * p - W  # rows, columns to add (0 .. p-1)
+    # no early return for 0: a zero pad copies the values, and one graph then serves every size
     return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))  # (B, C, Hp, Wp)
 
 
@@ -144,7 +144,12 @@ def bins_to_metres(logits: Tensor, min_depth: float, max_depth: float, eps: floa
     bins = torch.linspace(min_depth, max_depth, logits.shape[1], device=logits.device)  # (K,)
     p = torch.relu(logits) + eps
     p = p / p.sum(dim=1, keepdim=True)  # (B, K, h, w), sums to 1 over K
-    return torch.einsum("ikmn,k->imn", p, bins.to(p.dtype)).unsqueeze(1)  # (B, 1, h, w)
+    # readable: (p * bins[:, None, None]).sum(1). The weighted sum is one matrix product here, the one
+    # einsum("ikmn,k->imn") performs (bit-identical to it, measured), without einsum's batch-size-1
+    # special case that would tie an exported graph to batch > 1.
+    B, K, h, w = p.shape
+    depth = p.permute(0, 2, 3, 1).reshape(B * h * w, K) @ bins.to(p.dtype).unsqueeze(1)  # (B*h*w, 1)
+    return depth.reshape(B, 1, h, w)  # (B, 1, h, w)
 
 
 # ---------------------------------------------------------------------------- the linear head

@@ -99,10 +99,11 @@ class FeatureFusionBlock(nn.Module):
     def forward(self, x: Tensor, skip: Tensor | None = None) -> Tensor:
         if skip is not None:
             assert self.res_conv_unit1 is not None
-            if skip.shape != x.shape:
-                # QUIRK (odd grids): the 2x-down level has ceil(h/2) rows, so the upsampled coarse map
-                # can be one row larger than the skip; the skip is resized to it (bilinear, not cropped)
-                skip = F.interpolate(skip, size=x.shape[2:], mode="bilinear", align_corners=False)
+            # QUIRK (odd grids): the 2x-down level has ceil(h/2) rows, so the upsampled coarse map can
+            # be one row larger than the skip; the official block then resizes the skip to it (bilinear,
+            # not cropped). Resizing unconditionally is the same (a same-size bilinear resize is an exact
+            # copy) and keeps the graph free of a shape test, so one export serves every image size.
+            skip = F.interpolate(skip, size=x.shape[2:], mode="bilinear", align_corners=False)
             x = x + self.res_conv_unit1(skip)
         x = self.res_conv_unit2(x)
         x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)  # (B, C, 2*, 2*)
