@@ -44,7 +44,7 @@ from torch import nn
 from .names import get_config, split_model_name
 
 __all__ = ["OfficialModel", "ReferenceUnavailable", "official_model", "official_pair", "official_repo",
-           "snapshot_available", "max_abs_difference", "compare", "side_by_side"]
+           "snapshot_available", "max_abs_difference", "compare", "side_by_side", "side_by_side_depth"]
 
 REPO_ENV = "MINIDINO_OFFICIAL_REPO"  # a folder (or .tar.gz) of the official hub code
 # Where a minidino checkout finds the shared snapshot of the official hub code (CI has it there too).
@@ -253,4 +253,30 @@ def side_by_side(name: str, repo: str | os.PathLike | None = None, seed: int = 0
         x = generate_images(seed, 100 + i, (B, 3, H, W))
         masks = generate_masks(seed, 200 + i, B, (H // 14) * (W // 14), p) if p else None
         out.append((f"{B}x3x{H}x{W}" + (f" masks p={p}" if p else ""), compare(ref.module, ours, x, masks)))
+    return out
+
+
+@torch.no_grad()
+def side_by_side_depth(name: str, repo: str | os.PathLike | None = None, seed: int = 0, *,
+                       layers: int | None = None) -> list[tuple[str, float]]:
+    """A depther (`*_ld`, `*_dd`) of the official hub code and minidino's, same generated weights
+    (the golden generator and its depth rule), on images whose sides are not multiples of 14:
+    (input description, max abs of the depth maps) per input; every figure should be 0.0."""
+    from . import create_model
+    from .golden import generate_for, generate_images
+
+    hub = official_repo(repo)
+    if hub is None:
+        raise ReferenceUnavailable("the depthers need the official hub code (repo=, $MINIDINO_OFFICIAL_REPO or ../shared/official)")
+    kw = {"layers": layers} if layers is not None else {}
+    ref = official_model(name, hub, meta=True, **kw).module
+    ours = create_model(name, device="meta", **kw)
+    sd = generate_for(ref, seed)
+    ref.load_state_dict(sd, strict=True, assign=True)
+    ours.load_state_dict(sd, strict=True, assign=True)
+    out = []
+    for i, (B, H, W) in enumerate([(2, 47, 61), (1, 70, 42)]):
+        x = generate_images(seed, 300 + i, (B, 3, H, W))
+        want = ref.eval().whole_inference(x, img_meta=None, rescale=True)
+        out.append((f"{B}x3x{H}x{W}", max_abs_difference(want, ours.eval()(x))))
     return out
