@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -122,13 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     tag = args.tag or f"cpu_{_dt.date.today().isoformat()}_depth"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    load = [round(v, 2) for v in os.getloadavg()]  # a busy machine makes the timings noisy: recorded with them
     result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "rounds": args.rounds, "rows": rows,
+              "load_avg_after": load,
               "reference": "official hub depthers (../shared/official snapshot, b8931f7), whole_inference"}
     (out / f"{tag}.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"# Depthers, CPU eager: minidino vs the official hub code ({tag})", "",
              f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.rounds} interleaved rounds, "
              "same generated weights and images; peak = growth of the process's peak RSS over one forward, fresh "
-             "process per implementation.", "",
+             f"process per implementation. Load average after the run: {load} (1, 5, 15 min).", "",
              "| model | image | minidino ms | official ms | speed ratio (official / minidino) | peak MiB minidino / official | max abs |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -23,16 +23,24 @@ from minidino.weights import huggingface_dpt_config
 transformers = pytest.importorskip("transformers")
 
 
+@pytest.fixture(scope="module")
+def ours():
+    return golden.random_model("dinov2_vits14_dd", 4)
+
+
+@pytest.fixture(scope="module")
+def hf(ours):
+    return hf_model(ours)
+
+
 def hf_model(model):
     cfg = huggingface_dpt_config(model)
     backbone = transformers.Dinov2Config(**{k: v for k, v in cfg.pop("backbone_config").items() if k not in ("architectures", "model_type")})
     return transformers.DPTForDepthEstimation(transformers.DPTConfig(backbone_config=backbone, **cfg)).eval()
 
 
-def test_dpt_weights_round_trip_through_transformers(tmp_path):
-    ours = golden.random_model("dinov2_vits14_dd", 4)
+def test_dpt_weights_round_trip_through_transformers(ours, hf, tmp_path):
     path = minidino.save_weights(ours, tmp_path / "dpt.safetensors", layout="huggingface")
-    hf = hf_model(ours)
     from safetensors.torch import load_file
 
     hf.load_state_dict(load_file(str(path)), strict=True)  # every DPTForDepthEstimation key, nothing else
@@ -42,9 +50,7 @@ def test_dpt_weights_round_trip_through_transformers(tmp_path):
     assert all(torch.equal(back.state_dict()[k], v) for k, v in ours.state_dict().items())
 
 
-def test_transformers_dpt_against_the_official_depther():
-    ours = golden.random_model("dinov2_vits14_dd", 4)
-    hf = hf_model(ours)
+def test_transformers_dpt_against_the_official_depther(ours, hf):
     hf.load_state_dict(minidino.weights.dpt_to_huggingface(ours.state_dict()), strict=True)
     x = golden.generate_images(4, 9, (1, 3, 154, 210))  # multiples of 14: no padding needed
     with torch.no_grad():
