@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import minidino
+import minidino.reference
 from minidino import golden, hub
 from minidino.heads.depth import DEPTH_LAYERS, Depther, pad_to_patch_multiple
 from minidino.weights import WeightsMismatchError
@@ -204,3 +205,19 @@ def test_depth_command_refuses_a_backbone_name(tmp_path):
 
     with pytest.raises(SystemExit, match="not a depther"):
         main(["depth", str(tmp_path), "--out", str(tmp_path / "o"), "--model", "dinov2_vits14", "--weights", "random"])
+
+
+@pytest.mark.skipif(not minidino.reference.official_repo(), reason="no official hub code (../shared/official)")
+def test_bench_depth_runs_and_writes_results(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_depth", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_depth.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--models", "dinov2_vits14_ld", "--size", "30x45", "--rounds", "1", "--no-memory",
+                       "--out", str(tmp_path), "--tag", "t"]) == 0
+    (row,) = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert row["max_abs"] == 0.0 and row["speedup"] > 0  # identical outputs; speed is reported, never tested
+    assert "| dinov2_vits14_ld |" in (tmp_path / "t.md").read_text()
