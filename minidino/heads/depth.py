@@ -144,9 +144,9 @@ def bins_to_metres(logits: Tensor, min_depth: float, max_depth: float, eps: floa
     bins = torch.linspace(min_depth, max_depth, logits.shape[1], device=logits.device)  # (K,)
     p = torch.relu(logits) + eps
     p = p / p.sum(dim=1, keepdim=True)  # (B, K, h, w), sums to 1 over K
-    # readable: (p * bins[:, None, None]).sum(1). The weighted sum is one matrix product here, the one
-    # einsum("ikmn,k->imn") performs (bit-identical to it, measured), without einsum's batch-size-1
-    # special case that would tie an exported graph to batch > 1.
+    # readable: (p * bins[:, None, None]).sum(1). Written as the one matrix product that
+    # einsum("ikmn,k->imn") performs for this pattern (bit-identical to it, measured; the plain
+    # sum above is not), so an exported graph holds a plain matmul rather than einsum's reshapes.
     B, K, h, w = p.shape
     depth = p.permute(0, 2, 3, 1).reshape(B * h * w, K) @ bins.to(p.dtype).unsqueeze(1)  # (B*h*w, 1)
     return depth.reshape(B, 1, h, w)  # (B, 1, h, w)
