@@ -75,7 +75,7 @@ def _backbone(model: nn.Module) -> DinoVisionTransformer:
     if isinstance(model, DinoVisionTransformer):
         return model
     raise TypeError(
-        f"can only export a minidino backbone, *_lc classifier or depther, got {type(model).__name__}; "
+        f"can only export a minidino backbone or *_lc classifier (or a depther), got {type(model).__name__}; "
         "build one with minidino.create_model(name)"
     )
 
