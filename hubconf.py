@@ -6,7 +6,8 @@
 As in facebookresearch/dinov2's hubconf: pretrained=True by default (the published checkpoint,
 downloaded once and checksum-verified), `weights="LVD142M"` for the backbones and
 `weights="IMAGENET1K"` for the `_lc` classifiers (the only published ones), `layers=4` by
-default for the classifiers. Other keyword arguments are config overrides of create_model
+default for the classifiers; the depthers (`_ld` linear, `_dd` DPT) take `weights="NYU"|"KITTI"`
+(default NYU), `depth_range=(min, max)` and, for `_ld`, `layers=4|1`. Other keyword arguments are config overrides of create_model
 (e.g. depth=4, device="meta").
 """
 
@@ -118,3 +119,53 @@ def dinov2_vitl14_reg_lc(*, layers: int = 4, pretrained: bool = True, weights: A
 def dinov2_vitg14_reg_lc(*, layers: int = 4, pretrained: bool = True, weights: Any = _CLASSIFIER_WEIGHTS, **kwargs: Any) -> Any:
     """ViT-g/14 with registers and its ImageNet-1k linear classifier."""
     return _classifier("dinov2_vitg14_reg_lc", layers, pretrained, weights, kwargs)
+
+
+_DEPTH_WEIGHTS = "NYU"  # the hub's default training set of the depth heads (the other: KITTI)
+
+
+def _depther(name: str, layers: int | None, pretrained: bool, weights: Any, kwargs: dict[str, Any]) -> Any:
+    import minidino
+
+    kw = {"layers": layers} if layers is not None else {}
+    return minidino.create_model(name, pretrained=pretrained, weights=_weights_name(weights), **kw, **kwargs)
+
+
+def dinov2_vits14_ld(*, layers: int = 4, pretrained: bool = True, weights: Any = _DEPTH_WEIGHTS, **kwargs: Any) -> Any:
+    """ViT-S/14 with a linear depth head (bins) on 4 layers (or 1), trained on NYU Depth v2 or KITTI."""
+    return _depther("dinov2_vits14_ld", layers, pretrained, weights, kwargs)
+
+
+def dinov2_vitb14_ld(*, layers: int = 4, pretrained: bool = True, weights: Any = _DEPTH_WEIGHTS, **kwargs: Any) -> Any:
+    """ViT-B/14 with a linear depth head (bins)."""
+    return _depther("dinov2_vitb14_ld", layers, pretrained, weights, kwargs)
+
+
+def dinov2_vitl14_ld(*, layers: int = 4, pretrained: bool = True, weights: Any = _DEPTH_WEIGHTS, **kwargs: Any) -> Any:
+    """ViT-L/14 with a linear depth head (bins)."""
+    return _depther("dinov2_vitl14_ld", layers, pretrained, weights, kwargs)
+
+
+def dinov2_vitg14_ld(*, layers: int = 4, pretrained: bool = True, weights: Any = _DEPTH_WEIGHTS, **kwargs: Any) -> Any:
+    """ViT-g/14 with a linear depth head (bins)."""
+    return _depther("dinov2_vitg14_ld", layers, pretrained, weights, kwargs)
+
+
+def dinov2_vits14_dd(*, pretrained: bool = True, weights: Any = _DEPTH_WEIGHTS, **kwargs: Any) -> Any:
+    """ViT-S/14 with a DPT depth head on 4 layers, trained on NYU Depth v2 or KITTI."""
+    return _depther("dinov2_vits14_dd", None, pretrained, weights, kwargs)
+
+
+def dinov2_vitb14_dd(*, pretrained: bool = True, weights: Any = _DEPTH_WEIGHTS, **kwargs: Any) -> Any:
+    """ViT-B/14 with a DPT depth head."""
+    return _depther("dinov2_vitb14_dd", None, pretrained, weights, kwargs)
+
+
+def dinov2_vitl14_dd(*, pretrained: bool = True, weights: Any = _DEPTH_WEIGHTS, **kwargs: Any) -> Any:
+    """ViT-L/14 with a DPT depth head."""
+    return _depther("dinov2_vitl14_dd", None, pretrained, weights, kwargs)
+
+
+def dinov2_vitg14_dd(*, pretrained: bool = True, weights: Any = _DEPTH_WEIGHTS, **kwargs: Any) -> Any:
+    """ViT-g/14 with a DPT depth head."""
+    return _depther("dinov2_vitg14_dd", None, pretrained, weights, kwargs)

@@ -12,15 +12,15 @@ from typing import Any
 import torch
 
 from .config import DinoConfig
-from .names import get_config, list_models, split_model_name
-from .heads import DINOHead, LinearClassifier
+from .names import get_config, list_models, split_depth_name, split_model_name
+from .heads import DINOHead, Depther, LinearClassifier
 from .export import export_onnx, export_program  # onnx itself is imported only inside them
 from .model import DinoVisionTransformer
 from .weights import load_weights, save_weights
 from .optimize import optimize
 
 __all__ = [
-    "create_model", "list_models", "get_config", "DinoConfig", "DinoVisionTransformer", "LinearClassifier", "DINOHead", "optimize",
+    "create_model", "list_models", "get_config", "DinoConfig", "DinoVisionTransformer", "LinearClassifier", "DINOHead", "Depther", "optimize",
     "load_weights", "save_weights", "export_onnx", "export_program",
 ]
 __version__ = "0.1.0"
@@ -33,8 +33,10 @@ def create_model(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     **overrides: Any,
-) -> DinoVisionTransformer | LinearClassifier:
-    """Build a hub model by name: one of the 8 backbones, or a `*_lc` classifier (`layers=1|4`, default 4).
+) -> DinoVisionTransformer | LinearClassifier | Depther:
+    """Build a hub model by name: one of the 8 backbones, a `*_lc` classifier (`layers=1|4`, default 4),
+    or a depther (`*_ld`: `layers=1|4`, default 4; `*_dd`), with `weights="NYU"|"KITTI"` (default
+    NYU) and `depth_range=(min, max)` in metres as in the hub (see minidino.heads.depth).
 
     overrides replace config fields (e.g. depth=4 builds the first 4 blocks); an unknown field
     is a TypeError. device="meta" builds without allocating memory (weights are then loaded
@@ -49,6 +51,8 @@ def create_model(
         (1, 1000)
         >>> big = minidino.create_model("dinov2_vitg14", device="meta")  # no memory allocated
     """
+    if split_depth_name(name) is not None:
+        return _create_depther(name, pretrained=pretrained, device=device, dtype=dtype, **overrides)
     backbone_name, is_lc = split_model_name(name)
     cache_dir = overrides.pop("cache_dir", None)  # where pretrained=True downloads go (else $MINIDINO_HOME)
     layers = overrides.pop("layers", 4) if is_lc else None
@@ -66,6 +70,29 @@ def create_model(
         model.init_weights()
     if pretrained is not False and pretrained is not None:
         from .weights import load_pretrained  # weights reads the model, never the other way round
+
+        load_pretrained(model, name, pretrained, cache_dir=cache_dir)
+    return model.eval()
+
+
+def _create_depther(name: str, *, pretrained: Any, device: Any, dtype: torch.dtype | None, **overrides: Any) -> Depther:
+    from .heads.depth import depth_config
+
+    backbone_name, head = split_depth_name(name)  # type: ignore[misc]
+    cache_dir = overrides.pop("cache_dir", None)
+    if head == "dpt" and "layers" in overrides:
+        raise TypeError(f"'layers' applies to the linear depthers (*_ld); {name!r} (DPT) always takes 4 layers")
+    layers = overrides.pop("layers", 4)
+    weights = overrides.pop("weights", "NYU")
+    depth_range = overrides.pop("depth_range", None)
+    config = get_config(backbone_name).replace(**overrides)
+    head_config = depth_config(backbone_name, head, config.embed_dim, layers=layers, weights=weights, depth_range=depth_range)
+    meta = torch.device(device).type == "meta" if device is not None else False
+    model = Depther(DinoVisionTransformer(config, device=device, dtype=dtype), head_config, device=device, dtype=dtype)
+    if not meta:
+        model.init_weights()
+    if pretrained is not False and pretrained is not None:
+        from .weights import load_pretrained
 
         load_pretrained(model, name, pretrained, cache_dir=cache_dir)
     return model.eval()

@@ -180,8 +180,31 @@ def run_demo(
     sim_path = out / "similarity.txt"
     sim_path.write_text(f"# {weights_label}\n# cosine similarity of the class tokens\n{table}\n")
     log(f"cosine similarity of the class tokens (written to {sim_path}):\n{table}")
+    depth_path = depth_panel(out, scenes, size=size, log=log)
     return {
-        "samples": sample_paths, "pca": pca_path, "attention": att_path, "similarity_txt": sim_path,
+        "samples": sample_paths, "pca": pca_path, "attention": att_path, "similarity_txt": sim_path, "depth": depth_path,
         "names": names, "embeddings": cls, "similarity": sim,
         "seconds": {"forward_pca": t_pca, "total": time.perf_counter() - t_start},
     }
+
+
+@torch.no_grad()
+def depth_panel(out: Path, scenes: dict[str, Any], *, size: int, seed: int = 0, log: Callable[[str], Any] = print) -> Path:
+    """depth.png: each scene beside the depth map of a ViT-S/14 DPT depther with RANDOM weights
+    (the golden generator; offline), with a scale bar in metres. It shows the pipeline and the
+    picture, not real depth: the label on the picture says so."""
+    from . import golden
+    from .viz import compose_grid, depth_preview
+
+    t0 = time.perf_counter()
+    model = golden.random_model("dinov2_vits14_dd", seed)
+    label = f"RANDOM WEIGHTS (dinov2_vits14_dd, seed {seed}): the depth pipeline, not real depth"
+    small = max(14, size // 2)  # the depther runs at half size (it is the costliest part of the demo)...
+    x = torch.stack([dense_transform(img, size=small) for img in scenes.values()])  # (4, 3, h, w)
+    depth = F.interpolate(model(x), size=(size, size), mode="bilinear", align_corners=False)  # ...shown at full size
+    rows = [[img.convert("RGB"), depth_preview(d[0], caption=name)] for (name, img), d in zip(scenes.items(), depth)]
+    log(f"depth of {len(rows)} scenes at {small} px (ViT-S/14 DPT, random weights): {time.perf_counter() - t0:.2f} s")
+    path = out / "depth.png"
+    compose_grid(rows, caption=label).save(path)
+    log(f"wrote {path}: each scene next to its depth map (metres) from a depther with RANDOM weights")
+    return path

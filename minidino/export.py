@@ -15,7 +15,8 @@ of one size into the graph as a constant.
 
 Graph inputs and outputs: "x" (B, 3, H, W) float32 in; out, by default, "x_norm_clstoken"
 (B, D), "x_norm_regtokens" (B, R, D) for the register models, "x_norm_patchtokens"
-(B, h*w, D) (the keys of `forward_features`); a `*_lc` classifier gives "logits" (B, 1000).
+(B, h*w, D) (the keys of `forward_features`); a `*_lc` classifier gives "logits" (B, 1000);
+a depther (`*_ld`, `*_dd`) gives "depth" (B, 1, H, W) in metres, for any H and W (it pads itself).
 onnx and onnxruntime are optional dependencies (`pip install minidino[export]`), imported
 only here, inside the functions.
 """
@@ -30,11 +31,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .heads import LinearClassifier
+from .heads import Depther, LinearClassifier
 from .model import DinoVisionTransformer
 
 __all__ = ["export_onnx", "export_program", "default_outputs"]
 
+# Smallest side of an exported depther's input: 3 patches after padding. torch.export guards the
+# patch grid to h, w >= 3 (the DPT's 2x-down level and the size-1 specialisation); eager takes any size.
+DEPTH_MIN_SIDE = 29
 FEATURE_KEYS = ("x_norm_clstoken", "x_norm_regtokens", "x_norm_patchtokens", "x_prenorm")
 
 
@@ -48,6 +52,8 @@ def default_outputs(model: nn.Module) -> tuple[str, ...]:
     """
     if isinstance(model, LinearClassifier):
         return ("logits",)
+    if isinstance(model, Depther):
+        return ("depth",)
     backbone = _backbone(model)
     regs = ("x_norm_regtokens",) if backbone.num_register_tokens else ()
     return ("x_norm_clstoken", *regs, "x_norm_patchtokens")
@@ -62,19 +68,19 @@ class _Exportable(nn.Module):
         self.outputs = tuple(outputs)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        if isinstance(self.model, LinearClassifier):
-            return (self.model(x),)  # (B, C)
+        if isinstance(self.model, (LinearClassifier, Depther)):
+            return (self.model(x),)  # (B, C) logits or (B, 1, H, W) depth
         feats = self.model.forward_features(x)
         return tuple(feats[k] for k in self.outputs)
 
 
 def _backbone(model: nn.Module) -> DinoVisionTransformer:
-    if isinstance(model, LinearClassifier):
+    if isinstance(model, (LinearClassifier, Depther)):
         return model.backbone
     if isinstance(model, DinoVisionTransformer):
         return model
     raise TypeError(
-        f"can only export a minidino backbone or *_lc classifier, got {type(model).__name__}; "
+        f"can only export a minidino backbone or *_lc classifier (or a depther), got {type(model).__name__}; "
         "build one with minidino.create_model(name)"
     )
 
@@ -83,16 +89,20 @@ def _check_outputs(model: nn.Module, outputs: Sequence[str] | None) -> tuple[str
     if outputs is None:
         return default_outputs(model)
     outputs = tuple(outputs)
-    allowed = ("logits",) if isinstance(model, LinearClassifier) else FEATURE_KEYS
+    allowed = ("logits",) if isinstance(model, LinearClassifier) else ("depth",) if isinstance(model, Depther) else FEATURE_KEYS
     bad = [o for o in outputs if o not in allowed]
     if bad or not outputs:
         raise ValueError(f"unknown graph outputs {bad or outputs!r}; choose from {allowed}")
     return outputs
 
 
-def _check_size(model: DinoVisionTransformer, size: Sequence[int]) -> tuple[int, int]:
+def _check_size(model: DinoVisionTransformer, size: Sequence[int], any_size: bool = False) -> tuple[int, int]:
     if len(size) != 2 or not all(isinstance(s, int) for s in size):
         raise TypeError(f"size must be (H, W) in pixels, got {size!r}")
+    if any_size:  # a depther pads the image itself
+        if min(size) < DEPTH_MIN_SIDE:
+            raise ValueError(f"size {size[0]}x{size[1]}: an exported depther takes sides of {DEPTH_MIN_SIDE} px or more")
+        return size[0], size[1]
     p = model.patch_size
     H, W = size
     if H < p or W < p or H % p or W % p:
@@ -148,7 +158,8 @@ def _set_export_pos(backbone: DinoVisionTransformer, static_size: tuple[int, int
     backbone.interpolate_pos_encoding = fixed_pos  # type: ignore[method-assign]
 
 
-def _example_and_shapes(model: DinoVisionTransformer, size: tuple[int, int], dynamic: bool) -> tuple[Tensor, Any]:
+def _example_and_shapes(model: DinoVisionTransformer, size: tuple[int, int], dynamic: bool,
+                        any_size: bool = False) -> tuple[Tensor, Any]:
     weight = model.patch_embed.proj.weight
     # Batch 2, not 1: torch.export specialises dimensions of size 1.
     x = torch.randn(2, 3, *size, device=weight.device, dtype=torch.float32)  # (B, 3, H, W)
@@ -156,6 +167,11 @@ def _example_and_shapes(model: DinoVisionTransformer, size: tuple[int, int], dyn
     batch = Dim("batch", min=1)  # the batch is free in both modes
     if not dynamic:
         return x, {"x": {0: batch}}
+    if any_size:  # a depther: H and W free (it pads to whole patches itself), from DEPTH_MIN_SIDE px
+        sides = {2: Dim("H", min=DEPTH_MIN_SIDE), 3: Dim("W", min=DEPTH_MIN_SIDE)} if dynamic else {}
+        # batch 1, fixed: with a symbolic batch torch.export (2.13) adds a guard batch != 1 that we
+        # could not trace to its op; one image at a time is what depth inference does anyway
+        return x[:1], {"x": sides}
     p = model.patch_size
     # H = 14 h and W = 14 w: the graph knows the sides are multiples of the patch size.
     h, w = Dim("h", min=1), Dim("w", min=1)
@@ -182,8 +198,8 @@ def export_program(
     """
     backbone = _backbone(model)
     outputs = _check_outputs(model, outputs)
-    size = _check_size(backbone, size)
-    x, shapes = _example_and_shapes(backbone, size, dynamic)
+    size = _check_size(backbone, size, isinstance(model, Depther))
+    x, shapes = _example_and_shapes(backbone, size, dynamic, isinstance(model, Depther))
     with _export_mode(model, None if dynamic else size):
         return torch.export.export(_Exportable(model, outputs).eval(), (x,), dynamic_shapes=shapes)
 
@@ -221,12 +237,12 @@ def export_onnx(
         raise ImportError(f"export_onnx needs the export extra: pip install 'minidino[export]' ({e})") from None
     backbone = _backbone(model)
     outputs = _check_outputs(model, outputs)
-    size = _check_size(backbone, size)
+    size = _check_size(backbone, size, isinstance(model, Depther))
     path = Path(path)
     if path.suffix != ".onnx":
         raise ValueError(f"ONNX path should end in .onnx, got {str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    x, shapes = _example_and_shapes(backbone, size, dynamic)
+    x, shapes = _example_and_shapes(backbone, size, dynamic, isinstance(model, Depther))
     kwargs: dict[str, Any] = {} if opset is None else {"opset_version": opset}
     with _export_mode(model, None if dynamic else size):
         torch.onnx.export(

@@ -80,6 +80,10 @@ def init_range(key: str, shape: tuple[int, ...]) -> tuple[float, float]:
     """
     if key.endswith(".gamma"):
         return 0.5, 0.25
+    if key == "decode_head.conv_depth.head.4.bias":
+        # The DPT depthers' last bias (the regression is relu(x) + min_depth, then clamped): centred at
+        # 2 m so the depth lies inside the range, not at min_depth, and the check exercises every layer.
+        return 2.0, 0.1
     if key.endswith(("norm.weight", "norm1.weight", "norm2.weight")):
         return 1.0, 0.25
     if key.endswith(".bias"):
@@ -196,6 +200,8 @@ def load_index(golden_dir: str | Path | None = None) -> dict[str, Any]:
 def case_name(case: dict[str, Any]) -> str:
     if "lc_layers" in case:
         return f"{case['model']}_layers{case['lc_layers']}"
+    if "depth_layers" in case:  # a linear depther (*_ld)
+        return f"{case['model']}_layers{case['depth_layers']}"
     return case["model"]
 
 
@@ -214,6 +220,9 @@ def build_case(case: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Tensor]
     if case["model"] == "dino_head":
         model: torch.nn.Module = DINOHead(case["in_dim"], case["out_dim"], case["hidden_dim"], case["bottleneck_dim"],
                                           case["nlayers"], device="meta")
+    elif case["model"].endswith(("_ld", "_dd")):  # depthers: full depth (the head reads the last block)
+        kw = {"layers": case["depth_layers"]} if "depth_layers" in case else {}
+        model = create_model(case["model"], device="meta", **kw)
     else:
         kw = {"layers": case["lc_layers"]} if "lc_layers" in case else {}
         model = create_model(case["model"], depth=case["depth"], device="meta", **kw)
@@ -253,7 +262,7 @@ def _parse_slices(text: str | None) -> tuple[slice, ...]:
 
 def _evaluate(model: torch.nn.Module, x: Tensor, masks: Tensor | None, spec: str, cache: dict[str, Any]) -> Tensor:
     """The value a stored output name describes, e.g. 'forward_features/x_norm_patchtokens[:,::7]'."""
-    if spec == "logits":
+    if spec in ("logits", "depth"):  # a classifier's logits, a depther's depth map (B, 1, H, W)
         return model(x)
     call, _, rest = spec.partition("/")
     path_text = _SLICE.match(rest)

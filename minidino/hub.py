@@ -35,7 +35,7 @@ from .progress import ProgressBar
 
 __all__ = [
     "Pin", "DownloadError", "ChecksumError", "default_cache_dir", "base_url", "load_pins", "pin_for",
-    "backbone_pin", "head_pin", "download", "fetch", "fetch_url", "sha256_file", "ProgressBar",
+    "backbone_pin", "head_pin", "depth_head_pin", "download", "fetch", "fetch_url", "sha256_file", "ProgressBar",
 ]
 
 DEFAULT_BASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
@@ -158,6 +158,27 @@ def head_pin(name: str, layers: int) -> Pin:
     key = f"{full}_linear{'4' if layers == 4 else ''}_head"
     entry = load_pins()["linear_heads"].get(key)
     return _from_json(entry) if entry else Pin(path=f"{base}/{key}.pth")
+
+
+def depth_head_pin(name: str, weights: str, layers: int = 4) -> Pin:
+    """The official head file of a depther, e.g. ('dinov2_vitb14_dd', 'KITTI') ->
+    dinov2_vitb14/dinov2_vitb14_kitti_dpt_head.pth (the hub's naming; `*_ld`: linear4 or linear).
+    No checksums are published for these files: the pin has no digest (a catalogue entry
+    under "depth_heads" adds a size or digest when one is known)."""
+    from .names import split_depth_name
+
+    parts = split_depth_name(name)
+    if parts is None:
+        raise ValueError(f"{name!r} is not a depther; the depthers are dinov2_vit{{s,b,l,g}}14_{{ld,dd}}")
+    backbone, head = parts
+    if str(weights).upper() not in ("NYU", "KITTI"):
+        raise ValueError(f"unknown depth weights {weights!r}; the published heads are NYU, KITTI")
+    if layers not in (1, 4):
+        raise ValueError(f"layers must be 1 or 4 (the published heads), got {layers!r}")
+    kind = "dpt" if head == "dpt" else ("linear4" if layers == 4 else "linear")
+    key = f"{backbone}_{str(weights).lower()}_{kind}_head"
+    entry = load_pins().get("depth_heads", {}).get(key)
+    return _from_json(entry) if entry else Pin(path=f"{backbone}/{key}.pth")
 
 
 def pin_for(filename: str) -> Pin | None:

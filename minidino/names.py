@@ -4,24 +4,43 @@ from __future__ import annotations
 
 from .config import PRESETS, DinoConfig, closest_names
 
-__all__ = ["LC_SUFFIX", "list_models", "split_model_name", "get_config"]
+__all__ = ["LC_SUFFIX", "DEPTH_HEADS", "list_models", "split_model_name", "split_depth_name", "get_config"]
 
 LC_SUFFIX = "_lc"  # hub names of the ImageNet linear classifiers: backbone name + "_lc"
+# hub names of the depth estimators: plain backbone name + suffix (the hub has none with registers)
+DEPTH_HEADS = {"_ld": "linear", "_dd": "dpt"}
+DEPTH_BACKBONES = ("dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "dinov2_vitg14")
 
 
-def list_models(include_classifiers: bool = True) -> list[str]:
-    """The hub names minidino builds: 8 backbones, and their `*_lc` classifiers.
+def list_models(include_classifiers: bool = True, include_depthers: bool = True) -> list[str]:
+    """The hub names minidino builds: 8 backbones, their `*_lc` classifiers, the `*_ld`/`*_dd` depthers.
 
     Examples:
         >>> minidino.list_models()[:3]
         ['dinov2_vits14', 'dinov2_vitb14', 'dinov2_vitl14']
-        >>> len(minidino.list_models()), len(minidino.list_models(include_classifiers=False))
+        >>> len(minidino.list_models(include_depthers=False)), len(minidino.list_models(False, False))
         (16, 8)
     """
     names = list(PRESETS)
     if include_classifiers:
         names += [n + LC_SUFFIX for n in PRESETS]
+    if include_depthers:
+        names += [n + s for s in DEPTH_HEADS for n in DEPTH_BACKBONES]
     return names
+
+
+def split_depth_name(name: str) -> tuple[str, str] | None:
+    """'dinov2_vitb14_dd' -> ('dinov2_vitb14', 'dpt'); None for a name that is not a depther.
+
+    Examples:
+        >>> split_depth_name("dinov2_vitb14_dd"), split_depth_name("dinov2_vitb14")
+        (('dinov2_vitb14', 'dpt'), None)
+    """
+    if isinstance(name, str):
+        for suffix, head in DEPTH_HEADS.items():
+            if name.endswith(suffix) and name[: -len(suffix)] in DEPTH_BACKBONES:
+                return name[: -len(suffix)], head
+    return None
 
 
 def split_model_name(name: str) -> tuple[str, bool]:
@@ -46,12 +65,15 @@ def split_model_name(name: str) -> tuple[str, bool]:
 
 
 def get_config(name: str) -> DinoConfig:
-    """The backbone config of a hub name (a `*_lc` name gives its backbone's config).
+    """The backbone config of a hub name (a `*_lc`, `*_ld` or `*_dd` name gives its backbone's config).
 
     Examples:
         >>> c = minidino.get_config("dinov2_vitb14_reg")
         >>> c.embed_dim, c.depth, c.num_heads, c.num_register_tokens
         (768, 12, 12, 4)
     """
+    depth = split_depth_name(name)
+    if depth is not None:
+        return PRESETS[depth[0]]
     backbone, _ = split_model_name(name)
     return PRESETS[backbone]

@@ -44,7 +44,7 @@ from torch import nn
 from .names import get_config, split_model_name
 
 __all__ = ["OfficialModel", "ReferenceUnavailable", "official_model", "official_pair", "official_repo",
-           "snapshot_available", "max_abs_difference", "compare", "side_by_side"]
+           "snapshot_available", "max_abs_difference", "compare", "side_by_side", "side_by_side_depth"]
 
 REPO_ENV = "MINIDINO_OFFICIAL_REPO"  # a folder (or .tar.gz) of the official hub code
 # Where a minidino checkout finds the shared snapshot of the official hub code (CI has it there too).
@@ -176,7 +176,8 @@ def _quiet_import() -> Iterator[None]:
 
 
 def official_model(name: str, repo: str | os.PathLike | None = None, *, layers: int | None = None,
-                   pypi: bool = False, **overrides: Any) -> OfficialModel:
+                   pypi: bool = False, meta: bool = False, weights: str | None = None,
+                   depth_range: tuple[float, float] | None = None, **overrides: Any) -> OfficialModel:
     """The official implementation of hub model `name` (official random init, eval mode).
 
     repo: the official hub code (a folder or .tar.gz; default: see official_repo), loaded
@@ -185,6 +186,8 @@ def official_model(name: str, repo: str | os.PathLike | None = None, *, layers: 
     the first blocks, for fast tests of the big models; with the hub code (whose entry points
     take no depth) the model is then built on the meta device, cut to its first `depth` blocks
     and left UNINITIALISED: load a state dict before use.
+    weights / depth_range: passed to the hub's depthers (`*_ld`, `*_dd`). meta=True builds the
+    whole model on the meta device (nothing allocated): load a state dict with assign=True.
     Raises ReferenceUnavailable when no source can build it.
 
     Examples:
@@ -199,15 +202,17 @@ def official_model(name: str, repo: str | os.PathLike | None = None, *, layers: 
     if hub is not None:
         if set(overrides) - {"depth"}:
             raise TypeError(f"overrides {sorted(set(overrides) - {'depth'})}: the hub code takes only depth=")
-        kw = {"layers": layers} if layers is not None else {}
+        kw: dict[str, Any] = {"layers": layers} if layers is not None else {}
+        kw.update({k: v for k, v in (("weights", weights), ("depth_range", depth_range)) if v is not None})
         depth = overrides.get("depth")
-        with _quiet_import(), _own_dinov2_package(), (torch.device("meta") if depth else contextlib.nullcontext()):
+        with _quiet_import(), _own_dinov2_package(), (torch.device("meta") if depth or meta else contextlib.nullcontext()):
             module = torch.hub.load(hub, name, source="local", pretrained=False, trust_repo=True, verbose=False, **kw)
         if depth:
             backbone = getattr(module, "backbone", module)
             backbone.blocks = backbone.blocks[:depth]
             backbone.n_blocks = depth  # the official model counts its blocks in this attribute
-            module = module.to_empty(device="cpu")
+            if not meta:
+                module = module.to_empty(device="cpu")
         return OfficialModel(module.eval(), f"official hub code at {hub} (torch.hub)", "fused")
     backbone, is_lc = split_model_name(name)
     config = get_config(backbone).replace(**overrides)
@@ -318,4 +323,30 @@ def side_by_side(name: str, repo: str | os.PathLike | None = None, seed: int = 0
         x = generate_images(seed, 100 + i, (B, 3, H, W))
         masks = generate_masks(seed, 200 + i, B, (H // 14) * (W // 14), p) if p else None
         out.append((f"{B}x3x{H}x{W}" + (f" masks p={p}" if p else ""), compare(ref.module, ours, x, masks)))
+    return out
+
+
+@torch.no_grad()
+def side_by_side_depth(name: str, repo: str | os.PathLike | None = None, seed: int = 0, *,
+                       layers: int | None = None) -> list[tuple[str, float]]:
+    """A depther (`*_ld`, `*_dd`) of the official hub code and minidino's, same generated weights
+    (the golden generator and its depth rule), on images whose sides are not multiples of 14:
+    (input description, max abs of the depth maps) per input; every figure should be 0.0."""
+    from . import create_model
+    from .golden import generate_for, generate_images
+
+    hub = official_repo(repo)
+    if hub is None:
+        raise ReferenceUnavailable("the depthers need the official hub code (repo=, $MINIDINO_OFFICIAL_REPO or ../shared/official)")
+    kw = {"layers": layers} if layers is not None else {}
+    ref = official_model(name, hub, meta=True, **kw).module
+    ours = create_model(name, device="meta", **kw)
+    sd = generate_for(ref, seed)
+    ref.load_state_dict(sd, strict=True, assign=True)
+    ours.load_state_dict(sd, strict=True, assign=True)
+    out = []
+    for i, (B, H, W) in enumerate([(2, 47, 61), (1, 70, 42)]):
+        x = generate_images(seed, 300 + i, (B, 3, H, W))
+        want = ref.eval().whole_inference(x, img_meta=None, rescale=True)
+        out.append((f"{B}x3x{H}x{W}", max_abs_difference(want, ours.eval()(x))))
     return out

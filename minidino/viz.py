@@ -417,3 +417,42 @@ def attention_figure(
     rows = [panels[i : i + columns] for i in range(0, len(panels), columns)]
     labels = [names[i : i + columns] for i in range(0, len(names), columns)]
     return compose_grid(rows, labels, caption), cls
+
+
+# ------------------------------------------------------------------ depth
+def _nice_step(span: float, ticks: int = 5) -> float:
+    """A round tick spacing (1, 2 or 5 times a power of ten) giving about `ticks` intervals over `span`."""
+    raw = max(span, 1e-9) / ticks
+    mag = 10 ** np.floor(np.log10(raw))
+    return float(next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw))
+
+
+def depth_preview(depth: Tensor | np.ndarray, *, caption: str | None = None, bar_width: int = 56) -> Image.Image:
+    """A colour-mapped depth map (H, W) in metres with a vertical scale bar in metres beside it.
+
+    Near is bright, far is dark (the ramp of `colormap`, reversed), scaled between the map's own
+    minimum and maximum, which the bar's ticks label. caption: text above the picture (e.g. the
+    weights used, or that they are random)."""
+    d = np.asarray(depth.detach().cpu().double() if isinstance(depth, Tensor) else depth, dtype=np.float64)
+    if d.ndim != 2:
+        raise ValueError(f"depth must be (H, W), got shape {d.shape}")
+    lo, hi = float(d.min()), float(d.max())
+    span = max(hi - lo, 1e-6)
+    panel = to_image(colormap(1.0 - (d - lo) / span))  # near (small depth) bright
+    H, W = d.shape
+    font = _font()
+    bar_h = max(H, 60)
+    ramp = np.linspace(0.0, 1.0, bar_h)[:, None].repeat(12, axis=1)  # colour of depth hi (far, dark) at the top...
+    bar = to_image(colormap(ramp))  # ...down to depth lo (near, bright) at the bottom, as the map
+    legend = Image.new("RGB", (bar_width, bar_h), _BG)
+    legend.paste(bar, (0, 0))
+    draw = ImageDraw.Draw(legend)
+    step = _nice_step(span)
+    t = np.ceil(lo / step) * step
+    while t <= hi + 1e-9:
+        y = int(round((hi - t) / span * (bar_h - 1)))  # depth hi at the top
+        draw.line([(12, y), (16, y)], fill=_FG)
+        draw.text((18, min(max(y - 6, 0), bar_h - 12)), f"{t:g}", fill=_FG, font=font)
+        t += step
+    img = compose_grid([[panel, legend]], [["depth", "metres"]], caption)
+    return img

@@ -11,6 +11,8 @@ small function per layout; the model never sees anything else:
     training      {"model"}, {"teacher"}, *.backbone.*    `_unwrap_training`, `_split_parts`
     linear head   *_linear[4]_head.pth: weight, bias      `_split_parts`
     dino head     dino_head.* / a DINOHead's own keys     `_from_dino_head`
+    depth head    *_{nyu,kitti}_{linear,linear4,dpt}_head.pth: decode_head.* (maybe under "state_dict")
+    HF DPT        facebook/dpt-dinov2-*-{nyu,kitti} (DPTForDepthEstimation)   `_dpt_from_huggingface`
 
 Safety: files are read with `torch.load(..., weights_only=True)` or safetensors, never with
 plain unpickling, so a checkpoint cannot run code. Empty, truncated, HTML and otherwise
@@ -35,13 +37,13 @@ from torch import Tensor, nn
 from .atomic import atomic_write
 from .config import PRESETS, DinoConfig, swiglu_hidden_dim
 from .names import split_model_name
-from .heads import DINOHead, LinearClassifier
+from .heads import DINOHead, Depther, LinearClassifier
 from .model import DinoVisionTransformer
 
 __all__ = [
     "CheckpointError", "UnsafeCheckpointError", "WeightsMismatchError", "LoadReport", "read_checkpoint",
     "to_official", "to_huggingface", "detect_layout", "guess_hub_name", "infer_config", "load_weights", "save_weights",
-    "load_pretrained", "huggingface_config",
+    "load_pretrained", "huggingface_config", "huggingface_dpt_config", "dpt_to_huggingface",
 ]
 
 Layout = Literal["official", "huggingface", "huggingface_hub"]
@@ -261,7 +263,7 @@ def _unwrap_training(obj: dict[str, Any], network: str) -> tuple[dict[str, Any],
 
 # Prefixes of the parts a checkpoint can hold beside the backbone.
 _PARTS = {"backbone.": "backbone", "dinov2.": "backbone", "linear_head.": "linear_head", "classifier.": "linear_head",
-          "dino_head.": "dino_head", "ibot_head.": "ibot_head"}
+          "dino_head.": "dino_head", "ibot_head.": "ibot_head", "decode_head.": "decode_head"}
 
 
 def _split_parts(sd: dict[str, Any]) -> dict[str, StateDict]:
@@ -368,6 +370,85 @@ def _from_huggingface(sd: StateDict) -> StateDict:
         else:
             out[f"encoder.layer.{i}.{name}.{param}"] = pending.pop((i, name, param))  # unknown: unexpected
     return out
+
+
+# transformers' DPTForDepthEstimation (the facebook/dpt-dinov2-* conversions) <-> the official DPT head:
+# (official key after "decode_head.", Hugging Face key), both as regexes whose groups are the indices.
+_HF_DPT = [
+    (r"reassemble_blocks\.projects\.(\d)\.conv\.", r"neck\.reassemble_stage\.layers\.(\d)\.projection\."),
+    (r"reassemble_blocks\.resize_layers\.(\d)\.", r"neck\.reassemble_stage\.layers\.(\d)\.resize\."),
+    (r"reassemble_blocks\.readout_projects\.(\d)\.0\.", r"neck\.reassemble_stage\.readout_projects\.(\d)\.0\."),
+    (r"convs\.(\d)\.conv\.", r"neck\.convs\.(\d)\."),
+    (r"fusion_blocks\.(\d)\.project\.conv\.", r"neck\.fusion_stage\.layers\.(\d)\.projection\."),
+    (r"fusion_blocks\.(\d)\.res_conv_unit(\d)\.conv(\d)\.conv\.",
+     r"neck\.fusion_stage\.layers\.(\d)\.residual_layer(\d)\.convolution(\d)\."),
+    (r"project\.conv\.", r"head\.projection\."),
+    (r"conv_depth\.head\.(\d)\.", r"head\.head\.(\d)\."),
+]
+
+
+def _is_huggingface_dpt(sd: Mapping[str, Any]) -> bool:
+    return any(k.startswith("neck.reassemble_stage.") for k in sd)
+
+
+def _fill(pattern: str, groups: tuple[str, ...]) -> str:
+    """A key pattern of _HF_DPT with its (\\d) groups replaced by `groups`, unescaped."""
+    it = iter(groups)
+    return re.sub(r"\(\\d\)", lambda _: next(it), pattern).replace("\\", "")
+
+
+def _dpt_rename(key: str, to_hf: bool) -> str | None:
+    for official, hf in _HF_DPT:
+        src, dst = (r"decode_head\." + official, hf) if to_hf else (hf, r"decode_head\." + official)
+        m = re.match("^" + src + r"(weight|bias)$", key)
+        if m:
+            return _fill(dst, m.groups()[:-1]) + m.groups()[-1]
+    return None
+
+
+def _dpt_from_huggingface(sd: dict[str, Any]) -> dict[str, Any]:
+    """DPTForDepthEstimation keys -> the official depther's: backbone.* stays (its Dinov2 names are
+    translated with the backbone), neck.* / head.* become decode_head.*. The coarsest fusion layer's
+    residual_layer1 exists in transformers but is never used there (no skip input): dropped."""
+    out: dict[str, Any] = {}
+    for key, value in sd.items():
+        if key.startswith("neck.fusion_stage.layers.0.residual_layer1."):
+            continue
+        new = _dpt_rename(key, to_hf=False) if key.startswith(("neck.", "head.")) else None
+        out[new or key] = value
+    return out
+
+
+def dpt_to_huggingface(sd: StateDict) -> StateDict:
+    """An official `*_dd` depther's state dict -> DPTForDepthEstimation keys (loads there strictly;
+    the unused residual_layer1 of the coarsest fusion layer is written as zeros)."""
+    backbone = {k.removeprefix("backbone."): v for k, v in sd.items() if k.startswith("backbone.")}
+    out = {f"backbone.{k}": v for k, v in to_huggingface(backbone).items()}
+    for key, value in sd.items():
+        if key.startswith("decode_head."):
+            new = _dpt_rename(key, to_hf=True)
+            if new is None:
+                raise ValueError(f"cannot write {key!r} in the Hugging Face DPT layout (only the DPT depthers, *_dd, have one)")
+            out[new] = value
+    for conv in ("convolution1", "convolution2"):
+        ref = out["neck.fusion_stage.layers.0.residual_layer2." + conv + ".weight"]
+        out["neck.fusion_stage.layers.0.residual_layer1." + conv + ".weight"] = torch.zeros_like(ref)
+    return out
+
+
+def huggingface_dpt_config(model: nn.Module) -> dict[str, Any]:
+    """A transformers DPTConfig (as a dict) for a minidino `*_dd` depther: DPTConfig(**cfg) builds
+    the DPTForDepthEstimation that `save_weights(model, ..., layout="huggingface")` loads into."""
+    if not isinstance(model, Depther) or model.config.head != "dpt":
+        raise TypeError("huggingface_dpt_config takes a DPT depther (*_dd)")
+    backbone = huggingface_config(model.backbone.config)
+    backbone.update(out_features=[f"stage{i + 1}" for i in model.config.out_index], reshape_hidden_states=False,
+                    apply_layernorm=False)
+    return {"backbone_config": backbone, "neck_hidden_sizes": list(model.config.post_process_channels),
+            "reassemble_factors": [4, 2, 1, 0.5], "fusion_hidden_size": model.config.channels, "head_in_index": -1,
+            "readout_type": "project", "add_projection": True, "use_bias_in_fusion_residual": False,
+            "hidden_size": model.backbone.config.embed_dim, "is_hybrid": False, "depth_estimation_type": "metric",
+            "max_depth": model.config.max_depth}
 
 
 def _is_timm(sd: StateDict) -> bool:
@@ -598,6 +679,8 @@ def _prepare(source: Any, network: str, cache_dir: str | os.PathLike | None, pro
     """source -> (parts with the backbone in official keys, layout description, source name)."""
     obj, name = _read_source(source, cache_dir, progress)
     obj, notes = _unwrap_training(obj, network)
+    if _is_huggingface_dpt(obj):
+        obj, notes = _dpt_from_huggingface(obj), notes + ["Hugging Face DPT"]
     parts = _split_parts(obj)
     layouts = []
     if notes:
@@ -607,7 +690,7 @@ def _prepare(source: Any, network: str, cache_dir: str | os.PathLike | None, pro
         layouts.append(layout)
     if "dino_head" in parts:
         parts["dino_head"] = _from_dino_head(parts["dino_head"])
-    layouts += [p.replace("_", " ") for p in ("linear_head", "dino_head") if p in parts and "backbone" not in parts]
+    layouts += [p.replace("_", " ") for p in ("linear_head", "dino_head", "decode_head") if p in parts and "backbone" not in parts]
     return parts, " + ".join(layouts), name
 
 
@@ -619,7 +702,8 @@ def load_weights(model: nn.Module, source: Any, *, strict: bool = True, network:
     (downloaded once into the cache), or an in-memory state dict. The layout is recognised
     from the keys. `network` picks the teacher or the student of a training checkpoint.
     A DinoVisionTransformer takes the backbone; a LinearClassifier takes the backbone and/or
-    the linear head, whichever the file holds; a DINOHead takes the dino head. strict=True
+    the linear head, whichever the file holds; a DINOHead takes the dino head; a Depther the
+    backbone and/or the depth head (decode_head.*, e.g. the official *_nyu_dpt_head.pth). strict=True
     (default): every key of each part loaded must match the model, or WeightsMismatchError
     lists what differs. A model built on the meta device is materialised on the CPU.
 
@@ -643,8 +727,10 @@ def load_weights(model: nn.Module, source: Any, *, strict: bool = True, network:
         wanted = {"backbone": model.backbone, "linear_head": model.linear_head}
     elif isinstance(model, DINOHead):
         wanted = {"dino_head": model}
+    elif isinstance(model, Depther):  # a depther takes the backbone and/or the official depth-head file
+        wanted = {"backbone": model.backbone, "decode_head": model.decode_head}
     else:
-        raise TypeError(f"load_weights loads DinoVisionTransformer, LinearClassifier or DINOHead models, got {type(model).__name__}")
+        raise TypeError(f"load_weights loads DinoVisionTransformer, LinearClassifier, DINOHead or Depther models, got {type(model).__name__}")
     found = [p for p in wanted if p in parts]
     if not found:
         raise WeightsMismatchError(f"{name} holds {', '.join(sorted(parts)) or 'nothing'} ({layout}) but a "
@@ -711,8 +797,10 @@ def save_weights(model: nn.Module | Mapping[str, Tensor], path: str | os.PathLik
         sd = dict(model)
     else:
         raise TypeError(f"save_weights takes a model or a state dict, got {type(model).__name__}")
-    if layout != "official":
-        if isinstance(model, (LinearClassifier, DINOHead)) or any(k.startswith(("backbone.", "linear_head.", "last_layer.")) for k in sd):
+    if layout == "huggingface" and (isinstance(model, Depther) or any(k.startswith("decode_head.") for k in sd)):
+        sd = dpt_to_huggingface(sd)  # a *_dd depther: DPTForDepthEstimation keys
+    elif layout != "official":
+        if isinstance(model, (LinearClassifier, DINOHead, Depther)) or any(k.startswith(("backbone.", "linear_head.", "last_layer.")) for k in sd):
             raise ValueError("the Hugging Face layouts hold a backbone only: save model.backbone, or use layout='official'")
         if "mask_token" not in sd and "cls_token" in sd:
             sd["mask_token"] = sd["cls_token"].new_zeros(1, sd["cls_token"].shape[-1])
@@ -746,6 +834,8 @@ def load_pretrained(model: nn.Module, name: str, pretrained: Any, *, cache_dir: 
     """
     from . import hub
 
+    if pretrained is True and isinstance(model, Depther):
+        return _load_pretrained_depther(model, name, cache_dir, progress)
     if pretrained is True:
         backbone_name, is_lc = split_model_name(name)
         path = hub.fetch(hub.backbone_pin(backbone_name), cache_dir=cache_dir, progress=progress)
@@ -759,3 +849,17 @@ def load_pretrained(model: nn.Module, name: str, pretrained: Any, *, cache_dir: 
     if isinstance(pretrained, (str, os.PathLike, Mapping)):
         return load_weights(model, pretrained, cache_dir=cache_dir, progress=progress)
     raise TypeError(f"pretrained must be True, False, a file path, an http(s) URL or a state dict; got {type(pretrained).__name__}")
+
+
+def _load_pretrained_depther(model: Depther, name: str, cache_dir: str | os.PathLike | None, progress: bool) -> LoadReport:
+    """The backbone's pretrain file (pinned, verified) and the official head file of `name`,
+    `weights` and `layers` (no published checksums: unverified, loaded tensor-only)."""
+    from . import hub
+    from .names import split_depth_name
+
+    backbone_name, _ = split_depth_name(name)  # type: ignore[misc]
+    report = load_weights(model, hub.fetch(hub.backbone_pin(backbone_name), cache_dir=cache_dir, progress=progress))
+    head = hub.fetch(hub.depth_head_pin(name, model.config.weights, len(model.config.out_index)),
+                     cache_dir=cache_dir, progress=progress)
+    report.loaded += load_weights(model, head).loaded
+    return report

@@ -62,7 +62,8 @@ def test_presets_are_plain_frozen_data():
 
 def test_list_models_and_lc_config():
     names = list_models()
-    assert len(names) == 16 and "dinov2_vitg14_reg_lc" in names
+    assert len(names) == 24 and "dinov2_vitg14_reg_lc" in names and "dinov2_vitg14_dd" in names
+    assert len(list_models(include_depthers=False)) == 16
     assert get_config("dinov2_vits14_lc") == get_config("dinov2_vits14")
 
 

@@ -32,14 +32,17 @@ def _hubconf():
 def test_every_official_entry_point_is_listed():
     listed = [n for n in dir(_hubconf()) if n.startswith("dinov2_")]
     assert sorted(listed) == sorted(minidino.list_models())
-    assert len(listed) == 16
+    assert len(listed) == 24  # 8 backbones, 8 classifiers, 8 depthers
 
 
 @pytest.mark.parametrize("name", minidino.list_models())
 def test_entry_point_defaults_match_the_official_hub(name):
     params = inspect.signature(getattr(_hubconf(), name)).parameters
     assert params["pretrained"].default is True and params["pretrained"].kind is inspect.Parameter.KEYWORD_ONLY
-    if name.endswith("_lc"):
+    if name.endswith(("_ld", "_dd")):
+        assert params["weights"].default == "NYU" and ("layers" in params) == name.endswith("_ld")
+        assert not name.endswith("_ld") or params["layers"].default == 4
+    elif name.endswith("_lc"):
         assert params["layers"].default == 4 and params["weights"].default == "IMAGENET1K"
     else:
         assert "layers" not in params and params["weights"].default == "LVD142M"
@@ -54,7 +57,7 @@ def test_load_vits14_is_the_real_config_and_runs():
         assert model(torch.randn(1, 3, 28, 28)).shape == (1, 384)
 
 
-@pytest.mark.parametrize("name", [n for n in minidino.list_models(include_classifiers=False)])
+@pytest.mark.parametrize("name", [n for n in minidino.list_models(include_classifiers=False, include_depthers=False)])
 def test_load_each_backbone(name):
     model = _load(name, pretrained=False, device="meta")  # full size on meta: nothing allocated
     assert model.config == minidino.get_config(name)

@@ -486,6 +486,6 @@ def test_vendored_pins_are_the_shared_catalogue():
     shared = Path(__file__).resolve().parents[2] / "shared" / "checkpoints.json"
     if shared.is_file():
         assert json.loads(shared.read_text()) == pins
-    for name in minidino.list_models(include_classifiers=False):
+    for name in minidino.list_models(include_classifiers=False, include_depthers=False):
         pin = hub.backbone_pin(name)
         assert pin.sha256 and len(pin.sha256) == 64 and pin.bytes and pin.path.endswith("_pretrain.pth")

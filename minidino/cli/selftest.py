@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
 def live(args: argparse.Namespace) -> int:
     """The official code itself, side by side on this machine, when it is available: must be 0.0."""
-    from ..reference import ReferenceUnavailable, official_repo, side_by_side, snapshot_available
+    from ..reference import ReferenceUnavailable, official_repo, side_by_side, side_by_side_depth, snapshot_available
 
     try:
         repo = official_repo(args.official)  # --official, $MINIDINO_OFFICIAL_REPO or ../shared/official
@@ -41,18 +41,23 @@ def live(args: argparse.Namespace) -> int:
         print("\nofficial code side by side: skipped (pass --official PATH to the official hub code, a folder or "
               "its .tar.gz, or pip install --no-deps dinov2==0.0.1.dev2)")
         return 0
+    if repo is not None:  # the depthers exist only in the hub code
+        runs += [("dinov2_vits14_ld", {"layers": 1}), ("dinov2_vits14_ld", {"layers": 4}), ("dinov2_vits14_dd", {})]
     print(f"\nofficial code side by side on this machine ({'hub code at ' + repo if repo else 'PyPI snapshot'}; "
           "same generated weights and inputs; must be identical):")
     failed = 0
     for name, kw in runs:
         try:
-            rows = side_by_side(name, repo=repo, pypi=repo is None, **kw)
+            if name.endswith(("_ld", "_dd")):
+                rows = side_by_side_depth(name, repo=repo, **kw)
+            else:
+                rows = side_by_side(name, repo=repo, pypi=repo is None, **kw)
         except ReferenceUnavailable as e:
             print(f"  {name}: skipped ({e})")
             continue
         worst = max(d for _, d in rows)
         failed += worst != 0.0
-        what = name + (f" (first {kw['depth']} blocks)" if kw else "")
+        what = name + (f" (first {kw['depth']} blocks)" if "depth" in kw else f" layers={kw['layers']}" if kw else "")
         print(f"  {what:36s} {len(rows)} inputs, max abs {worst:.3e}  {'ok' if worst == 0.0 else 'FAIL'}")
     return failed
 

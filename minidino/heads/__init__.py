@@ -2,9 +2,13 @@
 
 - classifier.py: the hub's ImageNet linear classifiers (`*_lc`)
 - dino_head.py: the DINO projection head of the training checkpoints
+- depth.py: the depthers (`*_ld`, `*_dd`): the shared wrapper, its config and the linear bins head
+- dpt.py: the DPT head of the `*_dd` depthers
 """
 
 from .classifier import LinearClassifier
 from .dino_head import DINOHead, WeightNormLinear
+from .depth import DepthConfig, Depther, LinearDepthHead
+from .dpt import DPTHead
 
-__all__ = ["LinearClassifier", "DINOHead", "WeightNormLinear"]
+__all__ = ["LinearClassifier", "DINOHead", "WeightNormLinear", "DepthConfig", "Depther", "LinearDepthHead", "DPTHead"]

@@ -1,0 +1,186 @@
+"""`minidino depth`: depth maps of images with the official DINOv2 depthers (`*_dd`, `*_ld`).
+
+Per image, in --out: NAME.depth.png (16-bit PNG, depth in millimetres, lossless up to 65.535 m),
+NAME.preview.png (colour map with a scale bar in metres) and, with --npy, NAME.depth.npy (float32
+metres). Read the PNG back with
+
+    depth_m = numpy.asarray(PIL.Image.open("NAME.depth.png"), dtype=numpy.float32) / 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ._common import HelpFormatter, parse_dtype, resolve_device
+from .embed import gather_inputs
+
+MM_MAX = 65535  # the largest depth a 16-bit PNG holds, in millimetres (65.535 m; KITTI reaches 80 m: use --npy)
+
+
+def log(msg: str) -> None:
+    print(f"minidino: {msg}", file=sys.stderr, flush=True)
+
+
+def read_image(path: str) -> Any:
+    """One image file -> an upright 8-bit RGB PIL image; raises OSError naming the problem.
+    The one place `depth` reads images (swap in the shared hardened reader here)."""
+    from ..transforms import load_image
+
+    return load_image(path)
+
+
+def preprocess(img: Any, size: int | None) -> Any:
+    """PIL image -> normalised (3, H, W): shorter side resized to `size` (bicubic; None keeps the size).
+    Any H and W work: the depther pads to whole patches itself."""
+    from ..transforms import _resize, normalize, to_tensor
+
+    if size is not None:
+        W0, H0 = img.size
+        s = size / min(W0, H0)
+        img = _resize(img, (max(1, round(W0 * s)), max(1, round(H0 * s))))
+    return normalize(to_tensor(img))
+
+
+def build_depther(name: str, weights: str, device: Any, dtype: Any) -> tuple[Any, str]:
+    """The depther and a label of its weights. weights: NYU | KITTI (official files) | random[:SEED] | PATH | URL."""
+    from .. import create_model, golden, load_weights
+    from ..names import split_depth_name
+
+    if split_depth_name(name) is None:
+        raise SystemExit(f"minidino: --model {name!r} is not a depther; choose one of dinov2_vit{{s,b,l,g}}14_{{dd,ld}}")
+    try:
+        if weights.upper() in ("NYU", "KITTI"):
+            model, label = create_model(name, pretrained=True, weights=weights.upper()), f"official {weights.upper()} weights"
+        elif weights == "random" or weights.startswith("random:"):
+            seed = weights.partition(":")[2] or "0"
+            if not seed.isdigit():
+                raise SystemExit(f"minidino: --weights random:SEED needs an integer seed, got {weights!r}")
+            model = golden.random_model(name, int(seed))
+            label = f"RANDOM WEIGHTS (seed {seed}): checks the pipeline, not real depth"
+        else:
+            model = create_model(name)
+            report = load_weights(model, weights)
+            if "backbone" not in report.loaded or "decode_head" not in report.loaded:
+                raise SystemExit(f"minidino: {weights} holds only {', '.join(report.loaded)}; a depther needs the "
+                                 "backbone and the depth head (backbone.* and decode_head.* keys) in one file")
+            label = f"weights: {weights}"
+    except (ValueError, TypeError, OSError) as e:
+        raise SystemExit(f"minidino: {e}") from e
+    return model.to(device=device, dtype=dtype).eval(), label
+
+
+def _out_names(paths: list[str]) -> list[str]:
+    """A distinct file stem per input: the file's stem, with -2, -3... for repeats."""
+    seen: dict[str, int] = {}
+    out = []
+    for p in paths:
+        stem = Path(p).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        out.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return out
+
+
+def write_outputs(out: Path, stem: str, depth: Any, *, npy: bool, caption: str) -> list[Path]:
+    """Write the 16-bit PNG, the preview and maybe the .npy for one depth map (H, W) in metres.
+    Everything goes to temporary names first and is renamed into place only once all are written."""
+    import numpy as np
+    from PIL import Image
+
+    from ..viz import depth_preview
+
+    d = depth.detach().float().cpu().numpy()
+    mm = np.clip(np.round(d * 1000.0), 0, MM_MAX).astype(np.uint16)
+    targets = {out / f"{stem}.depth.png": lambda p: Image.fromarray(mm).save(p, format="PNG"),
+               out / f"{stem}.preview.png": lambda p: depth_preview(d, caption=caption).save(p, format="PNG")}
+    if npy:
+        targets[out / f"{stem}.depth.npy"] = lambda p: np.save(p, d.astype(np.float32), allow_pickle=False)
+    tmps = {}
+    try:
+        for path, write in targets.items():
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            tmps[path] = tmp
+            with open(tmp, "wb") as f:
+                write(f)
+        for path, tmp in tmps.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in tmps.values():
+            if tmp.exists():
+                tmp.unlink()
+    return list(targets)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    import torch.nn.functional as F
+
+    from ..progress import ProgressBar
+
+    from ..names import split_depth_name
+
+    if split_depth_name(args.model) is None:
+        raise SystemExit(f"minidino: --model {args.model!r} is not a depther; choose one of dinov2_vit{{s,b,l,g}}14_{{dd,ld}}")
+    paths = gather_inputs(args.inputs)
+    if not paths:
+        raise SystemExit("minidino: no images found in the given inputs")
+    if args.size is not None and args.size < 1:
+        raise SystemExit(f"minidino: --size must be a positive number of pixels, got {args.size}")
+    device, dtype = resolve_device(args.device), parse_dtype(args.dtype)
+    model, label = build_depther(args.model, args.weights, device, dtype)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lo, hi = model.depth_range
+    log(f"{args.model} ({label}), depth range {lo:g}..{hi:g} m, {len(paths)} images -> {out}")
+    if hi * 1000 > MM_MAX:
+        log(f"note: depths above {MM_MAX / 1000:g} m are saturated in the 16-bit PNGs; --npy keeps them")
+    bar = ProgressBar("depth", len(paths), unit="images", enabled=not args.quiet)
+    failed = 0
+    for path, stem in zip(paths, _out_names(paths)):
+        try:
+            img = read_image(path)
+        except OSError as e:
+            failed += 1
+            log(f"skipped: {e}" if str(path) in str(e) else f"skipped {path}: {e}")  # the error names the file
+            bar.update(1)
+            continue
+        W0, H0 = img.size
+        x = preprocess(img, args.size).unsqueeze(0).to(device=device, dtype=dtype)  # (1, 3, H, W)
+        with torch.no_grad():
+            y = model(x)  # (1, 1, H, W) metres
+            y = F.interpolate(y.float(), size=(H0, W0), mode="bilinear", align_corners=False)[0, 0]  # (H0, W0)
+        write_outputs(out, stem, y, npy=args.npy, caption=f"{Path(path).name}: {args.model}, {label}")
+        bar.update(1)
+    bar.close()
+    if failed:
+        log(f"{failed} of {len(paths)} images could not be read (named above); the others were written")
+    return 1 if failed else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "depth", help="depth maps (metres) with the official DINOv2 depthers", formatter_class=HelpFormatter,
+        description=__doc__.split("\n\n", 1)[1] + "\n\nExamples:\n\n"
+        "  minidino depth photo.jpg --out depth/\n"
+        "  minidino depth photos/ list.txt --out depth/ --model dinov2_vitb14_dd --weights KITTI --npy\n"
+        "  minidino depth photo.jpg --out /tmp/d --weights random:0      (offline; random weights)",
+    )
+    p.add_argument("inputs", nargs="+", metavar="IMAGES", help="image files, folders (recursive) or .txt lists of paths")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument("--model", default="dinov2_vits14_dd", metavar="NAME",
+                   help="dinov2_vit{s,b,l,g}14_dd (DPT head) or _ld (linear head); default dinov2_vits14_dd")
+    p.add_argument("--weights", default="NYU", metavar="NYU|KITTI|PATH|URL|random:SEED",
+                   help="NYU (indoor, 0-10 m) or KITTI (driving, 0-80 m): the official backbone and head, downloaded "
+                        "once; PATH/URL: one file with backbone.* and decode_head.*; random[:SEED]: RANDOM weights, "
+                        "offline, checks the pipeline only. Default NYU")
+    p.add_argument("--size", type=int, default=None, metavar="PIXELS",
+                   help="resize so the shorter side is PIXELS before the model (the maps are written at the image's "
+                        "own size); default: the image's own size")
+    p.add_argument("--npy", action="store_true", help="also write NAME.depth.npy (float32 metres, full range)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, mps... or auto")
+    p.add_argument("--dtype", default="float32", metavar="float32|float16|bfloat16", help="compute dtype")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)

@@ -1,0 +1,244 @@
+"""The torch.hub depth estimators (`*_ld`, `*_dd`): a backbone, a depth head, and the glue.
+
+Shapes: B batch, H W image pixels, Hp Wp the image padded to multiples of 14, h w patch grid
+(Hp/14, Wp/14), D backbone width, L number of backbone layers fed to the head (1 or 4),
+K depth bins (256), C head channels.
+
+    image (B, 3, H, W)
+      -> centre-pad to (B, 3, Hp, Wp)                              pad_to_patch_multiple
+      -> L blocks' outputs, not normed: L x ((B, D, h, w), (B, D))  backbone.get_intermediate_layers
+      -> decode_head: (B, 1, h', w') metres                         LinearDepthHead | DPTHead
+      -> clamp to [min_depth, max_depth], resize to (B, 1, H, W)    Depther.forward
+
+Every choice of the official depthers that decides the numbers is a plain value in
+`DepthConfig` (per-size layers, ranges: `DEPTH_LAYERS`, `DEPTH_RANGES`) or one of the
+functions marked QUIRK below, each with why it is there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..model import DinoVisionTransformer
+
+__all__ = [
+    "DepthConfig", "Depther", "LinearDepthHead", "DEPTH_LAYERS", "DEPTH_RANGES", "DEPTH_WEIGHTS", "LINEAR_HEAD_RANGE",
+    "depth_config", "pad_to_patch_multiple",
+]
+
+# Which blocks feed the head, per backbone and `layers` (the hub's choice: 4 evenly spaced blocks
+# ending with the last, or the last alone). The DPT heads always take the 4.
+DEPTH_LAYERS: dict[str, dict[int, tuple[int, ...]]] = {
+    "dinov2_vits14": {1: (11,), 4: (2, 5, 8, 11)},
+    "dinov2_vitb14": {1: (11,), 4: (2, 5, 8, 11)},
+    "dinov2_vitl14": {1: (23,), 4: (4, 11, 17, 23)},
+    "dinov2_vitg14": {1: (39,), 4: (9, 19, 29, 39)},
+}
+# The training sets of the published heads and the depth range (metres) each was trained for.
+DEPTH_WEIGHTS = ("NYU", "KITTI")
+# The DPT depthers (`*_dd`) take their range from `weights=` (measured on the hub with
+# pretrained=True: NYU 10 m, KITTI 80 m; `depth_range=` overrides it). The hub's pretrained=False
+# ignores `weights=` there (always 10 m); minidino applies the named range either way, so a model
+# built with weights="KITTI" behaves like the KITTI one once its weights are loaded.
+DEPTH_RANGES: dict[str, tuple[float, float]] = {"NYU": (0.001, 10.0), "KITTI": (0.001, 80.0)}
+# QUIRK (range of the linear heads): the official `*_ld` entry points build their head with
+# min_depth=0.001, max_depth=80 whatever `weights=` or `depth_range=` say (measured: the hub
+# model's decode_head.max_depth is 80 for NYU, KITTI and any depth_range). The bins, and the
+# final clamp, therefore span 0.001..80 m; we keep that by default so the numbers are the
+# official ones. Unlike the hub, an explicit `depth_range=` is honoured, not silently dropped.
+LINEAR_HEAD_RANGE = (0.001, 80.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DepthConfig:
+    """Every choice of a depth head, as plain values (the backbone has its own DinoConfig)."""
+
+    head: Literal["linear", "dpt"]
+    out_index: tuple[int, ...]  # the blocks whose (un-normed) outputs feed the head, in block order
+    min_depth: float = 0.001  # metres; the output is clamped to [min_depth, max_depth]
+    max_depth: float = 10.0
+    embed_dim: int = 384  # D of the backbone
+    # linear ("bins") head
+    n_bins: int = 256  # K: depth = sum_k p_k * bin_k, bins evenly spaced over [min_depth, max_depth]
+    upsample: int = 4  # the head runs on the patch grid upsampled 4x
+    bins_eps: float = 0.1  # added to relu(logits) before they are normalised into weights
+    # DPT head
+    channels: int = 256  # C of the fusion stage
+    post_process_channels: tuple[int, ...] = ()  # reassembled widths per level: D/8, D/4, D/2, D
+    align_corners: bool = False  # of the final resize back to the image size
+    weights: str = "NYU"  # the training set of the head ("NYU" indoor, "KITTI" driving): names the official file
+
+    def __post_init__(self) -> None:
+        if self.head not in ("linear", "dpt"):
+            raise ValueError(f"head must be 'linear' or 'dpt', got {self.head!r}")
+        if not (math.isfinite(self.min_depth) and math.isfinite(self.max_depth)) or not 0 <= self.min_depth < self.max_depth:
+            raise ValueError(f"depth range must satisfy 0 <= min < max, got ({self.min_depth}, {self.max_depth})")
+        if self.head == "dpt" and len(self.out_index) != 4:
+            raise ValueError(f"the DPT head takes 4 layers, got out_index={self.out_index}")
+        if self.head == "linear" and len(self.out_index) not in (1, 4):
+            raise ValueError(f"layers must be 1 or 4 (the published heads), got {len(self.out_index)}")
+        if self.weights not in DEPTH_WEIGHTS:
+            raise ValueError(f"unknown depth weights {self.weights!r}; the published heads are {', '.join(DEPTH_WEIGHTS)}")
+
+    @property
+    def depth_range(self) -> tuple[float, float]:
+        return (self.min_depth, self.max_depth)
+
+    def replace(self, **changes: Any) -> "DepthConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def depth_config(backbone: str, head: str, embed_dim: int, *, layers: int = 4, weights: str = "NYU",
+                 depth_range: tuple[float, float] | None = None) -> DepthConfig:
+    """The head config of a hub depther: `head` is "linear" (`_ld`) or "dpt" (`_dd`)."""
+    if backbone not in DEPTH_LAYERS:
+        raise ValueError(f"no depth heads for {backbone!r}; the hub has them for {', '.join(DEPTH_LAYERS)}")
+    if layers not in (1, 4) or isinstance(layers, bool):
+        raise ValueError(f"layers must be 1 or 4 (the published heads), got {layers!r}")
+    if head == "dpt" and layers != 4:
+        raise ValueError("the DPT depthers (*_dd) always take 4 layers; `layers` applies to the linear ones (*_ld)")
+    name = str(getattr(weights, "name", weights)).upper()  # an official Weights enum member, or its name
+    if name not in DEPTH_RANGES:
+        raise ValueError(f"unknown depth weights {weights!r}; the published heads are {', '.join(DEPTH_WEIGHTS)}")
+    if depth_range is not None:
+        try:
+            lo, hi = (float(v) for v in depth_range)
+        except (TypeError, ValueError):
+            raise ValueError(f"depth_range must be (min, max) in metres, got {depth_range!r}") from None
+    else:
+        lo, hi = LINEAR_HEAD_RANGE if head == "linear" else DEPTH_RANGES[name]
+    if not (math.isfinite(lo) and math.isfinite(hi)) or not 0 <= lo < hi:
+        raise ValueError(f"depth_range must satisfy 0 <= min < max (metres), got ({lo}, {hi})")
+    extra = {"post_process_channels": tuple(embed_dim // 2 ** (3 - i) for i in range(4))} if head == "dpt" else {}
+    return DepthConfig(head=head, out_index=DEPTH_LAYERS[backbone][layers], min_depth=lo, max_depth=hi,  # type: ignore[arg-type]
+                       embed_dim=embed_dim, weights=name, **extra)
+
+
+# ---------------------------------------------------------------------------- the quirks
+def pad_to_patch_multiple(x: Tensor, patch_size: int) -> Tensor:
+    """QUIRK (padding): the official depthers zero-pad the image to multiples of the patch size,
+    the extra row/column split evenly with the odd one at the bottom/right, instead of resizing
+    or cropping it. The depth map is then computed for the padded image and resized as a whole
+    back to (H, W) (see Depther.forward), so the border it sees is part of the picture."""
+    B, C, H, W = x.shape
+    p = patch_size
+    ph, pw = (H + p - 1) // p * p - H, (W + p - 1) // p * p - W  # rows, columns to add (0 .. p-1)
+    # no early return for 0: a zero pad copies the values, and one graph then serves every size
+    return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))  # (B, C, Hp, Wp)
+
+
+def bins_to_metres(logits: Tensor, min_depth: float, max_depth: float, eps: float) -> Tensor:
+    """QUIRK (bins to metres, the "UD" bins with "linear" normalisation of the official BNHead):
+    K bin centres evenly spaced over [min_depth, max_depth]; weights relu(logit) + eps, divided
+    by their sum (not a softmax); depth = the weighted mean of the centres. (B, K, h, w) -> (B, 1, h, w)."""
+    bins = torch.linspace(min_depth, max_depth, logits.shape[1], device=logits.device)  # (K,)
+    p = torch.relu(logits) + eps
+    p = p / p.sum(dim=1, keepdim=True)  # (B, K, h, w), sums to 1 over K
+    # readable: (p * bins[:, None, None]).sum(1). Written as the one matrix product that
+    # einsum("ikmn,k->imn") performs for this pattern (bit-identical to it, measured; the plain
+    # sum above is not), so an exported graph holds a plain matmul rather than einsum's reshapes.
+    B, K, h, w = p.shape
+    depth = p.permute(0, 2, 3, 1).reshape(B * h * w, K) @ bins.to(p.dtype).unsqueeze(1)  # (B*h*w, 1)
+    return depth.reshape(B, 1, h, w)  # (B, 1, h, w)
+
+
+# ---------------------------------------------------------------------------- the linear head
+class LinearDepthHead(nn.Module):
+    """The `*_ld` head: a 1x1 conv to K bin logits on the 4x-upsampled patch grid (key `conv_depth`).
+
+    Each chosen layer gives its patch map with its class token broadcast beside it, (B, 2D, h, w);
+    the L maps are upsampled 4x (bilinear) and concatenated: (B, 2DL, 4h, 4w) -> (B, K, 4h, 4w)
+    -> metres (B, 1, 4h, 4w).
+    """
+
+    def __init__(self, config: DepthConfig, *, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.config = config
+        in_ch = 2 * config.embed_dim * len(config.out_index)  # the official `channels`
+        self.conv_depth = nn.Conv2d(in_ch, config.n_bins, kernel_size=1, device=device, dtype=dtype)
+
+    @torch.no_grad()
+    def init_weights(self) -> "LinearDepthHead":
+        nn.init.normal_(self.conv_depth.weight, std=0.01)
+        nn.init.zeros_(self.conv_depth.bias)
+        return self
+
+    def features(self, feats: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """The conv's input, (B, 2DL, 4h, 4w)."""
+        maps = [torch.cat([x, cls[:, :, None, None].expand_as(x)], dim=1) for x, cls in feats]  # L x (B, 2D, h, w)
+        h, w = maps[0].shape[2:]
+        size = [h * self.config.upsample, w * self.config.upsample]
+        maps = [F.interpolate(m, size=size, mode="bilinear", align_corners=self.config.align_corners) for m in maps]
+        return torch.cat(maps, dim=1)  # (B, 2DL, 4h, 4w)
+
+    def forward(self, feats: list[tuple[Tensor, Tensor]]) -> Tensor:
+        logits = self.conv_depth(self.features(feats))  # (B, K, 4h, 4w)
+        c = self.config
+        return bins_to_metres(logits, c.min_depth, c.max_depth, c.bins_eps)  # (B, 1, 4h, 4w)
+
+
+# ---------------------------------------------------------------------------- the depther
+class Depther(nn.Module):
+    """A hub depther: `backbone` (a DinoVisionTransformer) and `decode_head` (linear or DPT).
+
+    forward(images (B, 3, H, W)) -> depth (B, 1, H, W) in metres, the official
+    `whole_inference(images, img_meta=None, rescale=True)`.
+    """
+
+    def __init__(self, backbone: DinoVisionTransformer, config: DepthConfig, *,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        if config.embed_dim != backbone.config.embed_dim:
+            raise ValueError(f"head width {config.embed_dim} != backbone width {backbone.config.embed_dim}")
+        if max(config.out_index) >= len(backbone.blocks):
+            raise ValueError(f"the head reads block {max(config.out_index)}, the backbone has {len(backbone.blocks)}")
+        self.config = config
+        self.backbone = backbone
+        if config.head == "linear":
+            self.decode_head: nn.Module = LinearDepthHead(config, device=device, dtype=dtype)
+        else:
+            from .dpt import DPTHead
+
+            self.decode_head = DPTHead(config, device=device, dtype=dtype)
+
+    @property
+    def depth_range(self) -> tuple[float, float]:
+        return self.config.depth_range
+
+    @torch.no_grad()
+    def init_weights(self) -> "Depther":
+        self.backbone.init_weights()
+        self.decode_head.init_weights()  # type: ignore[operator]
+        return self
+
+    def features(self, images: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """The head's input: L x ((B, D, h, w) patch maps, (B, D) class tokens), not normed."""
+        x = pad_to_patch_multiple(images, self.backbone.config.patch_size)  # (B, 3, Hp, Wp)
+        out = self.backbone.get_intermediate_layers(x, n=list(self.config.out_index), reshape=True,
+                                                    return_class_token=True, norm=False)
+        return list(out)
+
+    def forward(self, images: Tensor) -> Tensor:
+        from ..checks import check_images
+
+        # any H, W >= 1 (the image is padded): patch_size=1 checks shape, channels and dtype only
+        check_images(images, in_chans=self.backbone.config.in_chans, patch_size=1,
+                     weight_dtype=self.backbone.patch_embed.proj.weight.dtype, what="images")
+        B, _, H, W = images.shape
+        depth = self.decode_head(self.features(images))  # (B, 1, h', w')
+        # QUIRK (range, then size): the official EncoderDecoder clamps the head's output to the
+        # depth range on its own grid, then resizes the clamped map to the *unpadded* image size
+        # (bilinear, align_corners=False), so the padded border is squeezed in, not cropped off.
+        depth = depth.clamp(min=self.config.min_depth, max=self.config.max_depth)
+        return F.interpolate(depth, size=(H, W), mode="bilinear", align_corners=self.config.align_corners)  # (B, 1, H, W)
