@@ -118,3 +118,13 @@ def dinov2_vitl14_reg_lc(*, layers: int = 4, pretrained: bool = True, weights: A
 def dinov2_vitg14_reg_lc(*, layers: int = 4, pretrained: bool = True, weights: Any = _CLASSIFIER_WEIGHTS, **kwargs: Any) -> Any:
     """ViT-g/14 with registers and its ImageNet-1k linear classifier."""
     return _classifier("dinov2_vitg14_reg_lc", layers, pretrained, weights, kwargs)
+
+
+def dinov2_vitl14_reg4_dinotxt_tet1280d20h24l(*, pretrained: bool = True, **kwargs: Any) -> Any:
+    """dino.txt: ViT-L/14 with registers (frozen) + vision head, aligned with a 24-layer text encoder.
+
+    Tokenize texts with `minidino.tokenize` (the official `get_tokenizer().tokenize`).
+    """
+    import minidino
+
+    return minidino.create_model("dinov2_vitl14_reg4_dinotxt_tet1280d20h24l", pretrained=pretrained, **kwargs)

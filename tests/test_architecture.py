@@ -62,7 +62,7 @@ def test_presets_are_plain_frozen_data():
 
 def test_list_models_and_lc_config():
     names = list_models()
-    assert len(names) == 16 and "dinov2_vitg14_reg_lc" in names
+    assert len(names) == 17 and "dinov2_vitg14_reg_lc" in names and names[-1] == "dinov2_vitl14_reg4_dinotxt_tet1280d20h24l"
     assert get_config("dinov2_vits14_lc") == get_config("dinov2_vits14")
 
 

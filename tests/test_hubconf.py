@@ -32,14 +32,16 @@ def _hubconf():
 def test_every_official_entry_point_is_listed():
     listed = [n for n in dir(_hubconf()) if n.startswith("dinov2_")]
     assert sorted(listed) == sorted(minidino.list_models())
-    assert len(listed) == 16
+    assert len(listed) == 17
 
 
 @pytest.mark.parametrize("name", minidino.list_models())
 def test_entry_point_defaults_match_the_official_hub(name):
     params = inspect.signature(getattr(_hubconf(), name)).parameters
     assert params["pretrained"].default is True and params["pretrained"].kind is inspect.Parameter.KEYWORD_ONLY
-    if name.endswith("_lc"):
+    if "dinotxt" in name:  # the official entry point takes no weights= or layers=
+        assert set(params) == {"pretrained", "kwargs"}
+    elif name.endswith("_lc"):
         assert params["layers"].default == 4 and params["weights"].default == "IMAGENET1K"
     else:
         assert "layers" not in params and params["weights"].default == "LVD142M"

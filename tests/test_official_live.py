@@ -34,7 +34,7 @@ from minidino.reference import compare, official_pair, official_repo, snapshot_a
 from minidino.reference import max_abs_difference as max_diff
 
 REPO = official_repo()  # $MINIDINO_OFFICIAL_REPO, else ../shared/official/dinov2-*.tar.gz, else None
-NAMES = list_models()
+NAMES = [n for n in list_models() if "dinotxt" not in n]  # dino.txt has its own live tests (test_dinotxt.py)
 FAST = ["dinov2_vits14", "dinov2_vits14_reg", "dinov2_vitb14_reg", "dinov2_vits14_lc", "dinov2_vits14_reg_lc"]
 PLAIN = ["dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "dinov2_vitg14"]
 # Reduced cost, same code: ViT-L/g run their first 2 blocks (their *_lc classifiers 4, the last 4 feed the head).
