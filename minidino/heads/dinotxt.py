@@ -189,9 +189,12 @@ class DinoTxt(nn.Module):
     # ---------------------------------------------------------------- initialisation
     @torch.no_grad()
     def init_weights(self) -> "DinoTxt":
-        """Random weights: the backbone's official init; CLIP-style init for the rest (see docs/text.md)."""
+        """Random weights with the official init's distributions (measured on the official model's init):
+        the backbone's own init; the vision head as the backbone (truncated normal 0.02, zero biases,
+        LayerScale 1e-5); the text tower as CLIP's (normal, std D^-0.5 for qkv and the projection,
+        D^-0.5 (2 layers)^-0.5 for the residual outputs, (2D)^-0.5 for fc1; FFN biases as nn.Linear's)."""
         self.visual_model.backbone.model.init_weights()
-        for m in [*self.visual_model.head.modules(), *self.text_model.modules()]:
+        for m in self.visual_model.head.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
@@ -201,10 +204,24 @@ class DinoTxt(nn.Module):
         for blk in self.visual_model.head.block_list:
             nn.init.constant_(blk.ls1.gamma, self.config.head_layerscale_init)
             nn.init.constant_(blk.ls2.gamma, self.config.head_layerscale_init)
-        text = self.text_model.backbone
+        text, c = self.text_model.backbone, self.config
+        width_std = c.text_width**-0.5
+        residual_std = width_std * (2 * c.text_layers) ** -0.5  # outputs that add into the residual stream
         nn.init.normal_(text.token_embedding.weight, std=0.02)
         nn.init.normal_(text.positional_embedding, std=0.01)
-        nn.init.constant_(self.logit_scale, self.config.logit_scale_init)
+        for blk in text.blocks:
+            nn.init.normal_(blk.attention.qkv.weight, std=width_std)
+            nn.init.normal_(blk.attention.proj.weight, std=residual_std)
+            nn.init.zeros_(blk.attention.proj.bias)
+            blk.feed_forward.fc1.reset_parameters()  # its bias keeps nn.Linear's uniform init
+            blk.feed_forward.fc2.reset_parameters()
+            nn.init.normal_(blk.feed_forward.fc1.weight, std=(2 * c.text_width) ** -0.5)
+            nn.init.normal_(blk.feed_forward.fc2.weight, std=residual_std)
+            blk.attention_norm.reset_parameters()
+            blk.ffn_norm.reset_parameters()
+        text.ln_final.reset_parameters()
+        nn.init.normal_(self.text_model.head.linear_projection.weight, std=width_std)
+        nn.init.constant_(self.logit_scale, c.logit_scale_init)
         return self
 
     # ---------------------------------------------------------------- the official API
