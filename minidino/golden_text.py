@@ -103,3 +103,21 @@ def make_case(out_dir: str | Path, official: torch.nn.Module, case: dict[str, An
             tensors[f"{inp['tag']}/{key}"] = value.clone().contiguous()  # logits_per_text is a view of the other
     save_file(tensors, str(Path(out_dir) / case["file"]), metadata={"made_by": "official dino.txt (minidino.golden_text.make_case)"})
     return dict(case, weights_sha256=weights_sha256(sd))
+
+
+def side_by_side(repo: str | Path | None = None, seed: int = 0) -> list[tuple[str, float]]:
+    """The official dino.txt (reduced: backbone 2 blocks, text 2 layers of width 128) and minidino's,
+    same generated weights and inputs, on this machine: (output, max abs difference) per output."""
+    from . import create_model
+    from .reference import official_dinotxt
+
+    sizes = {"depth": 2, "text_width": 128, "text_num_heads": 2, "text_layers": 2}
+    official = official_dinotxt(repo, **sizes)
+    ours = create_model("dinotxt", device="meta", **sizes)
+    sd = generate_for(ours, seed)
+    ours.load_state_dict(sd, strict=True, assign=True)
+    official.load_state_dict(sd, strict=True)
+    images = generate_images(seed, 100, (2, 3, 56, 84))
+    ids = generate_token_ids(seed, 300, [3, 30, 76], 77)
+    a, b = outputs_of(official, images, ids), outputs_of(ours.eval(), images, ids)
+    return [(k, float((a[k] - b[k]).abs().max())) for k in a]
