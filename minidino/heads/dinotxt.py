@@ -224,6 +224,10 @@ class DinoTxt(nn.Module):
         nn.init.constant_(self.logit_scale, c.logit_scale_init)
         return self
 
+    @property
+    def patch_size(self) -> int:
+        return self.vision_config.patch_size
+
     # ---------------------------------------------------------------- the official API
     def _check_images(self, images: Any) -> None:
         self.visual_model.backbone.model._check_images(images, what="images")
