@@ -37,9 +37,13 @@ def create_dinotxt(*, pretrained: Any = False, device: torch.device | str | None
                    **overrides: Any) -> DinoTxt:
     """What create_model("dinotxt", ...) does: overrides are DinoTxtConfig fields or backbone fields (depth=...)."""
     cache_dir = overrides.pop("cache_dir", None)
-    txt_fields = set(DinoTxtConfig.__dataclass_fields__)  # embed_dim is the joint width E; the backbone keeps D = 1024
+    # DinoTxtConfig fields go to the dino.txt config (embed_dim there is the joint width E); other
+    # names are backbone fields (depth=2), and "vision_" + a backbone field reaches one whose name
+    # dino.txt also uses (vision_embed_dim=64 makes a narrow backbone; then give embed_dim=128 too).
+    txt_fields = set(DinoTxtConfig.__dataclass_fields__)
     config = DINOTXT_PRESET.replace(**{k: v for k, v in overrides.items() if k in txt_fields})
-    vision = get_config(DINOTXT_BACKBONE).replace(**{k: v for k, v in overrides.items() if k not in txt_fields})
+    vision = get_config(DINOTXT_BACKBONE).replace(**{k.removeprefix("vision_"): v for k, v in overrides.items()
+                                                     if k not in txt_fields})
     model = DinoTxt(config, vision, device=device, dtype=dtype)
     meta = device is not None and torch.device(device).type == "meta"
     if not meta:
