@@ -295,7 +295,10 @@ def official_tokenizer(vocab_file: str | os.PathLike, repo: str | os.PathLike | 
     hub = official_repo(repo)
     if hub is None:
         raise ReferenceUnavailable("no official hub code for the tokenizer")
-    import requests  # the official tokenizer downloads with it
+    try:
+        import requests  # the official tokenizer downloads with it
+    except ImportError:
+        raise ReferenceUnavailable("the official tokenizer needs the `requests` package") from None
 
     data = Path(vocab_file).read_bytes()
 

@@ -215,7 +215,10 @@ def test_tokenizer_known_ids_and_overlong_text():
 @needs_vocab
 @needs_text_extra
 def test_tokenizer_equals_the_official_one_id_for_id():
-    official = official_tokenizer(VOCAB, REPO)
+    try:
+        official = official_tokenizer(VOCAB, REPO)
+    except ReferenceUnavailable as e:
+        pytest.skip(str(e))
     ours = Tokenizer(VOCAB)
     for text in TRICKY:
         assert torch.equal(official.tokenize(text), ours.tokenize(text)), text
