@@ -267,8 +267,8 @@ def official_dinotxt(repo: str | os.PathLike | None = None, *, depth: int | None
                      text_num_heads: int = 20, text_layers: int = 24) -> nn.Module:
     """The official dino.txt model (eval mode), built from the hub code's own classes with the
     entry point's configuration, without downloading anything: the entry point itself always
-    downloads the published weights. depth= cuts the backbone (UNINITIALISED then: load a state
-    dict); text_* reduce the text transformer (the official class takes them as arguments).
+    downloads the published weights. Official random init, except that depth= cuts the backbone
+    (which is then UNINITIALISED: load a state dict); text_* reduce the text transformer (the official class takes them as arguments).
     Raises ReferenceUnavailable without the hub code."""
     hub = official_repo(repo)
     if hub is None:
@@ -284,6 +284,7 @@ def official_dinotxt(repo: str | os.PathLike | None = None, *, depth: int | None
             text = tt.TextTransformer(context_length=77, vocab_size=49408, dim=text_width, num_heads=text_num_heads,
                                       num_layers=text_layers, ffn_ratio=4.0, is_causal=True)
             model = dm.DinoTxt(dm.DinoTxtConfig(**_DINOTXT_CONFIG), dw.DINOv2Wrapper(backbone), text)
+            model.init_weights()  # the official init of the heads and the text tower (construction leaves some of it empty)
     finally:
         sys.path.remove(hub)
     return model.eval()
