@@ -90,7 +90,8 @@ DINOTXT_PRESET = DinoTxtConfig()
 
 
 def check_token_ids(token_ids: Any, vocab_size: int, context_length: int) -> None:
-    """Token ids must be an integer (B, L) tensor with 1 <= L <= context length and ids in [0, V)."""
+    """Token ids must be an integer (B, L) tensor with 1 <= L <= context length, ids in [0, V) and an
+    <end of text> (V - 1) in every row."""
     if not isinstance(token_ids, Tensor):
         raise TypeError(f"token ids must be a tensor (use minidino.tokenize(texts)), got {type(token_ids).__name__}")
     if token_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
@@ -103,6 +104,11 @@ def check_token_ids(token_ids: Any, vocab_size: int, context_length: int) -> Non
         lo, hi = int(token_ids.min()), int(token_ids.max())
         if lo < 0 or hi >= vocab_size:
             raise ValueError(f"token ids must be in [0, {vocab_size}); found values in [{lo}, {hi}]")
+        eot = vocab_size - 1  # <end of text>, where the text embedding is read (end-of-text pooling)
+        missing = (token_ids != eot).all(dim=1).nonzero().flatten().tolist()
+        if missing:
+            raise ValueError(f"token ids of text(s) {missing[:5]} have no <end of text> ({eot}): the embedding is read "
+                             "there; make ids with minidino.tokenize, or cut long ids so they end with it")
 
 
 class BackboneWrapper(nn.Module):
