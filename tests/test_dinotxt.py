@@ -171,6 +171,11 @@ def test_whole_model_state_dict_round_trip(tmp_path):
     minidino.save_weights(a.state_dict(), path)
     b = minidino.create_model(NAME, pretrained=str(path), **SMALL)
     assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    c = minidino.create_model(NAME, **SMALL)
+    report = minidino.load_weights(c, {"text_encoder": {k.removeprefix("text_model."): v for k, v in a.state_dict().items()
+                                                        if k.startswith("text_model.")}})
+    assert report.loaded == ["text_encoder"] and torch.equal(c.text_model.head.linear_projection.weight,
+                                                              a.text_model.head.linear_projection.weight)
 
 
 # ------------------------------------------------------------------ the maths, checked on ours
