@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
@@ -348,6 +347,8 @@ def segmentation_figure(image: Image.Image, similarity: Tensor, labels: Sequence
     of highest similarity, and its colour is blended over the image (alpha = colour weight).
     Returns the picture and each label's share of the pixels (the legend shows it too).
     """
+    import torch.nn.functional as F
+
     T, h, w = similarity.shape
     if T != len(labels) or T < 1:
         raise ValueError(f"{T} similarity maps for {len(labels)} labels")
