@@ -169,3 +169,11 @@ def dinov2_vitl14_dd(*, pretrained: bool = True, weights: Any = _DEPTH_WEIGHTS, 
 def dinov2_vitg14_dd(*, pretrained: bool = True, weights: Any = _DEPTH_WEIGHTS, **kwargs: Any) -> Any:
     """ViT-g/14 with a DPT depth head."""
     return _depther("dinov2_vitg14_dd", None, pretrained, weights, kwargs)
+def dinov2_vitl14_reg4_dinotxt_tet1280d20h24l(*, pretrained: bool = True, **kwargs: Any) -> Any:
+    """dino.txt: ViT-L/14 with registers (frozen) + vision head, aligned with a 24-layer text encoder.
+
+    Tokenize texts with `minidino.tokenize` (the official `get_tokenizer().tokenize`).
+    """
+    import minidino
+
+    return minidino.create_model("dinov2_vitl14_reg4_dinotxt_tet1280d20h24l", pretrained=pretrained, **kwargs)

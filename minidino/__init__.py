@@ -12,8 +12,9 @@ from typing import Any
 import torch
 
 from .config import DinoConfig
-from .names import get_config, list_models, split_depth_name, split_model_name
-from .heads import DINOHead, Depther, LinearClassifier
+from .names import get_config, is_dinotxt, list_models, split_depth_name, split_model_name
+from .heads import DINOHead, Depther, DinoTxt, LinearClassifier
+from .tokenizer import tokenize
 from .export import export_onnx, export_program  # onnx itself is imported only inside them
 from .model import DinoVisionTransformer
 from .weights import load_weights, save_weights
@@ -21,6 +22,7 @@ from .optimize import optimize
 
 __all__ = [
     "create_model", "list_models", "get_config", "DinoConfig", "DinoVisionTransformer", "LinearClassifier", "DINOHead", "Depther", "optimize",
+    "DinoTxt", "tokenize",
     "load_weights", "save_weights", "export_onnx", "export_program",
 ]
 __version__ = "0.1.0"
@@ -33,10 +35,12 @@ def create_model(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     **overrides: Any,
-) -> DinoVisionTransformer | LinearClassifier | Depther:
+) -> DinoVisionTransformer | LinearClassifier | Depther | DinoTxt:
     """Build a hub model by name: one of the 8 backbones, a `*_lc` classifier (`layers=1|4`, default 4),
-    or a depther (`*_ld`: `layers=1|4`, default 4; `*_dd`), with `weights="NYU"|"KITTI"` (default
-    NYU) and `depth_range=(min, max)` in metres as in the hub (see minidino.heads.depth).
+    a depther (`*_ld`: `layers=1|4`, default 4; `*_dd`), with `weights="NYU"|"KITTI"` (default
+    NYU) and `depth_range=(min, max)` in metres as in the hub (see minidino.heads.depth), or
+    dino.txt (`dinov2_vitl14_reg4_dinotxt_tet1280d20h24l`, short `dinotxt`; its overrides are
+    DinoTxtConfig fields such as text_layers=2, or backbone fields such as depth=2).
 
     overrides replace config fields (e.g. depth=4 builds the first 4 blocks); an unknown field
     is a TypeError. device="meta" builds without allocating memory (weights are then loaded
@@ -53,6 +57,10 @@ def create_model(
     """
     if split_depth_name(name) is not None:
         return _create_depther(name, pretrained=pretrained, device=device, dtype=dtype, **overrides)
+    if isinstance(name, str) and is_dinotxt(name):
+        from .text_weights import create_dinotxt
+
+        return create_dinotxt(pretrained=pretrained, device=device, dtype=dtype, **overrides)
     backbone_name, is_lc = split_model_name(name)
     cache_dir = overrides.pop("cache_dir", None)  # where pretrained=True downloads go (else $MINIDINO_HOME)
     layers = overrides.pop("layers", 4) if is_lc else None

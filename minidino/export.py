@@ -81,7 +81,7 @@ def _backbone(model: nn.Module) -> DinoVisionTransformer:
         return model
     raise TypeError(
         f"can only export a minidino backbone or *_lc classifier (or a depther), got {type(model).__name__}; "
-        "build one with minidino.create_model(name)"
+        "build one with minidino.create_model(name) (dino.txt: minidino.export_text.export_dinotxt_onnx)"
     )
 
 

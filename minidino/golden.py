@@ -217,6 +217,10 @@ def build_case(case: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Tensor]
     from . import create_model  # late import: golden is a leaf module otherwise
     from .heads import DINOHead
 
+    if case["model"] == "dinotxt":  # its own case format: golden_text.py
+        from .golden_text import build_dinotxt_case
+
+        return build_dinotxt_case(case)
     if case["model"] == "dino_head":
         model: torch.nn.Module = DINOHead(case["in_dim"], case["out_dim"], case["hidden_dim"], case["bottleneck_dim"],
                                           case["nlayers"], device="meta")
@@ -323,6 +327,10 @@ def run_case(case: dict[str, Any], golden_dir: str | Path | None = None, model: 
 
     d = Path(golden_dir) if golden_dir is not None else default_golden_dir()
     ref = load_file(str(d / case["file"]))
+    if case["model"] == "dinotxt":
+        from .golden_text import run_dinotxt_case
+
+        return run_dinotxt_case(case, ref, model)
     if model is None:
         model, _ = build_case(case)
     name = case_name(case)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .packing import Packing
 
-__all__ = ["PatchEmbed", "Attention", "Mlp", "SwiGLUFFN", "LayerScale", "DropPath", "Block"]
+__all__ = ["PatchEmbed", "Attention", "Mlp", "SwiGLUFFN", "SwiGLUSplitFFN", "LayerScale", "DropPath", "Block"]
 
 
 class PatchEmbed(nn.Module):
@@ -206,7 +206,7 @@ class Block(nn.Module):
         self.attn = Attention(dim=dim, num_heads=num_heads, qkv_bias=qkv_bias, proj_bias=proj_bias, **factory)
         self.ls1 = LayerScale(dim=dim, **factory)
         self.norm2 = nn.LayerNorm(dim, eps=eps, **factory)
-        ffn = SwiGLUFFN if ffn_layer == "swiglu" else Mlp
+        ffn = {"mlp": Mlp, "swiglu": SwiGLUFFN, "swiglu_split": SwiGLUSplitFFN}[ffn_layer]
         self.mlp = ffn(dim=dim, hidden_dim=ffn_hidden_dim, bias=ffn_bias, **factory)
         self.ls2 = LayerScale(dim=dim, **factory)
         self.drop_path = DropPath(drop_path)
@@ -216,3 +216,20 @@ class Block(nn.Module):
         """x: (B, N, D), or (T, D) token rows with their packing (only attention looks at it)."""
         x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), attn_mask, explicit, packing)), packing)  # (B, N, D)
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))), packing)  # (B, N, D)
+
+
+class SwiGLUSplitFFN(nn.Module):
+    """SwiGLU with the two input projections kept apart: silu(w1 x) * (w2 x) -> w3.
+
+    The same maths as SwiGLUFFN with w12 split in two; this is how the dino.txt vision head's
+    blocks store it (keys mlp.w1, mlp.w2, mlp.w3).
+    """
+
+    def __init__(self, *, dim: int, hidden_dim: int, bias: bool, **factory: Any) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden_dim, bias=bias, **factory)
+        self.w2 = nn.Linear(dim, hidden_dim, bias=bias, **factory)
+        self.w3 = nn.Linear(hidden_dim, dim, bias=bias, **factory)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w3(F.silu(self.w1(x)) * self.w2(x))  # (B, N, F) gate * value -> (B, N, D)

@@ -350,3 +350,70 @@ def side_by_side_depth(name: str, repo: str | os.PathLike | None = None, seed: i
         want = ref.eval().whole_inference(x, img_meta=None, rescale=True)
         out.append((f"{B}x3x{H}x{W}", max_abs_difference(want, ours.eval()(x))))
     return out
+# ---------------------------------------------------------------------------- dino.txt
+# The configuration the official entry point `dinov2_vitl14_reg4_dinotxt_tet1280d20h24l` builds
+# (read from the `model_config` attribute of the model it returns, not from its source).
+_DINOTXT_CONFIG = dict(
+    embed_dim=2048, vision_model_freeze_backbone=True, vision_model_train_img_size=224, vision_model_use_class_token=True,
+    vision_model_use_patch_tokens=True, vision_model_num_head_blocks=2, vision_model_head_blocks_drop_path=0.3,
+    vision_model_use_linear_projection=False, vision_model_patch_tokens_pooler_type="mean", vision_model_patch_token_layer=1,
+    text_model_freeze_backbone=False, text_model_num_head_blocks=0, text_model_head_blocks_is_causal=False,
+    text_model_head_blocks_drop_prob=0.0, text_model_tokens_pooler_type="argmax", text_model_use_linear_projection=True,
+)
+
+
+def official_dinotxt(repo: str | os.PathLike | None = None, *, depth: int | None = None, text_width: int = 1280,
+                     text_num_heads: int = 20, text_layers: int = 24) -> nn.Module:
+    """The official dino.txt model (eval mode), built from the hub code's own classes with the
+    entry point's configuration, without downloading anything: the entry point itself always
+    downloads the published weights. Official random init, except that depth= cuts the backbone
+    (which is then UNINITIALISED: load a state dict); text_* reduce the text transformer (the official class takes them as arguments).
+    Raises ReferenceUnavailable without the hub code."""
+    hub = official_repo(repo)
+    if hub is None:
+        raise ReferenceUnavailable("no official hub code: ../shared/official/dinov2-*.tar.gz not found and "
+                                   f"${REPO_ENV} unset")
+    backbone = official_model("dinov2_vitl14_reg", hub, **({"depth": depth} if depth else {})).module
+    sys.path.insert(0, hub)
+    try:
+        with _quiet_import(), _own_dinov2_package():
+            dm = importlib.import_module("dinov2.hub.text.dinotxt_model")
+            tt = importlib.import_module("dinov2.hub.text.text_transformer")
+            dw = importlib.import_module("dinov2.hub.text.dinov2_wrapper")
+            text = tt.TextTransformer(context_length=77, vocab_size=49408, dim=text_width, num_heads=text_num_heads,
+                                      num_layers=text_layers, ffn_ratio=4.0, is_causal=True)
+            model = dm.DinoTxt(dm.DinoTxtConfig(**_DINOTXT_CONFIG), dw.DINOv2Wrapper(backbone), text)
+            model.init_weights()  # the official init of the heads and the text tower (construction leaves some of it empty)
+    finally:
+        sys.path.remove(hub)
+    return model.eval()
+
+
+def official_tokenizer(vocab_file: str | os.PathLike, repo: str | os.PathLike | None = None) -> Any:
+    """The official dino.txt tokenizer (`get_tokenizer()` of the hub code) over a local vocabulary
+    file: its download (a `requests.get` of the official URL) is answered with the file's bytes."""
+    hub = official_repo(repo)
+    if hub is None:
+        raise ReferenceUnavailable("no official hub code for the tokenizer")
+    try:
+        import requests  # the official tokenizer downloads with it
+    except ImportError:
+        raise ReferenceUnavailable("the official tokenizer needs the `requests` package") from None
+
+    data = Path(vocab_file).read_bytes()
+
+    class _Response:
+        status_code, ok, content = 200, True, data
+
+        def raise_for_status(self) -> None:
+            pass
+
+    saved = requests.get
+    requests.get = lambda url, *a, **k: _Response()  # type: ignore[assignment]
+    sys.path.insert(0, hub)
+    try:
+        with _quiet_import(), _own_dinov2_package():
+            return importlib.import_module("dinov2.hub.dinotxt").get_tokenizer()
+    finally:
+        requests.get = saved
+        sys.path.remove(hub)

@@ -456,3 +456,45 @@ def depth_preview(depth: Tensor | np.ndarray, *, caption: str | None = None, bar
         t += step
     img = compose_grid([[panel, legend]], [["depth", "metres"]], caption)
     return img
+# ------------------------------------------------------------------ open-vocabulary segmentation (dino.txt)
+# Twenty distinct colours for labels, in order (our own list: saturated first, then lighter tones).
+LABEL_COLOURS = [
+    (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180), (70, 240, 240), (245, 130, 48),
+    (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40), (128, 0, 0), (0, 0, 128), (128, 128, 0),
+    (250, 190, 212), (170, 255, 195), (220, 190, 255), (255, 215, 180), (128, 128, 128), (0, 0, 0),
+]
+
+
+def segmentation_figure(image: Image.Image, similarity: Tensor, labels: Sequence[str], caption: str | None = None,
+                        alpha: float = 0.55) -> tuple[Image.Image, list[float]]:
+    """[image | label colours over the image | legend] for patch-text similarities (T, h, w).
+
+    The (T, h, w) map is upsampled bilinearly to the image's pixels, each pixel takes the label
+    of highest similarity, and its colour is blended over the image (alpha = colour weight).
+    Returns the picture and each label's share of the pixels (the legend shows it too).
+    """
+    import torch.nn.functional as F
+
+    T, h, w = similarity.shape
+    if T != len(labels) or T < 1:
+        raise ValueError(f"{T} similarity maps for {len(labels)} labels")
+    if T > len(LABEL_COLOURS):
+        raise ValueError(f"at most {len(LABEL_COLOURS)} labels can be told apart by colour, got {T}")
+    W, H = image.size
+    up = F.interpolate(similarity[None].float(), size=(H, W), mode="bilinear", align_corners=False)[0]  # (T, H, W)
+    winner = up.argmax(dim=0).numpy()  # (H, W) label index per pixel
+    palette = np.array(LABEL_COLOURS[:T], dtype=np.float64)
+    base = np.asarray(image.convert("RGB"), dtype=np.float64)
+    blend = (1 - alpha) * base + alpha * palette[winner]  # (H, W, 3)
+    overlay = Image.fromarray(np.round(blend).astype(np.uint8), "RGB")
+    shares = [float((winner == t).mean()) for t in range(T)]
+    font = _font()
+    row = LABEL_H + 4
+    legend_w = int(max(font.getlength(f"{lab}  {100 * s:.0f}%") for lab, s in zip(labels, shares))) + 3 * PAD + 14
+    legend = Image.new("RGB", (max(legend_w, 60), max(H, T * row + PAD)), _BG)
+    draw = ImageDraw.Draw(legend)
+    for t, (lab, s) in enumerate(zip(labels, shares)):
+        y = PAD + t * row
+        draw.rectangle([PAD, y + 1, PAD + 12, y + 13], fill=LABEL_COLOURS[t], outline=_FG)
+        draw.text((2 * PAD + 14, y), f"{lab}  {100 * s:.0f}%", fill=_FG, font=font)
+    return compose_grid([[image.convert("RGB"), overlay, legend]], [["image", "labels", "legend"]], caption), shares

@@ -718,6 +718,14 @@ def load_weights(model: nn.Module, source: Any, *, strict: bool = True, network:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a minidino model (nn.Module), got {type(model).__name__}")
+    from .heads.dinotxt import DinoTxt
+
+    if isinstance(model, DinoTxt):  # its three official files (or one whole state dict): text_weights.py
+        from .text_weights import PARTS, load_dinotxt_weights
+
+        load_dinotxt_weights(model, source, cache_dir=cache_dir, progress=progress)
+        parts = [p for p in PARTS if p in source] if isinstance(source, Mapping) and set(source) <= set(PARTS) else ["dinotxt"]
+        return LoadReport(layout="official (dino.txt)", loaded=parts)
     parts, layout, name = _prepare(source, network, cache_dir, progress)
     report = LoadReport(layout=layout)
     hint = guess_hub_name(parts["backbone"]) if "backbone" in parts else "a head file"

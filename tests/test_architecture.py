@@ -62,8 +62,9 @@ def test_presets_are_plain_frozen_data():
 
 def test_list_models_and_lc_config():
     names = list_models()
-    assert len(names) == 24 and "dinov2_vitg14_reg_lc" in names and "dinov2_vitg14_dd" in names
-    assert len(list_models(include_depthers=False)) == 16
+    assert len(names) == 25 and "dinov2_vitg14_reg_lc" in names and "dinov2_vitg14_dd" in names
+    assert "dinov2_vitl14_reg4_dinotxt_tet1280d20h24l" in names  # all 25 official hub entry points
+    assert len(list_models(include_depthers=False)) == 17
     assert get_config("dinov2_vits14_lc") == get_config("dinov2_vits14")
 
 

@@ -32,7 +32,7 @@ def _hubconf():
 def test_every_official_entry_point_is_listed():
     listed = [n for n in dir(_hubconf()) if n.startswith("dinov2_")]
     assert sorted(listed) == sorted(minidino.list_models())
-    assert len(listed) == 24  # 8 backbones, 8 classifiers, 8 depthers
+    assert len(listed) == 25  # 8 backbones, 8 classifiers, 8 depthers, dino.txt: every official entry point
 
 
 @pytest.mark.parametrize("name", minidino.list_models())
@@ -42,6 +42,8 @@ def test_entry_point_defaults_match_the_official_hub(name):
     if name.endswith(("_ld", "_dd")):
         assert params["weights"].default == "NYU" and ("layers" in params) == name.endswith("_ld")
         assert not name.endswith("_ld") or params["layers"].default == 4
+    if "dinotxt" in name:  # the official entry point takes no weights= or layers=
+        assert set(params) == {"pretrained", "kwargs"}
     elif name.endswith("_lc"):
         assert params["layers"].default == 4 and params["weights"].default == "IMAGENET1K"
     else:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 # Subcommand modules, in the order `minidino --help` lists them.
-COMMANDS = ["selftest", "demo", "embed", "similar", "info", "pca", "attention", "convert", "export", "depth"]
+COMMANDS = ["selftest", "demo", "embed", "similar", "info", "pca", "attention", "convert", "export", "depth", "text"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -204,8 +204,12 @@ def embed_tensor(model: Any, x: Any, tokens: str) -> dict[str, Any]:
     import torch
 
     with torch.inference_mode():
-        f = model.forward_features(x)
-    out = {"cls": f["x_norm_clstoken"], "patch": f["x_norm_patchtokens"]}
+        if hasattr(model, "encode_image"):  # dino.txt: its image embedding (searchable by text) and head patch tokens
+            cls, patch = model.get_visual_class_and_patch_tokens(x)
+            out = {"cls": torch.cat([cls, patch.mean(dim=1)], dim=-1), "patch": patch}  # = encode_image(x), (B, 2D)
+        else:
+            f = model.forward_features(x)
+            out = {"cls": f["x_norm_clstoken"], "patch": f["x_norm_patchtokens"]}
     return {k: out[k].float().cpu() for k in TOKEN_KEYS[tokens]}
 
 
@@ -213,7 +217,8 @@ def _empty(model: Any, size: int, tokens: str) -> dict[str, Any]:
     import torch
 
     D, hw = model.config.embed_dim, (size // model.patch_size) ** 2
-    shapes = {"cls": (0, D), "patch": (0, hw, D)}
+    Dp = getattr(model, "vision_config", model.config).embed_dim  # dino.txt: patches are D wide, its embedding 2D
+    shapes = {"cls": (0, D), "patch": (0, hw, Dp)}
     return {k: torch.zeros(shapes[k]) for k in TOKEN_KEYS[tokens]}
 
 

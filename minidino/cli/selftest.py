@@ -59,6 +59,13 @@ def live(args: argparse.Namespace) -> int:
         failed += worst != 0.0
         what = name + (f" (first {kw['depth']} blocks)" if "depth" in kw else f" layers={kw['layers']}" if kw else "")
         print(f"  {what:36s} {len(rows)} inputs, max abs {worst:.3e}  {'ok' if worst == 0.0 else 'FAIL'}")
+    if repo is not None:  # dino.txt: built from the hub code's own classes (its entry point always downloads)
+        from ..golden_text import side_by_side as dinotxt_side_by_side
+
+        rows = dinotxt_side_by_side(repo)
+        worst = max(d for _, d in rows)
+        failed += worst != 0.0
+        print(f"  {'dino.txt (2 blocks, text 2x128)':36s} {len(rows)} outputs, max abs {worst:.3e}  {'ok' if worst == 0.0 else 'FAIL'}")
     return failed
 
 

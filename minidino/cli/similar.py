@@ -27,6 +27,10 @@ def run(args: argparse.Namespace) -> int:
     from ._common import build_model, describe_weights, parse_dtype, resolve_device, weights_spec
     from .embed import embed_tensor, embed_transform, read_embeddings
 
+    if args.text is not None:
+        return run_text(args)
+    if args.query is None:
+        raise SystemExit("minidino similar: give a QUERY image (or name in the index), or --text \"a sentence\"")
     tensors, meta = read_embeddings(args.index)
     if "cls" not in tensors:
         raise SystemExit(f"minidino similar: {args.index} holds no class tokens; embed with --tokens cls or both")
@@ -68,6 +72,37 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_text(args: argparse.Namespace) -> int:
+    """--text: rank the images of a dino.txt index by the cosine of their embeddings with a sentence's."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..names import is_dinotxt
+    from ._common import build_model, parse_dtype, resolve_device
+    from .embed import read_embeddings
+    from .text import encode_texts
+
+    if args.query is not None:
+        raise SystemExit("minidino similar: give either a QUERY image or --text, not both")
+    tensors, meta = read_embeddings(args.index)
+    if not is_dinotxt(str(meta.get("model"))) or "cls" not in tensors:
+        raise SystemExit(f"minidino similar --text: {args.index} was made with {meta.get('model')}; text search needs "
+                         "an index of dino.txt image embeddings: minidino embed IMAGES --model dinotxt --out INDEX")
+    if args.top < 1:
+        raise SystemExit("minidino similar: --top must be >= 1")
+    names, emb = meta["names"], tensors["cls"].float()  # (N, E)
+    model = build_model(meta["model"], meta["weights"], dict(meta.get("config") or {}),
+                        device=resolve_device(args.device), dtype=parse_dtype(args.dtype))
+    q = encode_texts(model, [args.text], args.vocab)[0].cpu()  # (E,), the same model, weights and config as the index
+    cos = F.cosine_similarity(emb, q.unsqueeze(0), dim=1)  # (N,)
+    values, order = torch.topk(cos, min(args.top, len(names)))
+    print(f"nearest to the text {args.text!r} among {len(names)} images of {args.index}:")
+    print(f"{'rank':>4s} {'cosine':>8s}  name")
+    for r, (v, j) in enumerate(zip(values.tolist(), order.tolist()), 1):
+        print(f"{r:4d} {v:8.4f}  {names[j]}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "similar", help="nearest images to a query in an `embed` output (cosine of class tokens)",
@@ -79,11 +114,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "not comparable).",
         epilog="examples:\n"
                "  minidino similar photos/cat.jpg photos.safetensors --top 10\n"
-               "  minidino similar new_photo.png photos.safetensors --device cuda",
+               "  minidino similar new_photo.png photos.safetensors --device cuda\n"
+               "  minidino similar --text \"a dog on a beach\" photos_dinotxt.safetensors",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("query", metavar="QUERY", help="an image file, or a name stored in the index")
+    p.add_argument("query", metavar="QUERY", nargs="?", help="an image file, or a name stored in the index")
     p.add_argument("index", metavar="INDEX_FILE", help="output of `minidino embed` (.safetensors, .npz or .npy)")
     p.add_argument("--top", "-k", type=int, default=5, help="how many neighbours to print (default 5)")
+    p.add_argument("--text", default=None, metavar="SENTENCE",
+                   help="search by a sentence instead of an image (the index must be made with --model dinotxt)")
+    p.add_argument("--vocab", default=None, metavar="FILE", help="with --text: a local copy of CLIP's vocabulary file")
     add_model_args(p, default_model=None, default_weights=None)
     p.set_defaults(func=run)

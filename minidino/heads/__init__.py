@@ -4,11 +4,14 @@
 - dino_head.py: the DINO projection head of the training checkpoints
 - depth.py: the depthers (`*_ld`, `*_dd`): the shared wrapper, its config and the linear bins head
 - dpt.py: the DPT head of the `*_dd` depthers
+- dinotxt.py, text_transformer.py: dino.txt (image head, text encoder, the two-tower model)
 """
 
 from .classifier import LinearClassifier
 from .dino_head import DINOHead, WeightNormLinear
 from .depth import DepthConfig, Depther, LinearDepthHead
+from .dinotxt import DinoTxt, DinoTxtConfig
 from .dpt import DPTHead
 
-__all__ = ["LinearClassifier", "DINOHead", "WeightNormLinear", "DepthConfig", "Depther", "LinearDepthHead", "DPTHead"]
+__all__ = ["LinearClassifier", "DINOHead", "WeightNormLinear", "DepthConfig", "Depther", "LinearDepthHead", "DPTHead",
+           "DinoTxt", "DinoTxtConfig"]

@@ -1,0 +1,228 @@
+"""dino.txt commands: `zeroshot` (labels in words), `embed-text` (sentences -> embeddings), `segment`.
+
+All three build dino.txt (`--model dinotxt`, the default) with the usual model options, turn
+texts into token ids with minidino.tokenize (the vocabulary is downloaded once into the
+cache; --vocab FILE uses a local copy) and compare normalised embeddings by cosine.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ._common import HelpFormatter, add_model_args
+
+DEFAULT_TEMPLATE = "{}"
+
+
+# ------------------------------------------------------------------ shared pieces
+def read_image(path: str) -> Any:
+    """An image file as an RGB PIL image, or a clear exit naming the file (the one place images are read here)."""
+    from ..transforms import UnreadableImageError, load_image
+
+    try:
+        return load_image(path)
+    except (UnreadableImageError, OSError) as e:
+        raise SystemExit(f"minidino: {e}") from e
+
+
+def read_labels(args: argparse.Namespace) -> list[str]:
+    """--labels "a,b,c" and/or --labels-file (one label a line; # comments), stripped, empty ones dropped."""
+    labels: list[str] = []
+    if args.labels is not None:
+        labels += [s.strip() for s in args.labels.split(",")]
+    if args.labels_file is not None:
+        try:
+            text = Path(args.labels_file).read_text(encoding="utf-8")
+        except OSError as e:
+            raise SystemExit(f"minidino: cannot read the labels file: {e}") from e
+        labels += [line.strip() for line in text.splitlines() if not line.strip().startswith("#")]
+    labels = [lab for lab in labels if lab]
+    if not labels:
+        raise SystemExit("minidino: no labels: give --labels \"a cat,a dog\" or --labels-file FILE (one label a line)")
+    if len(set(labels)) != len(labels):
+        dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+        raise SystemExit(f"minidino: labels given twice: {', '.join(map(repr, dup))}")
+    return labels
+
+
+def prompts(labels: list[str], templates: list[str]) -> list[list[str]]:
+    """For each label, its sentences: every template with {} replaced by the label."""
+    for t in templates:
+        if t.count("{}") != 1:
+            raise SystemExit(f"minidino: --template must contain {{}} exactly once (where the label goes), got {t!r}")
+    return [[t.replace("{}", lab) for t in templates] for lab in labels]
+
+
+def dinotxt_from_args(args: argparse.Namespace) -> Any:
+    from ..heads.dinotxt import DinoTxt
+    from ._common import model_from_args
+
+    model = model_from_args(args)
+    if not isinstance(model, DinoTxt):
+        raise SystemExit(f"minidino: {args.model} has no text encoder; use --model dinotxt")
+    return model
+
+
+def encode_texts(model: Any, texts: list[str], vocab: str | None) -> Any:
+    """(T, E) unit-length text embeddings."""
+    import torch
+
+    from ..tokenizer import tokenize
+
+    try:
+        ids = tokenize(texts, model.config.text_context_length, vocab_file=vocab)
+    except (ImportError, FileNotFoundError, TypeError, ValueError) as e:
+        raise SystemExit(f"minidino: {e}") from e
+    with torch.inference_mode():
+        return model.encode_text(ids.to(next(model.parameters()).device), normalize=True).float()
+
+
+def label_embeddings(model: Any, labels: list[str], templates: list[str], vocab: str | None) -> Any:
+    """(T, E): per label, the normalised mean of its prompts' normalised embeddings (CLIP's prompt ensemble)."""
+    import torch.nn.functional as F
+
+    groups = prompts(labels, templates)
+    flat = encode_texts(model, [s for g in groups for s in g], vocab)  # (T * P, E)
+    return F.normalize(flat.view(len(labels), len(templates), -1).mean(dim=1), dim=-1)
+
+
+def _add_text_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vocab", default=None, metavar="FILE",
+                   help="CLIP's bpe_simple_vocab_16e6.txt.gz (default: the cached copy, downloaded once from the "
+                        "official URL and checked against its SHA-256)")
+    add_model_args(p, default_model="dinotxt")
+
+
+def _add_label_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", default=None, metavar="A,B,C", help="labels in words, separated by commas")
+    p.add_argument("--labels-file", default=None, metavar="FILE", help="labels, one a line (# starts a comment)")
+    p.add_argument("--template", action="append", default=None, metavar="TEXT",
+                   help='prompt template with {} for the label, e.g. "a photo of a {}"; repeat it to average '
+                        "several (default: the label alone)")
+
+
+# ------------------------------------------------------------------ zeroshot
+def run_zeroshot(args: argparse.Namespace) -> int:
+    import torch
+
+    from .embed import embed_transform
+
+    labels = read_labels(args)
+    if args.top < 1:
+        raise SystemExit("minidino zeroshot: --top must be >= 1")
+    model = dinotxt_from_args(args)
+    text = label_embeddings(model, labels, args.template or [DEFAULT_TEMPLATE], args.vocab)  # (T, E)
+    transform = embed_transform(args.size)
+    device = next(model.parameters()).device
+    scale = model.logit_scale.detach().exp().float()
+    for path in args.images:
+        x = transform(read_image(path)).unsqueeze(0).to(device=device, dtype=next(model.parameters()).dtype)  # (1, 3, S, S)
+        with torch.inference_mode():
+            image = model.encode_image(x, normalize=True).float()  # (1, E)
+        probs = (scale * image @ text.T).softmax(dim=-1)[0]  # (T,), as softmax over get_logits' row
+        values, order = probs.topk(min(args.top, len(labels)))
+        print(path)
+        for v, j in zip(values.tolist(), order.tolist()):
+            print(f"  {100 * v:6.2f}%  {labels[j]}")
+    return 0
+
+
+# ------------------------------------------------------------------ embed-text
+def run_embed_text(args: argparse.Namespace) -> int:
+    from ._common import config_overrides, weights_spec
+    from .embed import FORMAT, VERSION, write_embeddings
+
+    texts = list(args.texts)
+    if args.texts_file:
+        texts += [t for t in Path(args.texts_file).read_text(encoding="utf-8").splitlines() if t.strip()]
+    if not texts:
+        raise SystemExit("minidino embed-text: no texts: give them as arguments or with --texts-file")
+    model = dinotxt_from_args(args)
+    emb = encode_texts(model, texts, args.vocab)  # (T, E)
+    meta = {"format": FORMAT, "version": VERSION, "model": args.model, "weights": weights_spec(args),
+            "config": config_overrides(args), "tokens": "text", "names": texts, "skipped": []}
+    write_embeddings(args.out, {"text": emb}, meta)
+    print(f"wrote {args.out}: {len(texts)} text embeddings of width {emb.shape[1]} (unit length)")
+    return 0
+
+
+# ------------------------------------------------------------------ segment
+def run_segment(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import viz
+    from ..heads.dinotxt import patch_text_similarity
+    from ..transforms import IMAGENET_MEAN, IMAGENET_STD, dense_transform
+    from ._common import describe_weights
+
+    labels = read_labels(args)
+    model = dinotxt_from_args(args)
+    text = label_embeddings(model, labels, args.template or [DEFAULT_TEMPLATE], args.vocab)  # (T, E)
+    P = model.vision_config.patch_size
+    x = dense_transform(read_image(args.image), size=args.size, mode="resize", patch_size=P)  # (3, H, W)
+    H, W = x.shape[-2:]
+    h, w = H // P, W // P
+    with torch.inference_mode():
+        _, patches = model.get_visual_class_and_patch_tokens(
+            x.unsqueeze(0).to(device=next(model.parameters()).device, dtype=next(model.parameters()).dtype))
+    sim = patch_text_similarity(patches.float().cpu(), text.cpu())[0].view(len(labels), h, w)  # (T, h, w)
+    picture, shares = viz.segmentation_figure(viz.denormalize(x, IMAGENET_MEAN, IMAGENET_STD), sim, labels,
+                                              caption=f"{args.model}, {describe_weights(args)}")
+    picture.save(args.output)
+    for lab, s in sorted(zip(labels, shares), key=lambda p: -p[1]):
+        print(f"  {100 * s:5.1f}%  {lab}")
+    print(f"wrote {args.output} ({picture.width}x{picture.height} px, {h}x{w} patches)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    z = sub.add_parser(
+        "zeroshot", help="classify images against labels written in words (dino.txt)",
+        description="Zero-shot classification with dino.txt: every image (resized to --size*256/224, centre crop "
+                    "--size) and every label (put into the --template sentences) are embedded, and the softmax of "
+                    "the scaled cosines (the model's logits) gives one probability per label. Prints the --top labels "
+                    "of each image.",
+        epilog='examples:\n  minidino zeroshot cat.jpg dog.png --labels "a cat,a dog,a car"\n'
+               '  minidino zeroshot photos/*.jpg --labels-file labels.txt --template "a photo of a {}."',
+        formatter_class=HelpFormatter,
+    )
+    z.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    _add_label_args(z)
+    z.add_argument("--top", "-k", type=int, default=5, help="how many labels to print per image (default 5)")
+    z.add_argument("--size", type=int, default=224, help="crop size in pixels, a multiple of 14 (default 224)")
+    _add_text_args(z)
+    z.set_defaults(func=run_zeroshot)
+
+    t = sub.add_parser(
+        "embed-text", help="embed sentences with dino.txt's text encoder (search an image index with them)",
+        description="Write unit-length dino.txt text embeddings (key 'text', T x 2048) and the texts, in the format "
+                    "of `minidino embed`. An image index made with `minidino embed --model dinotxt` holds image "
+                    "embeddings of the same space: `minidino similar --text \"...\" INDEX` searches it.",
+        epilog='example:\n  minidino embed-text "a red car" "a dog on a beach" --out queries.safetensors',
+        formatter_class=HelpFormatter,
+    )
+    t.add_argument("texts", nargs="*", metavar="TEXT", help="sentences")
+    t.add_argument("--texts-file", default=None, metavar="FILE", help="more sentences, one a line")
+    t.add_argument("-o", "--out", required=True, metavar="FILE", help="output .safetensors, .npz or .npy")
+    _add_text_args(t)
+    t.set_defaults(func=run_embed_text)
+
+    s = sub.add_parser(
+        "segment", help="picture where each label is in an image (dino.txt patch features vs text)",
+        description="Open-vocabulary segmentation with dino.txt: the image is resized to about --size pixels (sides "
+                    "multiples of 14), each patch token of the vision head is compared by cosine with the patch half "
+                    "of every label's text embedding, the similarity maps are upsampled bilinearly to the pixels and "
+                    "each pixel takes its best label. Writes [image | colours over the image | legend with each "
+                    "label's share]. Give a background label (e.g. 'background') so that not everything is forced "
+                    "into an object label.",
+        epilog='example:\n  minidino segment street.jpg --labels "a car,a person,a tree,the sky,the road" -o seg.png',
+        formatter_class=HelpFormatter,
+    )
+    s.add_argument("image", metavar="IMAGE", help="an image file")
+    _add_label_args(s)
+    s.add_argument("-o", "--output", required=True, metavar="OUT.png", help="where to write the picture")
+    s.add_argument("--size", type=int, default=448, help="target size in pixels, rounded to a multiple of 14 (default 448)")
+    _add_text_args(s)
+    s.set_defaults(func=run_segment)
