@@ -42,7 +42,7 @@ def test_entry_point_defaults_match_the_official_hub(name):
     if name.endswith(("_ld", "_dd")):
         assert params["weights"].default == "NYU" and ("layers" in params) == name.endswith("_ld")
         assert not name.endswith("_ld") or params["layers"].default == 4
-    if "dinotxt" in name:  # the official entry point takes no weights= or layers=
+    elif "dinotxt" in name:  # the official entry point takes no weights= or layers=
         assert set(params) == {"pretrained", "kwargs"}
     elif name.endswith("_lc"):
         assert params["layers"].default == 4 and params["weights"].default == "IMAGENET1K"
