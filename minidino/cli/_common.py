@@ -23,7 +23,7 @@ from typing import Any
 
 __all__ = [
     "add_model_args", "model_from_args", "describe_weights", "weights_spec", "config_overrides", "parse_dtype",
-    "resolve_device", "parse_hw", "build_model", "DTYPES", "HelpFormatter",
+    "resolve_device", "parse_hw", "build_model", "DTYPES", "HelpFormatter", "preflight_model",
 ]
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
@@ -136,13 +136,52 @@ def parse_dtype(name: str) -> Any:
 
 
 def resolve_device(name: str | None) -> Any:
+    """--device as a torch.device; a device this machine does not have is a one-line error (status 6)."""
     import torch
+
+    from .errors import EXIT_RESOURCES, EXIT_USAGE, fail
 
     if name in (None, "auto"):
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        fail(f"minidino: --device {name!r} is not a device name; use cpu, cuda, cuda:N, mps or auto", EXIT_USAGE)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            fail(f"minidino: --device {name}: CUDA is not available on this machine (torch {torch.__version__}); "
+                 "use --device cpu or auto", EXIT_RESOURCES)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            fail(f"minidino: --device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)", EXIT_RESOURCES)
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        fail(f"minidino: --device {name}: MPS is not available on this machine; use --device cpu or auto", EXIT_RESOURCES)
+    return device
+
+
+def preflight_model(args: argparse.Namespace) -> Any:
+    """Check the model options before any work (no weights read, nothing allocated): the name, the --config
+    overrides, the --dtype, the --device and a --weights file. Returns the backbone's DinoConfig."""
+    from .. import get_config
+    from ..names import split_model_name
+
+    if not getattr(args, "model", None):
+        raise SystemExit("minidino: --model is required")
+    overrides = config_overrides(args)
+    try:
+        backbone, is_lc = split_model_name(args.model)
+        overrides.pop("layers", None) if is_lc else None
+        config = get_config(backbone).replace(**overrides)
+    except (ValueError, TypeError, KeyError) as e:
+        raise SystemExit(f"minidino: {' '.join(str(e).split())}") from None
+    parse_dtype(args.dtype)
+    resolve_device(args.device)
+    spec = weights_spec(args)
+    if not spec.startswith("random:") and spec != "official" and "://" not in spec and not os.path.exists(spec):
+        raise SystemExit(f"minidino: --weights {spec}: no such file; give an existing checkpoint file, a URL, "
+                         "'official' or random[:SEED]")
+    return config
 
 
 def build_model(name: str, weights: str, overrides: dict[str, Any] | None = None, *, device: Any = "cpu",
