@@ -321,6 +321,8 @@ def _embed_locked(args: argparse.Namespace, out: Path, shard: tuple[int, int] | 
             _compute_chunks(args, model, pool, paths, chunks, done, transform, keys, parts_dir, progress, device, dtype)
     except KeyboardInterrupt:
         n = len(list(parts_dir.glob("part-*.safetensors")))
+        if fresh and not n:
+            shutil.rmtree(parts_dir, ignore_errors=True)
         raise ResumeHint(f"{n} of {len(chunks)} checkpoints are saved in {parts_dir}: rerun the same command with "
                          "--resume to continue from there" if n else "no checkpoint was written yet; rerun the "
                          "same command") from None
