@@ -18,6 +18,7 @@ import argparse
 import ast
 import os
 import re
+import sys
 import textwrap
 from typing import Any
 
@@ -204,7 +205,12 @@ def model_from_args(args: argparse.Namespace) -> Any:
     """The model the options of `add_model_args` describe (eval mode, on --device, in --dtype)."""
     if not args.model:
         raise SystemExit("minidino: --model is required")
-    return build_model(args.model, weights_spec(args), config_overrides(args),
-                       device=resolve_device(args.device), dtype=parse_dtype(args.dtype))
+    from ..hardware import slow_dtype_message
+
+    device, dtype = resolve_device(args.device), parse_dtype(args.dtype)
+    slow = slow_dtype_message(dtype, device)
+    if slow:
+        print(f"minidino: warning: --dtype {args.dtype}: {slow}", file=sys.stderr)
+    return build_model(args.model, weights_spec(args), config_overrides(args), device=device, dtype=dtype)
 
 
