@@ -197,6 +197,10 @@ def build_model(name: str, weights: str, overrides: dict[str, Any] | None = None
         else:
             model = create_model(name, pretrained=True if weights == "official" else weights, **overrides)
     except (ValueError, TypeError) as e:  # unknown name or config field, weights that do not fit
+        from ..weights import CheckpointError, WeightsMismatchError
+
+        if isinstance(e, (CheckpointError, WeightsMismatchError)):
+            raise  # exit status 3 (minidino.cli.errors), not a usage error
         raise SystemExit(f"minidino: {e}") from e
     return model.to(device=device, dtype=dtype).eval()
 

@@ -13,10 +13,10 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import viz
     from ..atomic import atomic_write
-    from ..transforms import IMAGENET_MEAN, IMAGENET_STD, dense_transform
+    from ..transforms import IMAGENET_MEAN, IMAGENET_STD
     from ._common import model_from_args, preflight_model
     from .errors import EXIT_PARTIAL
-    from .inputs import DENSE_LIMITS, read_images, report_failures
+    from .inputs import DENSE_LIMITS, dense_transform_checked, read_images, report_failures
     from .outputs import check_output, locked
     from .pca import check_dense_size, picture_format, weights_caption
 
@@ -31,8 +31,7 @@ def run(args: argparse.Namespace) -> int:
     picture_format(out)
     with locked(out):
         items, failures = read_images(
-            [args.image], lambda img: dense_transform(img, size=args.size, mode=args.mode, patch_size=config.patch_size),
-            limits=DENSE_LIMITS)
+            [args.image], dense_transform_checked(args.size, args.mode, config.patch_size), limits=DENSE_LIMITS)
         if failures:
             report_failures(failures, what="cannot read")
             print("minidino attention: nothing written", file=sys.stderr)

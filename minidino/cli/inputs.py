@@ -7,6 +7,7 @@ the others go on; no single input can end, hang or exhaust the memory of a run.
 
     paths, failures = expand_inputs(args.inputs)          # files, folders, .txt lists
     items, more = read_images(paths, transform)           # [(path, transform(img))], [(path, reason)]
+    items, more = read_images(paths, dense_transform_checked(size, mode, patch), limits=DENSE_LIMITS)
     report_failures(failures + more)                      # one stderr line per failure
     ... compute on items, write the output ...
     return EXIT_PARTIAL if failures + more else 0         # minidino.cli.errors
@@ -26,9 +27,10 @@ Contract of `read_one` / `read_images` (what a caller can rely on):
   `max_pixels` pixels (Pillow's own MAX_IMAGE_PIXELS, 89.5 Mpx, by default), at most
   `max_side` pixels per side and an aspect ratio of at most `max_aspect` (default 50:1). So
   neither a decompression bomb nor a 100000x1 strip (whose shorter side scaled to 256 would
-  ask for a 25600000x256 image) reaches a resize. Pass a stricter `Limits` where the whole
-  image goes through the model (dense commands): `max_output_pixels` bounds the transformed
-  tensor's H*W as well.
+  ask for a 25600000x256 image) reaches a resize. Where the whole image goes through the
+  model (pca, attention, depth, segment), use DENSE_LIMITS and `dense_transform_checked`,
+  which also refuses, before resizing, an image whose resized H*W exceeds `max_output_pixels`.
+- A transform may raise InputError itself: its reason is reported as the input's.
 - Decoding: the first frame of animations and multi-page files; EXIF orientation applied
   (a corrupt EXIF block is ignored, the pixels are kept); CMYK, palette, 16-bit, greyscale,
   alpha: converted to 8-bit RGB by `minidino.transforms.to_rgb` (alpha on white). Truncated
@@ -52,7 +54,7 @@ from typing import Any, TypeVar
 
 __all__ = [
     "Limits", "DEFAULT_LIMITS", "DENSE_LIMITS", "InputError", "expand_inputs", "check_file", "open_image", "read_one",
-    "read_images", "display_name", "report_failures",
+    "read_images", "display_name", "report_failures", "dense_transform_checked",
 ]
 
 T = TypeVar("T")
@@ -72,8 +74,9 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 # For commands that run the whole image through the model (pca, attention, depth, segment): a
 # 10:1 panorama is fine, a 50:1 strip gives thousands of tokens in a row; and the resized image
-# must stay under 4 Mpx (e.g. 2016x2016, 20736 patches).
-DENSE_LIMITS = Limits(max_aspect=10.0, max_output_pixels=4 * 2**20)
+# must stay under 4.2 Mpx (2048x2048; e.g. 2044x2044 = 146x146 patches). Use them through
+# `dense_transform_checked`, which checks the resized size before resizing.
+DENSE_LIMITS = Limits(max_aspect=10.0, max_output_pixels=2**22)
 
 
 class InputError(OSError):
@@ -190,11 +193,11 @@ def _check_header(path: str, size: tuple[int, int], limits: Limits) -> None:
     if W * H > limits.max_pixels:
         raise InputError(path, f"{W}x{H} = {W * H / 1e6:.1f} Mpx, more than the limit {limits.max_pixels / 1e6:.1f} Mpx "
                                "(a decompression bomb, or an image to downscale first)")
-    if max(W, H) > limits.max_side:
-        raise InputError(path, f"{W}x{H}: a side longer than {limits.max_side} pixels")
     if max(W, H) / min(W, H) > limits.max_aspect:
         raise InputError(path, f"{W}x{H}: aspect ratio {max(W, H) / min(W, H):.0f}:1, more than {limits.max_aspect:g}:1 "
                                "(resizing it would need an absurdly large image); crop it first")
+    if max(W, H) > limits.max_side:
+        raise InputError(path, f"{W}x{H}: a side longer than {limits.max_side} pixels")
 
 
 def open_image(path: str | os.PathLike, limits: Limits = DEFAULT_LIMITS) -> Any:
@@ -264,6 +267,8 @@ def read_one(path: str | os.PathLike, transform: Callable[[Any], T] | None = Non
         return img, None
     try:
         value = transform(img)
+    except InputError as e:  # a transform's own refusal (e.g. dense_transform_checked)
+        return None, e.reason
     except MemoryError:
         return None, "out of memory while preprocessing it"
     except Exception as e:
@@ -274,6 +279,23 @@ def read_one(path: str | os.PathLike, transform: Callable[[Any], T] | None = Non
             return None, (f"preprocessed to {shape[-2]}x{shape[-1]} pixels, more than {limits.max_output_pixels} "
                           "(choose a smaller --size)")
     return value, None
+
+
+def dense_transform_checked(size: int | None, mode: str = "resize", patch_size: int = 14,
+                            limits: Limits = DENSE_LIMITS) -> Callable[[Any], Any]:
+    """minidino.transforms.dense_transform(size=, mode=, patch_size=) as a transform for `read_one`, which
+    refuses an image whose resized size would exceed `limits.max_output_pixels` BEFORE resizing it."""
+    from ..transforms import dense_size, dense_transform
+
+    def transform(img: Any) -> Any:
+        W0, H0 = img.size
+        H, W = dense_size((H0, W0), size, patch_size)
+        if limits.max_output_pixels is not None and H * W > limits.max_output_pixels:
+            raise InputError(getattr(img, "filename", "") or "image",
+                             f"{W0}x{H0} would be resized to {W}x{H} = {H * W / 1e6:.1f} Mpx, more than "
+                             f"{limits.max_output_pixels / 1e6:.1f} Mpx; choose a smaller --size")
+        return dense_transform(img, size=size, mode=mode, patch_size=patch_size)
+    return transform
 
 
 def read_images(paths: Sequence[str], transform: Callable[[Any], T] | None = None, *, limits: Limits = DEFAULT_LIMITS,

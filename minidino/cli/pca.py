@@ -15,19 +15,18 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import viz
     from ..atomic import atomic_write
-    from ..transforms import IMAGENET_MEAN, IMAGENET_STD, dense_transform
+    from ..transforms import IMAGENET_MEAN, IMAGENET_STD
     from ._common import model_from_args, preflight_model
     from .errors import EXIT_PARTIAL
-    from .inputs import DENSE_LIMITS, display_name, read_images, report_failures
+    from .inputs import DENSE_LIMITS, dense_transform_checked, display_name, read_images, report_failures
     from .outputs import check_output, locked
 
     patch = preflight_model(args).patch_size
     check_dense_size(args.size, patch, "pca")
     out = check_output(args.output, "--output")
     with locked(out):
-        items, failures = read_images(
-            args.images, lambda img: dense_transform(img, size=args.size, mode=args.mode, patch_size=patch),
-            limits=DENSE_LIMITS)
+        items, failures = read_images(args.images, dense_transform_checked(args.size, args.mode, patch),
+                                      limits=DENSE_LIMITS)
         report_failures(failures)
         if not items:
             print(f"minidino pca: nothing written: none of the {len(args.images)} images could be read", file=sys.stderr)
@@ -48,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_dense_size(size: int, patch: int, command: str) -> None:
-    """--size of the commands that run whole images (pca, attention): a shorter side of patch..4144 pixels."""
-    if not patch <= size <= 4144:
-        raise SystemExit(f"minidino {command}: --size {size} must be between {patch} (one patch) and 4144 pixels")
+    """--size of the commands that run whole images (pca, attention): a shorter side of patch..2044 pixels."""
+    if not patch <= size <= 2044:  # DENSE_LIMITS: at most 2048x2048 pixels after the resize
+        raise SystemExit(f"minidino {command}: --size {size} must be between {patch} (one patch) and 2044 pixels")
 
 
 def picture_format(path: Any) -> str:
