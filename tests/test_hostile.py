@@ -702,3 +702,22 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch):
         warnings.simplefilter("error")
         minidino.optimize(m, dtype=torch.bfloat16, compile=False)
         minidino.optimize(m, compile=False)  # float32: nothing to say
+
+
+# ------------------------------------------------------------------ later findings
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this OS")
+def test_library_load_image_refuses_a_fifo_instead_of_blocking(tmp_path):
+    from minidino.transforms import UnreadableImageError, load_image
+
+    os.mkfifo(tmp_path / "p.png")
+    with pytest.raises(UnreadableImageError, match="not a regular file"):
+        load_image(tmp_path / "p.png")
+
+
+def test_demo_checks_its_size_and_folder_first(tmp_path):
+    with pytest.raises(SystemExit, match="between 14 and 2044") as e:
+        main(["demo", "--out", str(tmp_path / "d"), "--size", "0", *TINY])
+    assert e.value.code == errors.EXIT_USAGE and not (tmp_path / "d").exists()
+    (tmp_path / "f").write_text("a file")
+    with pytest.raises(SystemExit, match="not a folder"):
+        main(["demo", "--out", str(tmp_path / "f"), *TINY])
