@@ -721,3 +721,12 @@ def test_demo_checks_its_size_and_folder_first(tmp_path):
     (tmp_path / "f").write_text("a file")
     with pytest.raises(SystemExit, match="not a folder"):
         main(["demo", "--out", str(tmp_path / "f"), *TINY])
+
+
+def test_embed_of_a_folder_without_images_is_an_error_not_an_empty_file(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    with pytest.raises(SystemExit, match="no image files") as e:
+        main(["embed", str(tmp_path / "empty"), "--out", str(tmp_path / "e.safetensors"), *RUN])
+    assert e.value.code == errors.EXIT_USAGE
+    assert sorted(os.listdir(tmp_path)) == ["empty"]

@@ -259,6 +259,11 @@ def _embed_locked(args: argparse.Namespace, out: Path, shard: tuple[int, int] | 
     B = args.batch_size
     paths, list_failures = expand_inputs(args.inputs)
     report_failures(list_failures)
+    if not paths:  # a wrong folder would otherwise give an empty file and status 0
+        from ..transforms import IMAGE_EXTENSIONS
+
+        raise SystemExit(f"minidino embed: no image files in {', '.join(map(display_name, args.inputs))} (folders are "
+                         f"searched for {' '.join(IMAGE_EXTENSIONS)}; .txt files list paths); nothing was written")
     n_batches = math.ceil(len(paths) / B)
     mine = shard_batches(n_batches, shard)
     per_chunk = max(1, args.checkpoint_every // B)
