@@ -12,7 +12,6 @@ images and --size 28, so the whole file runs in well under a minute on two cores
 from __future__ import annotations
 
 import http.server
-import json
 import os
 import socket
 import stat
@@ -34,7 +33,7 @@ import minidino
 from minidino import hub
 from minidino.cli import errors, main
 from minidino.cli.embed import read_embeddings
-from minidino.cli.inputs import DEFAULT_LIMITS, display_name, expand_inputs, read_one
+from minidino.cli.inputs import display_name, expand_inputs, read_one
 from minidino.model import DinoVisionTransformer
 from minidino.weights import CheckpointError, load_weights
 
@@ -730,3 +729,18 @@ def test_embed_of_a_folder_without_images_is_an_error_not_an_empty_file(tmp_path
         main(["embed", str(tmp_path / "empty"), "--out", str(tmp_path / "e.safetensors"), *RUN])
     assert e.value.code == errors.EXIT_USAGE
     assert sorted(os.listdir(tmp_path)) == ["empty"]
+
+
+def test_symlink_loop_and_overlong_name(tmp_path):
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    assert "cannot access it" in read_one(tmp_path / "loop.png")[1]
+    assert read_one(tmp_path / ("x" * 300 + ".png"))[1].startswith("cannot access it")
+
+
+def test_many_threads_reading_at_once_all_succeed(tmp_path):
+    """The reader runs in embed's worker threads: nothing in it may race (warnings filters, Pillow state)."""
+    from minidino.cli.inputs import read_images
+
+    paths = [str(png(tmp_path / f"{i}.png", (16 + i % 5, 16), seed=i)) for i in range(40)]
+    items, failures = read_images(paths, lambda img: img.size, workers=8)
+    assert failures == [] and [p for p, _ in items] == paths

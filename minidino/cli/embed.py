@@ -249,8 +249,6 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def _embed_locked(args: argparse.Namespace, out: Path, shard: tuple[int, int] | None, target: Path) -> int:
-    import torch
-
     from ..progress import ProgressBar
     from ._common import config_overrides, describe_weights, model_from_args, parse_dtype, weights_spec
     from .errors import ResumeHint

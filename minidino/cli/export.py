@@ -23,6 +23,8 @@ def run(args: argparse.Namespace) -> int:
 
     from .outputs import check_output, locked
 
+    if not args.onnx.endswith(".onnx"):
+        raise SystemExit(f"minidino export: --onnx {args.onnx}: the file name must end in .onnx")
     out = check_output(args.onnx, "--onnx")  # before the model is built or downloaded
     with locked(out):
         return _export(args, minidino)

@@ -48,6 +48,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -200,10 +201,28 @@ def _check_header(path: str, size: tuple[int, int], limits: Limits) -> None:
         raise InputError(path, f"{W}x{H}: a side longer than {limits.max_side} pixels")
 
 
-def open_image(path: str | os.PathLike, limits: Limits = DEFAULT_LIMITS) -> Any:
-    """Decode one image file to an upright 8-bit RGB PIL image, or raise InputError (see the module docstring)."""
+_WARNING_LOCK = threading.Lock()
+_warning_silenced = False
+
+
+def _quiet_pillow_bomb_warning() -> None:
+    """Our header check refuses what Pillow would only warn about: silence that warning, once per
+    process and under a lock (the warnings filter list is not safe to change from two threads)."""
+    global _warning_silenced
+    if _warning_silenced:
+        return
     import warnings
 
+    from PIL import Image
+
+    with _WARNING_LOCK:
+        if not _warning_silenced:
+            warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+            _warning_silenced = True
+
+
+def open_image(path: str | os.PathLike, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """Decode one image file to an upright 8-bit RGB PIL image, or raise InputError (see the module docstring)."""
     from PIL import Image, ImageOps
 
     from ..transforms import to_rgb
@@ -219,8 +238,7 @@ def open_image(path: str | os.PathLike, limits: Limits = DEFAULT_LIMITS) -> Any:
         problem = _kind_problem(os.fstat(fd).st_mode)  # swapped for a FIFO or a device since the stat?
         if problem:
             raise InputError(path, problem)
-        # Our own header check below refuses what Pillow would only warn about (once per process).
-        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+        _quiet_pillow_bomb_warning()
         with os.fdopen(fd, "rb", closefd=False) as f:
             try:
                 with Image.open(f) as im:
