@@ -274,7 +274,8 @@ def test_pca_skips_a_bad_image_and_draws_the_others(tmp_path, good, capsys):
     rc = main(["pca", good[0], str(bad), good[1], "-o", str(out), *RUN[:-3], "--size", "28"])
     err = capsys.readouterr().err
     assert rc == 1 and out.is_file() and "bad.png" in err and "aspect" in err
-    assert Image.open(out).size[0] > 0
+    with Image.open(out) as picture:
+        assert picture.size[0] > 0
     rc = main(["pca", str(bad), "-o", str(tmp_path / "none.png"), *RUN[:-3], "--size", "28"])
     assert rc == 1 and not (tmp_path / "none.png").exists()
 
@@ -744,3 +745,25 @@ def test_many_threads_reading_at_once_all_succeed(tmp_path):
     paths = [str(png(tmp_path / f"{i}.png", (16 + i % 5, 16), seed=i)) for i in range(40)]
     items, failures = read_images(paths, lambda img: img.size, workers=8)
     assert failures == [] and [p for p, _ in items] == paths
+
+
+def test_embed_bounds_the_resize_of_a_long_image_at_a_large_size(tmp_path):
+    from minidino.cli.embed import embed_transform
+
+    f = png(tmp_path / "pano.png", (400, 10))  # 40:1 passes the reader; at --size 2800 the resize would be 128000x3200
+    x, reason = read_one(f, embed_transform(2800))
+    assert x is None and "would be resized to 128000x3200" in reason
+    assert read_one(f, embed_transform(28))[0].shape == (3, 28, 28)
+
+
+def test_a_bad_file_already_in_the_cache_names_the_file_to_delete(server, tmp_path):
+    """A page cached by an older minidino (before downloads were checked) with a matching sidecar."""
+    url = server + "/html/w.pth"
+    key = __import__("hashlib").sha256(url.encode()).hexdigest()[:16]
+    cached = tmp_path / "urls" / key / "w.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"<!DOCTYPE html><html>old</html>")
+    hub._write_sidecar(cached, hub.sha256_file(cached))
+    m = minidino.create_model("dinov2_vits14", depth=1, embed_dim=48, num_heads=3, ffn_hidden_dim=96)
+    with pytest.raises(CheckpointError, match=f"{cached} is an HTML"):
+        load_weights(m, url, cache_dir=tmp_path, progress=False)

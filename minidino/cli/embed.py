@@ -177,9 +177,19 @@ def embed_transform(size: int) -> Any:
     """The preprocessing of `embed`: the ImageNet evaluation recipe scaled to `size` (shorter side
     to size * 256 / 224, bicubic; centre crop size x size; ImageNet normalisation)."""
     from ..transforms import classification_transform
+    from .inputs import DEFAULT_LIMITS, InputError
 
     resize = round(size * 256 / 224)
-    return lambda img: classification_transform(img, resize=resize, crop=size)
+
+    def transform(img: Any) -> Any:
+        W, H = img.size  # the resize's output (shorter side -> resize) is bounded like an input, before it is made
+        new = (resize, int(resize * H / W)) if W <= H else (int(resize * W / H), resize)
+        if new[0] * new[1] > DEFAULT_LIMITS.max_pixels:
+            raise InputError(getattr(img, "filename", "") or "image",
+                             f"{W}x{H} would be resized to {new[0]}x{new[1]} before the crop, more than "
+                             f"{DEFAULT_LIMITS.max_pixels / 1e6:.1f} Mpx; choose a smaller --size or crop the image")
+        return classification_transform(img, resize=resize, crop=size)
+    return transform
 
 
 def _decode(path: str, transform: Any, size: int) -> tuple[Any, str | None]:
