@@ -257,7 +257,7 @@ def open_image(path: str | os.PathLike, limits: Limits = DEFAULT_LIMITS) -> Any:
                 raise
             except Image.UnidentifiedImageError:
                 raise InputError(path, "not an image (Pillow cannot identify the format)") from None
-            except Image.DecompressionBombError as e:
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # the warning: if made an error
                 raise InputError(path, f"refused as a decompression bomb ({e})") from None
             except MemoryError:
                 raise InputError(path, "out of memory while decoding it") from None
