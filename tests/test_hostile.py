@@ -768,3 +768,20 @@ def test_a_bad_file_already_in_the_cache_names_the_file_to_delete(server, tmp_pa
     m = minidino.create_model("dinov2_vits14", depth=1, embed_dim=48, num_heads=3, ffn_hidden_dim=96)
     with pytest.raises(CheckpointError, match=f"{cached} is an HTML"):
         load_weights(m, url, cache_dir=tmp_path, progress=False)
+
+
+def test_unreadable_file_and_unlistable_folder_as_a_user_sees_them(tmp_path, monkeypatch):
+    """The two permission cases above, simulated so that they also run as root (CI containers)."""
+    f = png(tmp_path / "secret.png")
+    real_access, real_scandir = os.access, os.scandir
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if str(p) == str(f) else real_access(p, mode, **k))
+    assert read_one(f) == (None, "permission denied (not readable)")
+    (tmp_path / "locked").mkdir()
+
+    def scandir(p="."):
+        if str(p) == str(tmp_path / "locked"):
+            raise PermissionError(13, "Permission denied", str(p))
+        return real_scandir(p)
+    monkeypatch.setattr(os, "scandir", scandir)
+    paths, failures = expand_inputs([str(tmp_path)])
+    assert str(f) in paths and failures == [(str(tmp_path / "locked"), "cannot list this folder (Permission denied)")]

@@ -512,7 +512,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the rest is written and the exit status is 1. The output is written atomically; checkpoints "
                     "every --checkpoint-every images let --resume continue an interrupted run. --shard I/N computes "
                     "a deterministic 1/N share (to OUT.shard-I-of-N.EXT); `minidino merge` joins the shards into "
-                    "exactly the file a single run writes (use the same --batch-size).",
+                    "exactly the file a single run writes (use the same --batch-size). Two runs never write the same "
+                    "OUT at once: the second stops with exit status 5. Exit statuses: 0 done, 1 some inputs skipped, "
+                    "2 bad argument, 3 bad weights, 4 download failed, 5 OUT busy, 6 no memory/device, 7 cannot "
+                    "write, 130 interrupted (rerun with --resume); see `minidino --help` and docs/cli-errors.md.",
         epilog="examples:\n"
                "  minidino embed photos/ --out photos.safetensors\n"
                "  minidino embed list.txt --out emb.npz --tokens both --size 448 --device cuda --dtype bfloat16\n"
