@@ -56,7 +56,11 @@ READ_TIMEOUT = 30.0  # seconds without a byte from the server ($MINIDINO_READ_TI
 
 
 def timeouts(connect: float | None = None, read: float | None = None) -> tuple[float, float]:
-    """(connect, read) timeouts in seconds: the arguments, else the environment, else 10 and 30."""
+    """(connect, read) timeouts in seconds: the arguments, else the environment, else 10 and 30.
+
+    >>> timeouts(connect=5, read=20)
+    (5.0, 20.0)
+    """
     out = []
     for value, env, default in ((connect, "MINIDINO_CONNECT_TIMEOUT", CONNECT_TIMEOUT),
                                 (read, "MINIDINO_READ_TIMEOUT", READ_TIMEOUT)):
@@ -102,11 +106,19 @@ class DownloadError(ConnectionError):
 
 
 class DownloadTimeout(DownloadError):
-    """The server did not connect or stopped sending within the timeout (not retried)."""
+    """The server did not connect or stopped sending within the timeout (not retried).
+
+    >>> issubclass(DownloadTimeout, DownloadError)
+    True
+    """
 
 
 class BadDownload(DownloadError):
-    """The server sent something that is not a checkpoint (an HTML page, a cut-short body); not cached."""
+    """The server sent something that is not a checkpoint (an HTML page, a cut-short body); not cached.
+
+    >>> issubclass(BadDownload, DownloadError)
+    True
+    """
 
 
 class ChecksumError(ValueError):
