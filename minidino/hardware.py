@@ -1,10 +1,11 @@
 """Does this CPU have the instructions that make a reduced-precision mode fast?
 
 bfloat16 matrix products run fast on x86 CPUs with AMX (amx_bf16) or AVX512-BF16
-(avx512_bf16), and on ARM CPUs with the BF16 extension (bf16). Without them PyTorch emulates the type by converting to
-float32 and back around every kernel, which is SLOWER than plain float32: on a CPU without
-AMX or AVX512-BF16, `optimize(model, dtype=torch.bfloat16)` ran ViT-S/14 (224 px, batch 8) at
-3.8 img/s against 11.7 img/s for eager float32. `optimize` and the command line warn then.
+(avx512_bf16), and on ARM CPUs with the BF16 extension (bf16). Without them PyTorch has to
+convert to float32 and back inside its kernels, which is SLOWER than plain float32: on a CPU
+without AMX or AVX512-BF16, `optimize(model, dtype=torch.bfloat16)` ran ViT-S/14 (224 px,
+batch 8) at 3.8 img/s against 11.7 img/s for eager float32 (issue 13). `optimize` and the
+command line warn then.
 
 The flags come from /proc/cpuinfo (Linux); elsewhere the answer is "unknown" and nothing is said.
 """
@@ -68,5 +69,5 @@ def slow_dtype_message(dtype: torch.dtype, device: torch.device | str = "cpu") -
         return None
     name = str(dtype).removeprefix("torch.")
     return (f"{name} on this CPU is emulated (no AMX-BF16 or AVX512-BF16 instructions; torch CPU capability "
-            f"{torch.backends.cpu.get_cpu_capability()}): it runs SLOWER than float32 here (2.6x slower for ViT-S/14 "
+            f"{torch.backends.cpu.get_cpu_capability()}): it runs SLOWER than float32 here (about 3x slower for ViT-S/14 "
             "on such a CPU); use float32 on this machine, or a CPU or GPU with bfloat16 support")
