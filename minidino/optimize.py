@@ -12,7 +12,8 @@ stated here with what it does to the numbers:
   (after folding, which is done in float32) and the inputs. bf16 runs on tensor cores on GPUs
   and on AMX / AVX512_BF16 on recent x86 CPUs; on a CPU without them bf16 is emulated and
   SLOWER than float32 (about 3x for ViT-S/14 on such a CPU), and `optimize` warns
-  (minidino.hardware). Not exact: bf16 keeps 8 bits of mantissa (cosine similarity to float32 > 0.999, max abs stated by the benchmark and the tests).
+  (minidino.hardware). Not exact: bf16 keeps 8 bits of mantissa (cosine similarity to
+  float32 > 0.999, max abs stated by the benchmark and the tests).
 * compile (default "auto": on CUDA only): torch.compile (inductor) of the whole forward pass:
   norms, GELU, bias and residual adds fused. On CPU with weight freezing (oneDNN prepacked
   weights), but not by default: on a 2-core AMX Xeon it took minutes and gave nothing back
