@@ -16,10 +16,8 @@ Decoding choices (`load_image`), each for a reason:
 - 16-bit and 32-bit greyscale (Pillow modes I;16*, I, F) are rescaled to 8 bits. Pillow's own
   convert("L") clips them at 255, which turns most 16-bit images white.
 - Multi-frame files (GIF, TIFF pages) give their first frame.
-- Anything Pillow cannot decode (corrupt, truncated, not an image), and anything that is not
-  a regular file (a folder, a FIFO, a device), raises `UnreadableImageError`, whose message
-  names the file. The command line reads images through minidino.cli.inputs, which also
-  bounds the size and aspect ratio before decoding (decompression bombs).
+- Anything Pillow cannot decode (corrupt, truncated, not an image) or that is not a regular
+  file (a folder; a FIFO would block) raises `UnreadableImageError`, naming the file.
 """
 
 from __future__ import annotations
@@ -91,9 +89,9 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     Raises UnreadableImageError (an OSError naming the file) when the file is missing,
     corrupt, truncated or not an image.
     """
+    if os.path.exists(path) and not os.path.isfile(path):  # a FIFO or device would block or never end
+        raise UnreadableImageError(path, "is a directory" if os.path.isdir(path) else "is not a regular file")
     try:
-        if os.path.exists(path) and not os.path.isfile(path):  # a FIFO or device would block or never end
-            raise UnreadableImageError(path, "is a directory" if os.path.isdir(path) else "is not a regular file")
         with Image.open(path) as f:
             f.seek(0)  # first frame of an animation / multi-page file
             f.load()  # decode now, so a truncated file fails here and not later
@@ -101,12 +99,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             if img is f:  # older Pillow returns the same object when there is nothing to do
                 img = f.copy()
         return to_rgb(img)
-    except UnreadableImageError:
-        raise
     except FileNotFoundError as e:
         raise UnreadableImageError(path, "no such file") from e
-    except IsADirectoryError as e:
-        raise UnreadableImageError(path, "is a directory") from e
     except Exception as e:  # Pillow raises OSError, ValueError, SyntaxError, DecompressionBombError...
         reason = "not an image Pillow can identify" if isinstance(e, Image.UnidentifiedImageError) else str(e) or type(e).__name__
         raise UnreadableImageError(path, reason) from e

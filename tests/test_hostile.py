@@ -785,3 +785,18 @@ def test_unreadable_file_and_unlistable_folder_as_a_user_sees_them(tmp_path, mon
     monkeypatch.setattr(os, "scandir", scandir)
     paths, failures = expand_inputs([str(tmp_path)])
     assert str(f) in paths and failures == [(str(tmp_path / "locked"), "cannot list this folder (Permission denied)")]
+
+
+def test_a_model_or_batch_too_large_for_the_machine_is_refused_before_it_is_built(tmp_path, good, monkeypatch):
+    import minidino.cli.info as info
+
+    monkeypatch.setattr(DinoVisionTransformer, "forward_features", lambda *a, **k: pytest.fail("work started"))
+    t0 = time.perf_counter()
+    with pytest.raises(SystemExit, match="GiB available") as e:  # ~6.8 TB of weights: the kernel would kill the build
+        main(["embed", *good, "--out", str(tmp_path / "e.npz"), *RUN, "--config", "depth=1000000000"])
+    assert e.value.code == errors.EXIT_RESOURCES and time.perf_counter() - t0 < 10
+    monkeypatch.setattr(info, "available_memory", lambda device: 50 * 2**20)  # a machine with 50 MiB free
+    with pytest.raises(SystemExit, match="with --batch-size 100000") as e:
+        main(["embed", *good, "--out", str(tmp_path / "e.npz"), *RUN, "--batch-size", "100000"])
+    assert e.value.code == errors.EXIT_RESOURCES
+    assert sorted(os.listdir(tmp_path)) == ["good"]

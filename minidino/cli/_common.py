@@ -24,7 +24,7 @@ from typing import Any
 
 __all__ = [
     "add_model_args", "model_from_args", "describe_weights", "weights_spec", "config_overrides", "parse_dtype",
-    "resolve_device", "parse_hw", "build_model", "DTYPES", "HelpFormatter", "preflight_model",
+    "resolve_device", "parse_hw", "build_model", "DTYPES", "HelpFormatter", "preflight_model", "estimate_memory", "check_memory",
 ]
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
@@ -182,7 +182,46 @@ def preflight_model(args: argparse.Namespace) -> Any:
     if not spec.startswith("random:") and spec != "official" and "://" not in spec and not os.path.exists(spec):
         raise SystemExit(f"minidino: --weights {spec}: no such file; give an existing checkpoint file, a URL, "
                          "'official' or random[:SEED]")
+    check_memory(args, config.depth)  # --config depth=100000 would be killed by the kernel while it is built
     return config
+
+
+def estimate_memory(args: argparse.Namespace, depth: int, batch: int = 0, H: int = 224, W: int = 224) -> int:
+    """Bytes a run of the model options needs, from the config alone (meta models, nothing allocated):
+    the weights of `depth` blocks in float32 (built or loaded in float32, then cast), plus, for `batch`
+    images of H x W, the inputs, the peak activations of one block (fused attention) and the outputs."""
+    import torch
+
+    from .. import create_model
+    from .info import model_cost
+
+    overrides = config_overrides(args)
+    one, two = (create_model(args.model, device="meta", **{**overrides, "depth": d}) for d in (1, 2))
+    p1, p2 = (sum(p.numel() for p in m.parameters()) for m in (one, two))
+    total = (p1 + (depth - 1) * (p2 - p1)) * 4  # embeddings and head once, then one block's worth per block
+    if batch:
+        cost = model_cost(one, H, W)  # the activation peak is that of one block, whatever the depth
+        D = getattr(one, "backbone", one).config.embed_dim
+        per_value = torch.empty((), dtype=parse_dtype(args.dtype)).element_size()
+        total += batch * (3 * H * W + cost.act_values_fused + 2 * cost.tokens * D) * per_value
+    return int(total)
+
+
+def check_memory(args: argparse.Namespace, depth: int, batch: int = 0, H: int = 224, W: int = 224, *,
+                 what: str = "") -> None:
+    """Exit with status 6 (one line, before any work) when `estimate_memory` exceeds the memory available."""
+    from .errors import EXIT_RESOURCES, fail
+    from .info import available_memory
+
+    device = resolve_device(getattr(args, "device", "cpu"))
+    have = available_memory(device)
+    if have is None:
+        return
+    need = estimate_memory(args, depth, batch, H, W)
+    if need > have:
+        fail(f"minidino: {args.model}{' ' + what if what else ''} needs about {need / 2**30:,.2f} GiB (estimate from its "
+             f"config) but {device.type} has {have / 2**30:,.2f} GiB available; use a smaller model, --config, "
+             "--batch-size or --size", EXIT_RESOURCES)
 
 
 def build_model(name: str, weights: str, overrides: dict[str, Any] | None = None, *, device: Any = "cpu",

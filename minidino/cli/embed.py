@@ -233,7 +233,7 @@ def _chunks(batches: range, per_chunk: int) -> Iterator[range]:
 
 def run_embed(args: argparse.Namespace) -> int:
     """Check every argument and the output before any work, then compute under the output's lock."""
-    from ._common import preflight_model
+    from ._common import check_memory, preflight_model
     from .outputs import check_output, locked
 
     out = Path(args.out)
@@ -252,6 +252,8 @@ def run_embed(args: argparse.Namespace) -> int:
     if args.size > 4 * 1036:
         raise SystemExit(f"minidino embed: --size {args.size} is larger than 4144 pixels ({(args.size // P) ** 2} "
                          "patches per image); use a smaller size")
+    # Two batches live at once (one computed, the next decoded), hence 2 x --batch-size.
+    check_memory(args, config.depth, 2 * args.batch_size, args.size, args.size, what=f"with --batch-size {args.batch_size}")
     shard = parse_shard(args.shard)
     target = check_output(shard_path(out, shard))
     with locked(target):

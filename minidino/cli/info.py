@@ -95,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     backbone = getattr(model, "backbone", model)
     c = backbone.config
     H, W = parse_size(args.size, c.patch_size)
+    if args.batch_size < 1:
+        raise SystemExit(f"minidino info: --batch-size must be >= 1, got {args.batch_size}")
     cost = model_cost(model, H, W)
     B = args.batch_size
     h, w = cost.grid
@@ -117,8 +119,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"      outputs                    {_mib(2 * B * cost.tokens * c.embed_dim, 4)} float32 "
           f"(x_prenorm and the normed tokens, 2 x {B} x {cost.tokens} x {c.embed_dim})")
     if args.measure:
-        if B < 1:
-            raise SystemExit(f"minidino info: --batch-size must be >= 1, got {B}")
         device = _measure_device(args.device)
         need = measure_estimate(backbone, cost, B, H, W, device)
         have = available_memory(device)
