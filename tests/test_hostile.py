@@ -103,6 +103,7 @@ def test_decompression_bomb_header_is_refused_before_decoding(tmp_path):
     assert time.perf_counter() - t0 < 5
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # the CLI silences it once per process
 def test_image_just_over_our_pixel_limit_is_refused(tmp_path):
     f = forged_png(tmp_path / "big.png", 10000, 9000)  # 90 Mpx > 89.5: Pillow only warns here; we refuse
     x, reason = read_one(f)
