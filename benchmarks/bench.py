@@ -1,7 +1,7 @@
 """minidino against every peer importable here, side by side, in one run.
 
-    python benchmarks/bench.py                       # CPU: the issue's CPU rows (about 5 min on 2 cores)
-    python benchmarks/bench.py --device cuda         # GPU: the issue's GPU rows, bf16, compiled modes included
+    python benchmarks/bench.py                       # CPU: the standard CPU rows (about 5 min on 2 cores)
+    python benchmarks/bench.py --device cuda         # GPU: the standard GPU rows, bf16, compiled modes included
     python benchmarks/bench.py --official /tmp/dinov2 --compile --rows vits14:224:8 --repeats 9
     python benchmarks/bench.py --load-test dinov2_vitg14   # build on meta + safetensors load, time and peak RSS
 
@@ -158,7 +158,7 @@ def build(label: str, name: str, device: str, sd: dict[str, torch.Tensor], args:
         if label == "minidino-bf16":
             o = minidino.optimize(m, compile=False, copy=False, dtype=torch.bfloat16)
             return Impl(label, o.forward_features, torch.bfloat16, "optimize(dtype=bf16, compile=False), not exact")
-        if label == "minidino-int8":  # measured so that the README can say why there is no int8 mode
+        if label == "minidino-int8":  # measured so that docs/speed.md can say why there is no int8 mode
             import copy
 
             q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(m.to(dtype)), {torch.nn.Linear}, dtype=torch.qint8)
@@ -486,7 +486,7 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--rows", help="model:res:batch,... throughput rows (default: the issue's rows for the device)")
+    p.add_argument("--rows", help="model:res:batch,... throughput rows (default: the standard rows for the device)")
     p.add_argument("--latency", help="model:res,... batch-1 latency rows ('' for none)")
     p.add_argument("--repeats", type=int, help="timed rounds per row (default 5 on CPU, 20 on CUDA)")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls per implementation (default 1 CPU, 5 CUDA)")

@@ -1,6 +1,6 @@
 """Where the time of one eager forward goes: torch.profiler, grouped by operator and shape.
 
-    python benchmarks/profile_cpu.py                    # ViT-S/14, 224 px, batch 8 (the issue's CPU row)
+    python benchmarks/profile_cpu.py                    # ViT-S/14, 224 px, batch 8 (the standard CPU row)
     python benchmarks/profile_cpu.py --res 518 --batch 2 --attn explicit
 
 Prints a markdown table (self time per operator and input shape, summed over --repeats calls

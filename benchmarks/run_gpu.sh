@@ -17,7 +17,7 @@ for part in $parts; do
       timeout 120 python benchmarks/attention_backends.py --device cuda --out "$out" 2>&1 | tail -n 20 ;;
     list)  # mixed-size lists: one packed call against a per-image loop (bf16) (~20 s)
       timeout 60 python benchmarks/bench_list.py --device cuda --repeats 20 --out "$out/list_batching_cuda.md" 2>&1 | tail -n 12 ;;
-    eager)  # every implementation, bf16, the GPU rows and batch-1 latency (~4 min)
+    eager)  # every implementation, bf16, the standard GPU rows and batch-1 latency (~4 min)
       timeout 300 python benchmarks/bench.py --device cuda --no-compile --repeats 8 --warmup 3 \
         --rows vits14:224:512,vitl14:518:32,vitg14:518:16 --latency vits14:224,vitl14:518 --out "$out" --tag cuda_eager \
         2>&1 | tail -n 60 ;;

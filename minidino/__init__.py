@@ -39,6 +39,15 @@ def create_model(
     overrides replace config fields (e.g. depth=4 builds the first 4 blocks); an unknown field
     is a TypeError. device="meta" builds without allocating memory (weights are then loaded
     with `load_state_dict(..., assign=True)`). pretrained=False gives the official random init.
+
+    Examples:
+        >>> model = minidino.create_model("dinov2_vits14", depth=2)       # random init, first 2 blocks
+        >>> tuple(model(torch.randn(1, 3, 224, 224)).shape)              # (B, D) class token
+        (1, 384)
+        >>> clf = minidino.create_model("dinov2_vits14_lc", layers=1, depth=1)
+        >>> tuple(clf(torch.randn(1, 3, 28, 28)).shape)                  # (B, 1000) ImageNet logits
+        (1, 1000)
+        >>> big = minidino.create_model("dinov2_vitg14", device="meta")  # no memory allocated
     """
     backbone_name, is_lc = split_model_name(name)
     cache_dir = overrides.pop("cache_dir", None)  # where pretrained=True downloads go (else $MINIDINO_HOME)

@@ -14,6 +14,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     """Call write(tmp) on a temporary name beside `path`, then rename it onto `path`.
 
     A crash or an exception leaves `path` as it was and removes the temporary file.
+
+    Examples:
+        >>> p = atomic_write("out.txt", lambda tmp: tmp.write_text("all or nothing"))
+        >>> p.read_text()
+        'all or nothing'
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

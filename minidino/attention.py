@@ -8,19 +8,32 @@ Token order along both N axes: [cls, reg_1 .. reg_R, patch_1 .. patch_hw].
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from einops import rearrange
-from torch import Tensor
-
-if TYPE_CHECKING:
-    from .model import DinoVisionTransformer
+from torch import Tensor, nn
 
 __all__ = ["attention_maps", "cls_attention_map"]
 
 
-def attention_maps(model: "DinoVisionTransformer", x: Tensor, blocks: Sequence[int] = (-1,)) -> tuple[Tensor, ...]:
-    """One (B, nh, N, N) tensor of softmax weights per requested block (negative indices count from the end)."""
+class _Backbone(Protocol):
+    """What attention_maps needs of a backbone (a DinoVisionTransformer); named here, not imported,
+    so that this module and model.py do not import each other."""
+
+    blocks: nn.ModuleList
+
+    def prepare_tokens_with_masks(self, x: Tensor) -> Tensor: ...
+
+
+def attention_maps(model: _Backbone, x: Tensor, blocks: Sequence[int] = (-1,)) -> tuple[Tensor, ...]:
+    """One (B, nh, N, N) tensor of softmax weights per requested block (negative indices count from the end).
+
+    Examples:
+        >>> model = minidino.create_model("dinov2_vits14", depth=2)
+        >>> (a,) = attention_maps(model, torch.randn(1, 3, 28, 28), blocks=(-1,))
+        >>> tuple(a.shape)                                   # (B, nh, N, N), N = 1 + 2*2
+        (1, 6, 5, 5)
+    """
     depth = len(model.blocks)
     wanted = []
     for b in blocks:
@@ -39,7 +52,13 @@ def attention_maps(model: "DinoVisionTransformer", x: Tensor, blocks: Sequence[i
 
 
 def cls_attention_map(attn: Tensor, h: int, w: int, num_register_tokens: int) -> Tensor:
-    """The class token's attention to the patches, (B, nh, N, N) -> (B, nh, h, w); registers skipped."""
+    """The class token's attention to the patches, (B, nh, N, N) -> (B, nh, h, w); registers skipped.
+
+    Examples:
+        >>> attn = torch.rand(1, 6, 1 + 4 + 6, 1 + 4 + 6).softmax(-1)   # 4 registers, a 2 x 3 grid
+        >>> tuple(cls_attention_map(attn, 2, 3, num_register_tokens=4).shape)
+        (1, 6, 2, 3)
+    """
     B, nh, N, _ = attn.shape
     start = 1 + num_register_tokens
     if N != start + h * w:

@@ -13,7 +13,16 @@ __all__ = ["check_images", "check_masks", "check_list_masks", "check_block_indic
 
 
 def check_images(x: Any, *, in_chans: int, patch_size: int, weight_dtype: torch.dtype, what: str = "x") -> tuple[int, int]:
-    """Validate a (B, C, H, W) image batch for a model; returns the patch grid (h, w)."""
+    """Validate a (B, C, H, W) image batch for a model; returns the patch grid (h, w).
+
+    Examples:
+        >>> check_images(torch.randn(2, 3, 28, 42), in_chans=3, patch_size=14, weight_dtype=torch.float32)
+        (2, 3)
+        >>> check_images(torch.randn(2, 3, 30, 42), in_chans=3, patch_size=14, weight_dtype=torch.float32)
+        Traceback (most recent call last):
+        ...
+        ValueError: ...multiple...
+    """
     if not isinstance(x, Tensor):
         raise TypeError(f"{what} must be a torch.Tensor of shape (B, 3, H, W) or a list of them, got {type(x).__name__}")
     if x.ndim != 4:
@@ -42,7 +51,15 @@ def check_images(x: Any, *, in_chans: int, patch_size: int, weight_dtype: torch.
 
 
 def check_masks(masks: Any, B: int, hw: int, what: str = "masks") -> None:
-    """Validate a (B, h*w) bool mask (True = replace the patch token by mask_token)."""
+    """Validate a (B, h*w) bool mask (True = replace the patch token by mask_token).
+
+    Examples:
+        >>> check_masks(torch.zeros(2, 6, dtype=torch.bool), B=2, hw=6)       # fine: returns None
+        >>> check_masks(torch.zeros(2, 6), B=2, hw=6)
+        Traceback (most recent call last):
+        ...
+        TypeError: masks must have dtype torch.bool (True = replace by mask_token), got torch.float32
+    """
     if not isinstance(masks, Tensor):
         raise TypeError(f"{what} must be a bool tensor of shape ({B}, {hw}) or None, got {type(masks).__name__}")
     if masks.dtype != torch.bool:
@@ -53,7 +70,12 @@ def check_masks(masks: Any, B: int, hw: int, what: str = "masks") -> None:
 
 
 def check_list_masks(xs: Sequence[Any], masks_list: Any) -> list[Any]:
-    """The masks of a list input: one entry (tensor or None) per item; None means no masks at all."""
+    """The masks of a list input: one entry (tensor or None) per item; None means no masks at all.
+
+    Examples:
+        >>> check_list_masks([torch.randn(1, 3, 28, 28), torch.randn(2, 3, 14, 14)], None)
+        [None, None]
+    """
     if len(xs) == 0:
         raise ValueError("x is an empty list; pass at least one (B, 3, H, W) tensor")
     if masks_list is None:
@@ -65,7 +87,12 @@ def check_list_masks(xs: Sequence[Any], masks_list: Any) -> list[Any]:
 
 
 def check_block_indices(n: int | Sequence[int], depth: int) -> list[int]:
-    """get_intermediate_layers' n: an int takes the last n blocks, a sequence those 0-based indices."""
+    """get_intermediate_layers' n: an int takes the last n blocks, a sequence those 0-based indices.
+
+    Examples:
+        >>> check_block_indices(2, depth=12), check_block_indices([0, 11], depth=12)
+        ([10, 11], [0, 11])
+    """
     if isinstance(n, bool):
         raise TypeError(f"n={n!r}: give the number of last blocks (an int) or a list of block indices")
     if isinstance(n, int):

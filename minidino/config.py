@@ -18,13 +18,24 @@ __all__ = ["DinoConfig", "PRESETS", "closest_names", "swiglu_hidden_dim"]
 
 
 def swiglu_hidden_dim(embed_dim: int) -> int:
-    """Hidden width of the official fused SwiGLU: 2/3 of 4*D, rounded up to a multiple of 8."""
+    """Hidden width of the official fused SwiGLU: 2/3 of 4*D, rounded up to a multiple of 8.
+
+    Examples:
+        >>> swiglu_hidden_dim(1536)          # ViT-g: int(4 * 1536 * 2 / 3) = 4096, already a multiple of 8
+        4096
+    """
     return (int(4 * embed_dim * 2 / 3) + 7) // 8 * 8
 
 
 @dataclass(frozen=True, kw_only=True)
 class DinoConfig:
-    """Every architectural choice of a DINOv2 ViT backbone, as plain values."""
+    """Every architectural choice of a DINOv2 ViT backbone, as plain values.
+
+    Examples:
+        >>> c = minidino.get_config("dinov2_vits14").replace(depth=4)   # a new config; the preset is unchanged
+        >>> c.depth, c.head_dim, c.grid_size                             # hd = D / nh; M = 518 / 14
+        (4, 64, 37)
+    """
 
     embed_dim: int  # D, the token width
     depth: int  # number of transformer blocks
@@ -127,4 +138,10 @@ PRESETS: dict[str, DinoConfig] = {
 
 
 def closest_names(name: str, choices: list[str], n: int = 3) -> list[str]:
+    """Up to n of `choices` that look like `name` (for "did you mean" in error messages).
+
+    Examples:
+        >>> closest_names("dinov2_vits14_rg", ["dinov2_vits14", "dinov2_vits14_reg", "dinov2_vitb14"])
+        ['dinov2_vits14_reg', 'dinov2_vits14', 'dinov2_vitb14']
+    """
     return difflib.get_close_matches(name, choices, n=n, cutoff=0.5)

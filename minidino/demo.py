@@ -36,7 +36,13 @@ def _texture(a: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarr
 
 
 def sample_images(size: int = 224) -> dict[str, Image.Image]:
-    """Four small synthetic scenes drawn by code (no photos): ball, house, star, boat; size x size RGB."""
+    """Four small synthetic scenes drawn by code (no photos): ball, house, star, boat; size x size RGB.
+
+    Examples:
+        >>> scenes = sample_images(112)
+        >>> list(scenes), scenes["ball"].size
+        (['ball', 'house', 'star', 'boat'], (112, 112))
+    """
     S = size
     rng = np.random.default_rng(0)
     out = {}
@@ -108,7 +114,13 @@ def sample_images(size: int = 224) -> dict[str, Image.Image]:
 
 
 def similarity_table(names: list[str], emb: torch.Tensor) -> tuple[torch.Tensor, str]:
-    """Cosine similarities of the embeddings emb (N, D): the (N, N) matrix and a printable table."""
+    """Cosine similarities of the embeddings emb (N, D): the (N, N) matrix and a printable table.
+
+    Examples:
+        >>> sim, text = similarity_table(["a", "b"], torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
+        >>> [[round(v, 3) for v in row] for row in sim.tolist()]
+        [[1.0, 0.707], [0.707, 1.0]]
+    """
     e = F.normalize(emb.double(), dim=-1)
     sim = (e @ e.T).float()  # (N, N)
     width = max(8, *(len(n) for n in names)) + 1
@@ -127,7 +139,14 @@ def run_demo(
     samples/*.png (the inputs), pca.png (the first three principal components of the patch
     features, fitted on all scenes), attention.png (the class token's attention per head in
     the last block, for the first scene) and similarity.txt (cosine similarity of the class
-    tokens). weights_label is printed on every picture. Returns paths, embeddings and timings."""
+    tokens). weights_label is printed on every picture. Returns paths, embeddings and timings.
+
+    Examples:
+        >>> from minidino.golden import random_model
+        >>> out = run_demo("demo_out", random_model("dinov2_vits14", depth=1), weights_label="RANDOM", size=56, log=lambda s: None)
+        >>> out["pca"].name, tuple(out["embeddings"].shape), tuple(out["similarity"].shape)
+        ('pca.png', (4, 384), (4, 4))
+    """
     t_start = time.perf_counter()
     out = Path(out_dir)
     (out / "samples").mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,12 @@ FEATURE_KEYS = ("x_norm_clstoken", "x_norm_regtokens", "x_norm_patchtokens", "x_
 
 def default_outputs(model: nn.Module) -> tuple[str, ...]:
     """The graph outputs used when none are asked for: ("logits",) for a classifier; class,
-    register (only if the model has registers) and patch tokens for a backbone."""
+    register (only if the model has registers) and patch tokens for a backbone.
+
+    Examples:
+        >>> default_outputs(minidino.create_model("dinov2_vits14_reg", device="meta"))
+        ('x_norm_clstoken', 'x_norm_regtokens', 'x_norm_patchtokens')
+    """
     if isinstance(model, LinearClassifier):
         return ("logits",)
     backbone = _backbone(model)
@@ -166,6 +171,14 @@ def export_program(
     `size`; the position embedding uses the matrix form. dynamic=False: the graph is for
     exactly `size` (any batch), with the position embedding baked. Call `.module()` on the
     result to run it.
+
+    Examples:
+        >>> model = minidino.create_model("dinov2_vits14", depth=1)
+        >>> program = export_program(model, dynamic=False, size=(28, 28))           # doctest: +SKIP
+        >>> [tuple(t.shape) for t in program.module()(torch.randn(2, 3, 28, 28))]  # doctest: +SKIP
+        [(2, 384), (2, 4, 384)]
+
+        (Skipped in the doctests for time; docs/export.md runs a dynamic export.)
     """
     backbone = _backbone(model)
     outputs = _check_outputs(model, outputs)
@@ -190,6 +203,16 @@ def export_onnx(
     dynamic=False: a graph for `size` = (H, W) only, with its position embedding baked.
     opset None takes the exporter's default. Needs the `export` extra (onnx, onnxscript).
     Graph input "x", outputs named as in `outputs` (module docstring).
+
+    Examples:
+        >>> model = minidino.create_model("dinov2_vits14", depth=1)
+        >>> path = export_onnx(model, "vits14.onnx", dynamic=False, size=(28, 28))   # doctest: +SKIP
+        >>> import onnxruntime as ort                                                 # doctest: +SKIP
+        >>> cls, patches = ort.InferenceSession(str(path)).run(None, {"x": torch.randn(1, 3, 28, 28).numpy()})  # doctest: +SKIP
+        >>> cls.shape, patches.shape                                                  # doctest: +SKIP
+        ((1, 384), (1, 4, 384))
+
+        (Skipped in the doctests for time; docs/export.md runs the same export.)
     """
     try:
         import onnx  # noqa: F401  (the exporter needs it; fail with a clear message)

@@ -30,7 +30,12 @@ _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def splitmix64(x: np.ndarray | int) -> np.ndarray:
-    """splitmix64 finaliser on unsigned 64-bit integers (wrapping arithmetic)."""
+    """splitmix64 finaliser on unsigned 64-bit integers (wrapping arithmetic).
+
+    Examples:
+        >>> hex(int(splitmix64(1234567)))
+        '0x599ed017fb08fc85'
+    """
     z = np.asarray(x, dtype=np.uint64)
     with np.errstate(over="ignore"):
         z = z + np.uint64(0x9E3779B97F4A7C15)
@@ -40,7 +45,12 @@ def splitmix64(x: np.ndarray | int) -> np.ndarray:
 
 
 def uniform(seed: int, stream: int, n: int, start: int = 0) -> np.ndarray:
-    """Elements start .. start+n-1 of stream `stream`: float64 multiples of 2**-24 in [0, 1)."""
+    """Elements start .. start+n-1 of stream `stream`: float64 multiples of 2**-24 in [0, 1).
+
+    Examples:
+        >>> uniform(7, 12, 3).tolist()
+        [0.034661948680877686, 0.12949126958847046, 0.545982301235199]
+    """
     if not (0 <= seed < 2**16 and 0 <= stream < 2**16):
         raise ValueError(f"seed and stream must be < 2**16, got {seed}, {stream}")
     i = np.arange(start, start + n, dtype=np.uint64)
@@ -49,14 +59,25 @@ def uniform(seed: int, stream: int, n: int, start: int = 0) -> np.ndarray:
 
 
 def generate_tensor(seed: int, stream: int, shape: tuple[int, ...], center: float, half_width: float) -> Tensor:
-    """float32(center + half_width * (2u - 1)), computed in float64 and rounded once."""
+    """float32(center + half_width * (2u - 1)), computed in float64 and rounded once.
+
+    Examples:
+        >>> t = generate_tensor(0, 0, (2, 3), center=1.0, half_width=0.25)
+        >>> t.dtype, bool(((t >= 0.75) & (t < 1.25)).all())
+        (torch.float32, True)
+    """
     n = int(np.prod(shape)) if shape else 1
     u = uniform(seed, stream, n)
     return torch.from_numpy((center + half_width * (2.0 * u - 1.0)).astype(np.float32).reshape(shape))
 
 
 def init_range(key: str, shape: tuple[int, ...]) -> tuple[float, float]:
-    """(centre, half-width) of a key's generated values (tests/golden/README.md)."""
+    """(centre, half-width) of a key's generated values (tests/golden/README.md).
+
+    Examples:
+        >>> init_range("blocks.0.ls1.gamma", (384,)), init_range("blocks.0.attn.qkv.bias", (1152,))
+        ((0.5, 0.25), (0.0, 0.1))
+    """
     if key.endswith(".gamma"):
         return 0.5, 0.25
     if key.endswith(("norm.weight", "norm1.weight", "norm2.weight")):
@@ -72,19 +93,38 @@ def init_range(key: str, shape: tuple[int, ...]) -> tuple[float, float]:
 
 
 def generate_state_dict(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, Tensor]:
-    """Weights for these keys: sorted plain string order, key k uses stream k."""
+    """Weights for these keys: sorted plain string order, key k uses stream k.
+
+    Examples:
+        >>> sd = generate_state_dict({"a.weight": (4, 3), "a.bias": (4,)}, seed=0)
+        >>> {k: tuple(v.shape) for k, v in sd.items()}
+        {'a.bias': (4,), 'a.weight': (4, 3)}
+    """
     return {key: generate_tensor(seed, k, tuple(shapes[key]), *init_range(key, tuple(shapes[key])))
             for k, key in enumerate(sorted(shapes))}
 
 
 def generate_for(module: torch.nn.Module, seed: int) -> dict[str, Tensor]:
-    """Generated weights for every key of a module's state dict (a meta-device module is fine)."""
+    """Generated weights for every key of a module's state dict (a meta-device module is fine).
+
+    Examples:
+        >>> model = minidino.create_model("dinov2_vits14", depth=1, device="meta")   # shapes only
+        >>> sd = generate_for(model, seed=0)
+        >>> tuple(sd["pos_embed"].shape), sd["pos_embed"].device.type
+        ((1, 1370, 384), 'cpu')
+    """
     return generate_state_dict({k: tuple(v.shape) for k, v in module.state_dict().items()}, seed)
 
 
 def random_model(name: str, seed: int = 0, **overrides: Any) -> torch.nn.Module:
     """Hub model `name` with generated weights: random, reproducible anywhere, offline.
-    Built on the meta device, so the weights are allocated once."""
+    Built on the meta device, so the weights are allocated once.
+
+    Examples:
+        >>> model = random_model("dinov2_vits14", seed=0, depth=1)
+        >>> tuple(model(generate_images(0, 1, (1, 3, 28, 28))).shape)
+        (1, 384)
+    """
     from . import create_model  # late import: golden is a leaf module otherwise
 
     model = create_model(name, device="meta", **overrides)
@@ -93,7 +133,12 @@ def random_model(name: str, seed: int = 0, **overrides: Any) -> torch.nn.Module:
 
 
 def weights_sha256(state_dict: dict[str, Tensor]) -> str:
-    """SHA-256 over each key (UTF-8) then its little-endian float32 bytes, keys sorted."""
+    """SHA-256 over each key (UTF-8) then its little-endian float32 bytes, keys sorted.
+
+    Examples:
+        >>> len(weights_sha256({"w": torch.zeros(2)}))
+        64
+    """
     h = hashlib.sha256()
     for key in sorted(state_dict):
         h.update(key.encode())
@@ -102,19 +147,45 @@ def weights_sha256(state_dict: dict[str, Tensor]) -> str:
 
 
 def generate_images(seed: int, stream: int, shape: tuple[int, ...]) -> Tensor:
+    """Golden input images: a float32 tensor of `shape` (B, 3, H, W), uniform in [-2, 2) (centre 0, half-width 2).
+
+    Examples:
+        >>> x = generate_images(1, 1000, (2, 3, 224, 224))
+        >>> tuple(x.shape), float(x.min()) >= -2, float(x.max()) < 2
+        ((2, 3, 224, 224), True, True)
+    """
     return generate_tensor(seed, stream, tuple(shape), 0.0, 2.0)
 
 
 def generate_masks(seed: int, stream: int, B: int, hw: int, p: float) -> Tensor:
+    """Golden masks: (B, h*w) bool, True where the element's uniform(seed, stream, .) value is below p.
+
+    Examples:
+        >>> m = generate_masks(1, 2003, 1, 256, 0.3)
+        >>> tuple(m.shape), m.dtype
+        ((1, 256), torch.bool)
+    """
     return torch.from_numpy(uniform(seed, stream, B * hw) < p).reshape(B, hw)
 
 
 def default_golden_dir() -> Path:
-    """tests/golden/ of a source checkout (where the vendored reference files live)."""
+    """tests/golden/ of a source checkout (where the vendored reference files live).
+
+    Examples:
+        >>> (default_golden_dir() / "index.json").is_file()
+        True
+    """
     return Path(__file__).resolve().parent.parent / "tests" / "golden"
 
 
 def load_index(golden_dir: str | Path | None = None) -> dict[str, Any]:
+    """The golden cases: index.json of `golden_dir` (default: tests/golden/ of the checkout) as a dict with "cases".
+
+    Examples:
+        >>> index = load_index()
+        >>> len(index["cases"]), index["cases"][0]["model"]
+        (13, 'dinov2_vits14')
+    """
     d = Path(golden_dir) if golden_dir is not None else default_golden_dir()
     path = d / "index.json"
     if not path.is_file():
@@ -129,7 +200,14 @@ def case_name(case: dict[str, Any]) -> str:
 
 
 def build_case(case: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Tensor]]:
-    """The model of a golden case (minidino's), loaded with the generated weights; and those weights."""
+    """The model of a golden case (minidino's), loaded with the generated weights; and those weights.
+
+    Examples:
+        >>> case = next(c for c in load_index()["cases"] if c["model"] == "dino_head")
+        >>> model, sd = build_case(case)
+        >>> weights_sha256(sd) == case["weights_sha256"], type(model).__name__
+        (True, 'DINOHead')
+    """
     from . import create_model  # late import: golden is a leaf module otherwise
     from .heads import DINOHead
 
@@ -207,6 +285,14 @@ def _evaluate(model: torch.nn.Module, x: Tensor, masks: Tensor | None, spec: str
 
 @dataclass
 class CaseResult:
+    """One compared output of a golden case: its max abs difference to the stored reference, and its shape.
+
+    Examples:
+        >>> r = CaseResult("dinov2_vits14", "r224", "forward_features/x_norm_clstoken", 3.1e-6, (2, 384))
+        >>> r.max_abs <= 1e-5
+        True
+    """
+
     case: str
     tag: str
     output: str
@@ -216,7 +302,14 @@ class CaseResult:
 
 @torch.no_grad()
 def run_case(case: dict[str, Any], golden_dir: str | Path | None = None, model: torch.nn.Module | None = None) -> list[CaseResult]:
-    """Rebuild a case, run every stored output, and return each max abs difference."""
+    """Rebuild a case, run every stored output, and return each max abs difference.
+
+    Examples:
+        >>> case = next(c for c in load_index()["cases"] if c["model"] == "dino_head")
+        >>> results = run_case(case)
+        >>> [r.output for r in results], max(r.max_abs for r in results) < 1e-5
+        (['input', 'output'], True)
+    """
     from safetensors.torch import load_file
 
     d = Path(golden_dir) if golden_dir is not None else default_golden_dir()

@@ -28,9 +28,10 @@ _FAST = {
 def cpu_flags() -> frozenset[str] | None:
     """The CPU's feature flags (Linux /proc/cpuinfo 'flags' or 'Features'), or None where unknown.
 
-    >>> flags = cpu_flags()
-    >>> flags is None or isinstance(flags, frozenset)
-    True
+    Examples:
+        >>> flags = cpu_flags()
+        >>> flags is None or isinstance(flags, frozenset)
+        True
     """
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -46,10 +47,11 @@ def cpu_flags() -> frozenset[str] | None:
 def cpu_has_fast(dtype: torch.dtype) -> bool | None:
     """True / False: this CPU has / lacks the instructions for fast `dtype` matmuls; None: unknown.
 
-    >>> cpu_has_fast(torch.float32)
-    True
-    >>> cpu_has_fast(torch.bfloat16) in (True, False, None)
-    True
+    Examples:
+        >>> cpu_has_fast(torch.float32)
+        True
+        >>> cpu_has_fast(torch.bfloat16) in (True, False, None)
+        True
     """
     if dtype not in _FAST:
         return True
@@ -62,8 +64,9 @@ def cpu_has_fast(dtype: torch.dtype) -> bool | None:
 def slow_dtype_message(dtype: torch.dtype, device: torch.device | str = "cpu") -> str | None:
     """A one-line warning when `dtype` on `device` will be slower than float32 here, else None.
 
-    >>> slow_dtype_message(torch.float32) is None, slow_dtype_message(torch.bfloat16, "cuda") is None
-    (True, True)
+    Examples:
+        >>> slow_dtype_message(torch.float32) is None, slow_dtype_message(torch.bfloat16, "cuda") is None
+        (True, True)
     """
     if torch.device(device).type != "cpu" or cpu_has_fast(dtype) is not False:
         return None

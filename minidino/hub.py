@@ -2,7 +2,7 @@
 
 The official DINOv2 files live at https://dl.fbaipublicfiles.com/dinov2 (SPEC.md section 6).
 Meta publishes no checksums; the sizes and SHA-256 digests in `checkpoints.json` (next to
-this module) are third-party pins (see weights/README.md for where each comes from).
+this module) are third-party pins (see docs/weights.md for where each comes from).
 
 Guarantees:
 * A download goes to a temporary file in the cache folder and is renamed into place only
@@ -58,8 +58,9 @@ READ_TIMEOUT = 30.0  # seconds without a byte from the server ($MINIDINO_READ_TI
 def timeouts(connect: float | None = None, read: float | None = None) -> tuple[float, float]:
     """(connect, read) timeouts in seconds: the arguments, else the environment, else 10 and 30.
 
-    >>> timeouts(connect=5, read=20)
-    (5.0, 20.0)
+    Examples:
+        >>> timeouts(connect=5, read=20)
+        (5.0, 20.0)
     """
     out = []
     for value, env, default in ((connect, "MINIDINO_CONNECT_TIMEOUT", CONNECT_TIMEOUT),
@@ -102,32 +103,58 @@ def _opener(connect: float, read: float) -> urllib.request.OpenerDirector:
 
 
 class DownloadError(ConnectionError):
-    """A file could not be downloaded (no network, HTTP error, connection closed early)."""
+    """A file could not be downloaded (no network, HTTP error, connection closed early).
+
+    Examples:
+        >>> try:
+        ...     fetch_url("http://127.0.0.1:9/missing.pth", progress=False, retries=0)
+        ... except DownloadError as e:
+        ...     print(type(e).__name__)
+        DownloadError
+    """
 
 
 class DownloadTimeout(DownloadError):
     """The server did not connect or stopped sending within the timeout (not retried).
 
-    >>> issubclass(DownloadTimeout, DownloadError)
-    True
+    Examples:
+        >>> issubclass(DownloadTimeout, DownloadError)
+        True
     """
 
 
 class BadDownload(DownloadError):
     """The server sent something that is not a checkpoint (an HTML page, a cut-short body); not cached.
 
-    >>> issubclass(BadDownload, DownloadError)
-    True
+    Examples:
+        >>> issubclass(BadDownload, DownloadError)
+        True
     """
 
 
 class ChecksumError(ValueError):
-    """A file's size or SHA-256 is not the pinned one."""
+    """A file's size or SHA-256 is not the pinned one.
+
+    Examples:
+        >>> import pathlib
+        >>> _ = pathlib.Path("f.bin").write_bytes(b"abc")
+        >>> try:
+        ...     download(pathlib.Path("f.bin").resolve().as_uri(), "copy.bin", size=4, progress=False)
+        ... except ChecksumError as e:
+        ...     print("refused")
+        refused
+    """
 
 
 @dataclass(frozen=True)
 class Pin:
-    """A file of the catalogue: its path under the base URL, and what is known of its contents."""
+    """A file of the catalogue: its path under the base URL, and what is known of its contents.
+
+    Examples:
+        >>> pin = backbone_pin("dinov2_vits14")
+        >>> pin.path, pin.bytes
+        ('dinov2_vits14/dinov2_vits14_pretrain.pth', 88283115)
+    """
 
     path: str  # e.g. "dinov2_vits14/dinov2_vits14_pretrain.pth"
     bytes: int | None = None  # None: size not pinned
@@ -140,18 +167,34 @@ class Pin:
 
 # ---------------------------------------------------------------------------- catalogue
 def load_pins() -> dict[str, Any]:
-    """The vendored catalogue (minidino/checkpoints.json, third-party pins)."""
+    """The vendored catalogue (minidino/checkpoints.json, third-party pins).
+
+    Examples:
+        >>> pins = load_pins()
+        >>> pins["backbones"]["dinov2_vits14"]["sha256"][:16]
+        'b938bf1bc15cd2ec'
+    """
     return json.loads(resources.files(__package__).joinpath("checkpoints.json").read_text())
 
 
 def base_url(override: str | None = None) -> str:
-    """The base URL: the argument, else $MINIDINO_BASE_URL, else the official one."""
+    """The base URL: the argument, else $MINIDINO_BASE_URL, else the official one.
+
+    Examples:
+        >>> base_url()            # unless $MINIDINO_BASE_URL is set
+        'https://dl.fbaipublicfiles.com/dinov2'
+    """
     url = override or os.environ.get("MINIDINO_BASE_URL") or load_pins().get("base_url", DEFAULT_BASE_URL)
     return url.rstrip("/")
 
 
 def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where checkpoints are kept: the argument, else $MINIDINO_HOME, else <user cache>/minidino."""
+    """Where checkpoints are kept: the argument, else $MINIDINO_HOME, else <user cache>/minidino.
+
+    Examples:
+        >>> default_cache_dir("/data/ckpt")
+        PosixPath('/data/ckpt')
+    """
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
     if os.environ.get("MINIDINO_HOME"):
@@ -166,7 +209,12 @@ def _from_json(entry: dict[str, Any]) -> Pin:
 
 
 def backbone_pin(name: str) -> Pin:
-    """The pretrain file of a backbone hub name, e.g. 'dinov2_vitb14_reg'."""
+    """The pretrain file of a backbone hub name, e.g. 'dinov2_vitb14_reg'.
+
+    Examples:
+        >>> backbone_pin("dinov2_vitb14_reg").path
+        'dinov2_vitb14/dinov2_vitb14_reg4_pretrain.pth'
+    """
     pins = load_pins()["backbones"]
     if name not in pins:
         raise ValueError(f"no official checkpoint for {name!r}; known backbones: {', '.join(pins)}")
@@ -174,7 +222,12 @@ def backbone_pin(name: str) -> Pin:
 
 
 def head_pin(name: str, layers: int) -> Pin:
-    """The linear-head file of a backbone hub name; pins for most heads have no size or digest."""
+    """The linear-head file of a backbone hub name; pins for most heads have no size or digest.
+
+    Examples:
+        >>> head_pin("dinov2_vits14", layers=1).path
+        'dinov2_vits14/dinov2_vits14_linear_head.pth'
+    """
     if layers not in (1, 4):
         raise ValueError(f"layers must be 1 or 4 (the published heads), got {layers!r}")
     backbone_pin(name)  # validates the name
@@ -186,7 +239,12 @@ def head_pin(name: str, layers: int) -> Pin:
 
 
 def pin_for(filename: str) -> Pin | None:
-    """The pin whose file name is `filename` (so a URL to an official file is still verified)."""
+    """The pin whose file name is `filename` (so a URL to an official file is still verified).
+
+    Examples:
+        >>> pin_for("dinov2_vitb14_pretrain.pth").bytes
+        346378731
+    """
     pins = load_pins()
     for group in ("backbones", "linear_heads"):
         for key, entry in pins[group].items():
@@ -197,6 +255,14 @@ def pin_for(filename: str) -> Pin | None:
 
 # ---------------------------------------------------------------------------- download
 def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file as 64 hex digits, read in chunks (files of several GB are fine).
+
+    Examples:
+        >>> import pathlib
+        >>> _ = pathlib.Path("empty.bin").write_bytes(b"")
+        >>> sha256_file("empty.bin")[:16]
+        'e3b0c44298fc1c14'
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
@@ -229,6 +295,13 @@ def download(
     data; `timeout` sets both. A connection that fails or closes early is retried `retries`
     times (1 s, 2 s pauses); a timeout, a checksum mismatch or a file that is not a checkpoint
     is not (the server is stalled or holds the wrong file). Returns `dest`.
+
+    Examples:
+        >>> import pathlib
+        >>> _ = pathlib.Path("src.bin").write_bytes(b"weights")
+        >>> download(pathlib.Path("src.bin").resolve().as_uri(), "dst.bin", size=7, progress=False,
+        ...          validate=None).read_bytes()  # not a checkpoint: skip that check
+        b'weights'
     """
     connect, read = timeouts(connect_timeout if connect_timeout is not None else timeout,
                              read_timeout if read_timeout is not None else timeout)
@@ -349,7 +422,15 @@ def _verified_digest(path: Path) -> str:
 
 def fetch(pin: Pin, *, cache_dir: str | os.PathLike | None = None, base: str | None = None, progress: bool = True,
           retries: int = 2) -> Path:
-    """The cached file of `pin`, downloading it from `base` (see `base_url`) if absent."""
+    """The cached file of `pin`, downloading it from `base` (see `base_url`) if absent.
+
+    Examples:
+        >>> path = fetch(backbone_pin("dinov2_vits14"))     # doctest: +SKIP
+        >>> path.stat().st_size                              # doctest: +SKIP
+        88283115
+
+        (Needs the network once; later calls find the file in the cache.)
+    """
     dest = default_cache_dir(cache_dir) / pin.path
     if dest.is_file():
         size = dest.stat().st_size
@@ -366,7 +447,13 @@ def fetch(pin: Pin, *, cache_dir: str | os.PathLike | None = None, base: str | N
 
 
 def fetch_url(url: str, *, cache_dir: str | os.PathLike | None = None, progress: bool = True, retries: int = 2) -> Path:
-    """Download any http(s) URL into the cache (once). A file name of the catalogue is verified against its pin."""
+    """Download any http(s) URL into the cache (once). A file name of the catalogue is verified against its pin.
+
+    Examples:
+        >>> path = fetch_url("https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth")  # doctest: +SKIP
+        >>> path.name                                                                                     # doctest: +SKIP
+        'dinov2_vits14_pretrain.pth'
+    """
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"unsupported URL scheme in {url!r}: use http(s):// or a local file path")

@@ -19,7 +19,13 @@ __all__ = ["PatchEmbed", "Attention", "Mlp", "SwiGLUFFN", "LayerScale", "DropPat
 
 
 class PatchEmbed(nn.Module):
-    """Non-overlapping patch x patch convolution: (B, 3, H, W) -> (B, h*w, D), row-major."""
+    """Non-overlapping patch x patch convolution: (B, 3, H, W) -> (B, h*w, D), row-major.
+
+    Examples:
+        >>> pe = PatchEmbed(patch_size=14, in_chans=3, embed_dim=384)
+        >>> tuple(pe(torch.randn(2, 3, 28, 42)).shape)          # (B, h*w, D), row-major
+        (2, 6, 384)
+    """
 
     def __init__(self, *, patch_size: int, in_chans: int, embed_dim: int, **factory: Any) -> None:
         super().__init__()
@@ -38,6 +44,11 @@ class Attention(nn.Module):
     path, and the one the current official model runs) and the explicit softmax(q k^T * scale) v,
     which is the readable maths, the only one that can return the attention weights, and the
     operation order of the April-2023 official code (bit-identical to it on CPU float32).
+
+    Examples:
+        >>> attn = Attention(dim=384, num_heads=6, qkv_bias=True, proj_bias=True)
+        >>> tuple(attn(torch.randn(2, 5, 384)).shape)            # (B, N, D) -> (B, N, D)
+        (2, 5, 384)
     """
 
     def __init__(self, *, dim: int, num_heads: int, qkv_bias: bool, proj_bias: bool, **factory: Any) -> None:
@@ -90,7 +101,12 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """The GELU FFN of ViT-S/B/L: fc1 -> GELU (exact erf) -> fc2."""
+    """The GELU FFN of ViT-S/B/L: fc1 -> GELU (exact erf) -> fc2.
+
+    Examples:
+        >>> tuple(Mlp(dim=384, hidden_dim=1536, bias=True)(torch.randn(2, 5, 384)).shape)
+        (2, 5, 384)
+    """
 
     def __init__(self, *, dim: int, hidden_dim: int, bias: bool, **factory: Any) -> None:
         super().__init__()
@@ -109,6 +125,11 @@ class SwiGLUFFN(nn.Module):
     """The SwiGLU FFN of ViT-g: w12 projects to 2F, halves a, b -> silu(a) * b -> w3.
 
     Named w12 / w3 after the official keys (w1 and w2 fused into one matrix).
+
+    Examples:
+        >>> ffn = SwiGLUFFN(dim=64, hidden_dim=176, bias=True)
+        >>> tuple(ffn.w12.weight.shape), tuple(ffn(torch.randn(2, 5, 64)).shape)   # w12: (2F, D)
+        ((352, 64), (2, 5, 64))
     """
 
     def __init__(self, *, dim: int, hidden_dim: int, bias: bool, **factory: Any) -> None:
@@ -122,7 +143,15 @@ class SwiGLUFFN(nn.Module):
 
 
 class LayerScale(nn.Module):
-    """Per-channel scale of a residual branch; `gamma` is the checkpoint's name."""
+    """Per-channel scale of a residual branch; `gamma` is the checkpoint's name.
+
+    Examples:
+        >>> ls = LayerScale(dim=4)
+        >>> with torch.no_grad():
+        ...     _ = ls.gamma.fill_(0.5)
+        >>> ls(torch.ones(1, 2, 4)).tolist()
+        [[[0.5, 0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5]]]
+    """
 
     def __init__(self, *, dim: int, **factory: Any) -> None:
         super().__init__()
@@ -134,7 +163,14 @@ class LayerScale(nn.Module):
 
 class DropPath(nn.Module):
     """Stochastic depth: in training, drop a sample's residual branch with probability p
-    and rescale the kept ones by 1 / (1 - p). The identity in eval mode or at p == 0."""
+    and rescale the kept ones by 1 / (1 - p). The identity in eval mode or at p == 0.
+
+    Examples:
+        >>> dp = DropPath(0.5).eval()                       # the identity at inference
+        >>> x = torch.randn(4, 5, 8)
+        >>> bool(torch.equal(dp(x), x))
+        True
+    """
 
     def __init__(self, p: float = 0.0) -> None:
         super().__init__()
@@ -152,7 +188,14 @@ class DropPath(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + ls1 * attn(norm1(x)), then x + ls2 * ffn(norm2(x))."""
+    """Pre-norm transformer block: x + ls1 * attn(norm1(x)), then x + ls2 * ffn(norm2(x)).
+
+    Examples:
+        >>> blk = Block(dim=384, num_heads=6, ffn_layer="mlp", ffn_hidden_dim=1536, qkv_bias=True, proj_bias=True,
+        ...             ffn_bias=True, eps=1e-6)
+        >>> tuple(blk(torch.randn(2, 257, 384)).shape)       # (B, N, D) -> (B, N, D)
+        (2, 257, 384)
+    """
 
     def __init__(
         self, *, dim: int, num_heads: int, ffn_layer: str, ffn_hidden_dim: int, qkv_bias: bool, proj_bias: bool,

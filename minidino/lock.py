@@ -27,21 +27,23 @@ __all__ = ["OutputLockedError", "output_lock", "lock_path"]
 class OutputLockedError(RuntimeError):
     """Another process (or another `output_lock` of this one) holds the lock of this output.
 
-    >>> with output_lock("a.npz"):
-    ...     try:
-    ...         with output_lock("a.npz"):
-    ...             pass
-    ...     except OutputLockedError:
-    ...         print("busy")
-    busy
+    Examples:
+        >>> with output_lock("a.npz"):
+        ...     try:
+        ...         with output_lock("a.npz"):
+        ...             pass
+        ...     except OutputLockedError:
+        ...         print("busy")
+        busy
     """
 
 
 def lock_path(path: str | os.PathLike) -> Path:
     """The lock file of an output: a hidden file beside it.
 
-    >>> str(lock_path("out/emb.safetensors"))
-    'out/.emb.safetensors.lock'
+    Examples:
+        >>> str(lock_path("out/emb.safetensors"))
+        'out/.emb.safetensors.lock'
     """
     path = Path(path)
     return path.with_name(f".{path.name}.lock")
@@ -59,11 +61,12 @@ def _holder(lock: Path) -> str:
 def output_lock(path: str | os.PathLike) -> Iterator[Path]:
     """Hold the lock of `path` for the block; raise OutputLockedError at once if another run holds it.
 
-    >>> with output_lock("emb.safetensors") as lock:
-    ...     print(lock.name, lock.exists())
-    .emb.safetensors.lock True
-    >>> lock.exists()  # removed on release
-    False
+    Examples:
+        >>> with output_lock("emb.safetensors") as lock:
+        ...     print(lock.name, lock.exists())
+        .emb.safetensors.lock True
+        >>> lock.exists()  # removed on release
+        False
     """
     try:
         import fcntl

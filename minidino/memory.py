@@ -21,7 +21,12 @@ __all__ = ["prefer_mmap", "peak_growth", "cpu_peak_supported", "proc_status_kib"
 
 
 def prefer_mmap(threshold: int = 64 * 1024) -> bool:
-    """glibc: serve blocks >= threshold by mmap (M_MMAP_THRESHOLD = -3). False where unavailable."""
+    """glibc: serve blocks >= threshold by mmap (M_MMAP_THRESHOLD = -3). False where unavailable.
+
+    Examples:
+        >>> isinstance(prefer_mmap(), bool)                  # True on glibc Linux
+        True
+    """
     try:
         import ctypes
 
@@ -31,7 +36,12 @@ def prefer_mmap(threshold: int = 64 * 1024) -> bool:
 
 
 def proc_status_kib(field: str) -> int:
-    """A kB field of /proc/self/status (VmRSS, VmHWM, ...)."""
+    """A kB field of /proc/self/status (VmRSS, VmHWM, ...).
+
+    Examples:
+        >>> proc_status_kib("VmRSS") > 0                     # Linux only
+        True
+    """
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -39,7 +49,12 @@ def proc_status_kib(field: str) -> int:
 
 
 def cpu_peak_supported() -> bool:
-    """True where the CPU figure can be measured (Linux /proc with a resettable VmHWM)."""
+    """True where the CPU figure can be measured (Linux /proc with a resettable VmHWM).
+
+    Examples:
+        >>> isinstance(cpu_peak_supported(), bool)
+        True
+    """
     try:
         proc_status_kib("VmHWM")
         return Path("/proc/self/clear_refs").exists()
@@ -49,7 +64,13 @@ def cpu_peak_supported() -> bool:
 
 def peak_growth(fn: Callable[[], Any], device: torch.device | str) -> int | None:
     """Bytes by which memory peaked above its level before `fn()` (the result is kept alive
-    until the figure is taken, as a caller's would be). None where it cannot be measured."""
+    until the figure is taken, as a caller's would be). None where it cannot be measured.
+
+    Examples:
+        >>> grew = peak_growth(lambda: torch.ones(1024, 1024), "cpu")   # 4 MiB tensor
+        >>> grew is None or grew >= 0                                   # bytes, or None where unmeasurable
+        True
+    """
     device = torch.device(device)
     gc.collect()
     if device.type == "cuda":

@@ -35,6 +35,12 @@ class DinoVisionTransformer(nn.Module):
 
     Build with `minidino.create_model(name)`; `DinoVisionTransformer(config, device="meta")`
     allocates nothing, and `init_weights()` (separate from construction) fills real memory.
+
+    Examples:
+        >>> model = minidino.DinoVisionTransformer(minidino.get_config("dinov2_vits14").replace(depth=1)).init_weights()
+        >>> f = model.forward_features(torch.randn(2, 3, 28, 42))       # h, w = 2, 3 patches
+        >>> {k: tuple(v.shape) for k, v in f.items() if v is not None}
+        {'x_norm_clstoken': (2, 384), 'x_norm_regtokens': (2, 0, 384), 'x_norm_patchtokens': (2, 6, 384), 'x_prenorm': (2, 7, 384)}
     """
 
     def __init__(self, config: DinoConfig, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
@@ -73,7 +79,14 @@ class DinoVisionTransformer(nn.Module):
     # ---------------------------------------------------------------- initialisation
     @torch.no_grad()
     def init_weights(self) -> "DinoVisionTransformer":
-        """The official initialisation (truncated normal 0.02 for linears and pos_embed)."""
+        """The official initialisation (truncated normal 0.02 for linears and pos_embed).
+
+        Examples:
+            >>> model = minidino.DinoVisionTransformer(minidino.get_config("dinov2_vits14").replace(depth=1), device="meta")
+            >>> model = model.to_empty(device="cpu").init_weights()          # real memory, official init
+            >>> float(model.blocks[0].ls1.gamma.detach()[0])                  # LayerScale starts at 1
+            1.0
+        """
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
         if self.num_register_tokens:
@@ -93,7 +106,13 @@ class DinoVisionTransformer(nn.Module):
         return self
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass (training only) to save activation memory."""
+        """Recompute each block in the backward pass (training only) to save activation memory.
+
+        Examples:
+            >>> model = minidino.create_model("dinov2_vits14", depth=1).train()
+            >>> model.set_grad_checkpointing()
+            >>> model(torch.randn(1, 3, 14, 14)).sum().backward()             # blocks recomputed in backward
+        """
         self.grad_checkpointing = enable
 
     def _check_images(self, x: Any, what: str = "x") -> tuple[int, int]:
@@ -104,7 +123,13 @@ class DinoVisionTransformer(nn.Module):
 
     # ---------------------------------------------------------------- tokens
     def interpolate_pos_encoding(self, h: int, w: int, dtype: torch.dtype) -> Tensor:
-        """The position embedding for an h x w patch grid: (1, 1 + h*w, D) in `dtype` (cached per size)."""
+        """The position embedding for an h x w patch grid: (1, 1 + h*w, D) in `dtype` (cached per size).
+
+        Examples:
+            >>> model = minidino.create_model("dinov2_vits14", depth=1)
+            >>> tuple(model.interpolate_pos_encoding(16, 16, torch.float32).shape)   # 224 px: 1 + 16*16 positions
+            (1, 257, 384)
+        """
         c = self.config
         # MPS has no antialiased bicubic: the matrix form is the default there.
         method: Method = "matrix" if self.pos_embed.device.type == "mps" else self.pos_embed_method
@@ -112,7 +137,13 @@ class DinoVisionTransformer(nn.Module):
                                    antialias=c.interpolate_antialias, method=method)  # (1, 1 + h*w, D)
 
     def prepare_tokens_with_masks(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
-        """(B, 3, H, W) images -> (B, N, D) tokens: patches, mask tokens, cls, positions, registers."""
+        """(B, 3, H, W) images -> (B, N, D) tokens: patches, mask tokens, cls, positions, registers.
+
+        Examples:
+            >>> model = minidino.create_model("dinov2_vits14_reg", depth=1)
+            >>> tuple(model.prepare_tokens_with_masks(torch.randn(2, 3, 28, 28)).shape)   # N = 1 + 4 + 2*2
+            (2, 9, 384)
+        """
         h, w = self._check_images(x)
         B = x.shape[0]
         x = self.patch_embed(x)  # (B, h*w, D)
@@ -158,7 +189,20 @@ class DinoVisionTransformer(nn.Module):
 
     # ---------------------------------------------------------------- public API
     def forward_features(self, x: Tensor | Sequence[Tensor], masks: Tensor | Sequence[Tensor | None] | None = None) -> Any:
-        """Features of a batch: a dict (see README). A list of batches, each its own size, gives a list of dicts."""
+        """Features of a batch: a dict (see README). A list of batches, each its own size, gives a list of dicts.
+
+        Examples:
+            >>> model = minidino.create_model("dinov2_vits14", depth=1)
+            >>> f = model.forward_features(torch.randn(2, 3, 224, 224))
+            >>> tuple(f["x_norm_clstoken"].shape), tuple(f["x_norm_patchtokens"].shape)
+            ((2, 384), (2, 256, 384))
+            >>> masks = torch.zeros(2, 256, dtype=torch.bool); masks[:, :10] = True   # (B, h*w): True = mask_token
+            >>> tuple(model.forward_features(torch.randn(2, 3, 224, 224), masks=masks)["x_prenorm"].shape)
+            (2, 257, 384)
+            >>> fs = model.forward_features([torch.randn(1, 3, 28, 28), torch.randn(2, 3, 42, 14)])   # sizes may differ
+            >>> [tuple(f["x_norm_patchtokens"].shape) for f in fs]
+            [(1, 4, 384), (2, 3, 384)]
+        """
         if isinstance(x, (list, tuple)):
             return self.forward_features_list(x, masks)  # type: ignore[arg-type]
         if isinstance(masks, (list, tuple)):
@@ -173,6 +217,12 @@ class DinoVisionTransformer(nn.Module):
         The tokens of every image become rows of one (T, D) matrix and the blocks run once over
         it; only attention pads them to the longest sequence, with a mask that keeps each
         image's queries on its own keys, so each result equals running that image alone.
+
+        Examples:
+            >>> model = minidino.create_model("dinov2_vits14", depth=1)
+            >>> fs = model.forward_features_list([torch.randn(1, 3, 28, 28), torch.randn(2, 3, 42, 14)])
+            >>> [tuple(f["x_norm_clstoken"].shape) for f in fs]
+            [(1, 384), (2, 384)]
         """
         masks_list = check_list_masks(xs, masks_list)
         seqs = [self.prepare_tokens_with_masks(x, m) for x, m in zip(xs, masks_list)]  # each (B_i, N_i, D)
@@ -193,14 +243,30 @@ class DinoVisionTransformer(nn.Module):
         return out
 
     def forward(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
-        """The normalised class token, (B, D): the image embedding."""
+        """The normalised class token, (B, D): the image embedding.
+
+        Examples:
+            >>> model = minidino.create_model("dinov2_vits14", depth=1)
+            >>> tuple(model(torch.randn(3, 3, 224, 224)).shape)
+            (3, 384)
+        """
         return self.forward_features(x, masks)["x_norm_clstoken"]
 
     def get_intermediate_layers(
         self, x: Tensor, n: int | Sequence[int] = 1, reshape: bool = False, return_class_token: bool = False, norm: bool = True
     ) -> tuple[Any, ...]:
         """Outputs of some blocks, in block order: (B, h*w, D) patch tokens each, or (B, D, h, w)
-        with reshape=True; with return_class_token each item is (patches, cls (B, D))."""
+        with reshape=True; with return_class_token each item is (patches, cls (B, D)).
+
+        Examples:
+            >>> model = minidino.create_model("dinov2_vits14", depth=2)
+            >>> x = torch.randn(1, 3, 224, 224)
+            >>> [tuple(t.shape) for t in model.get_intermediate_layers(x, n=2)]            # the last 2 blocks
+            [(1, 256, 384), (1, 256, 384)]
+            >>> (p, c), = model.get_intermediate_layers(x, n=[0], reshape=True, return_class_token=True)
+            >>> tuple(p.shape), tuple(c.shape)                                             # block 0: (B, D, h, w), (B, D)
+            ((1, 384, 16, 16), (1, 384))
+        """
         take = check_block_indices(n, len(self.blocks))
         h, w = self._check_images(x)
         _, outputs = self._run_blocks(self.prepare_tokens_with_masks(x), take=take)
@@ -216,13 +282,33 @@ class DinoVisionTransformer(nn.Module):
         return tuple(patches)
 
     def get_block_outputs(self, x: Tensor, masks: Tensor | None = None) -> list[Tensor]:
-        """Every block's output, (B, N, D) each, before the final norm: bisect a parity failure in one call."""
+        """Every block's output, (B, N, D) each, before the final norm: bisect a parity failure in one call.
+
+        Examples:
+            >>> model = minidino.create_model("dinov2_vits14", depth=2)
+            >>> [tuple(t.shape) for t in model.get_block_outputs(torch.randn(1, 3, 28, 28))]
+            [(1, 5, 384), (1, 5, 384)]
+        """
         return self._run_blocks(self.prepare_tokens_with_masks(x, masks), take=range(len(self.blocks)))[1]
 
     def get_attention_maps(self, x: Tensor, blocks: Sequence[int] = (-1,)) -> tuple[Tensor, ...]:
-        """Softmax attention weights, one (B, nh, N, N) per requested block (see attention.py)."""
+        """Softmax attention weights, one (B, nh, N, N) per requested block (see attention.py).
+
+        Examples:
+            >>> model = minidino.create_model("dinov2_vits14_reg", depth=2)
+            >>> a0, a1 = model.get_attention_maps(torch.randn(1, 3, 28, 28), blocks=(0, -1))
+            >>> tuple(a1.shape), bool(torch.allclose(a1.sum(-1), torch.ones(1)))          # (B, nh, N, N); rows sum to 1
+            ((1, 6, 9, 9), True)
+        """
         return attention_maps(self, x, blocks)
 
     def cls_attention_map(self, attn: Tensor, h: int, w: int) -> Tensor:
-        """The class token's attention to the patches, (B, nh, N, N) -> (B, nh, h, w); registers skipped."""
+        """The class token's attention to the patches, (B, nh, N, N) -> (B, nh, h, w); registers skipped.
+
+        Examples:
+            >>> model = minidino.create_model("dinov2_vits14_reg", depth=1)
+            >>> (attn,) = model.get_attention_maps(torch.randn(1, 3, 28, 42))
+            >>> tuple(model.cls_attention_map(attn, 2, 3).shape)                           # (B, nh, h, w)
+            (1, 6, 2, 3)
+        """
         return cls_attention_map(attn, h, w, self.num_register_tokens)

@@ -10,7 +10,14 @@ LC_SUFFIX = "_lc"  # hub names of the ImageNet linear classifiers: backbone name
 
 
 def list_models(include_classifiers: bool = True) -> list[str]:
-    """The hub names minidino builds: 8 backbones, and their `*_lc` classifiers."""
+    """The hub names minidino builds: 8 backbones, and their `*_lc` classifiers.
+
+    Examples:
+        >>> minidino.list_models()[:3]
+        ['dinov2_vits14', 'dinov2_vitb14', 'dinov2_vitl14']
+        >>> len(minidino.list_models()), len(minidino.list_models(include_classifiers=False))
+        (16, 8)
+    """
     names = list(PRESETS)
     if include_classifiers:
         names += [n + LC_SUFFIX for n in PRESETS]
@@ -18,7 +25,12 @@ def list_models(include_classifiers: bool = True) -> list[str]:
 
 
 def split_model_name(name: str) -> tuple[str, bool]:
-    """'dinov2_vits14_lc' -> ('dinov2_vits14', True); unknown names raise ValueError with suggestions."""
+    """'dinov2_vits14_lc' -> ('dinov2_vits14', True); unknown names raise ValueError with suggestions.
+
+    Examples:
+        >>> split_model_name("dinov2_vits14_reg_lc")
+        ('dinov2_vits14_reg', True)
+    """
     if not isinstance(name, str):
         raise TypeError(f"model name must be a string, got {type(name).__name__}")
     if name in PRESETS:
@@ -34,6 +46,12 @@ def split_model_name(name: str) -> tuple[str, bool]:
 
 
 def get_config(name: str) -> DinoConfig:
-    """The backbone config of a hub name (a `*_lc` name gives its backbone's config)."""
+    """The backbone config of a hub name (a `*_lc` name gives its backbone's config).
+
+    Examples:
+        >>> c = minidino.get_config("dinov2_vitb14_reg")
+        >>> c.embed_dim, c.depth, c.num_heads, c.num_register_tokens
+        (768, 12, 12, 4)
+    """
     backbone, _ = split_model_name(name)
     return PRESETS[backbone]

@@ -54,6 +54,16 @@ def fold_layerscale(model: DinoVisionTransformer) -> DinoVisionTransformer:
     (x W^T + b) * gamma == x (diag(gamma) W)^T + gamma * b. The LayerScale modules become
     nn.Identity, so the state dict of a folded model no longer has `ls1.gamma` keys: fold
     a copy (optimize does) and save the original.
+
+    Examples:
+        >>> import copy
+        >>> from minidino.golden import random_model
+        >>> model = random_model("dinov2_vits14", depth=1)
+        >>> folded = fold_layerscale(copy.deepcopy(model))
+        >>> x = torch.randn(1, 3, 28, 28)
+        >>> with torch.no_grad():
+        ...     float((folded(x) - model(x)).abs().max()) < 1e-4
+        True
     """
     for blk in model.blocks:
         if not isinstance(blk, Block):
@@ -129,6 +139,11 @@ class OptimizedModel(nn.Module):
     """An inference-only DINOv2 backbone made by `optimize`; forward_features / forward as the model's.
 
     Outputs are in the compute dtype (`self.dtype`). `self.model` is the transformed copy.
+
+    Examples:
+        >>> fast = optimize(minidino.create_model("dinov2_vits14", depth=1), compile=False)
+        >>> type(fast).__name__, tuple(fast.forward_features(torch.randn(1, 3, 28, 28))["x_norm_patchtokens"].shape)
+        ('OptimizedModel', (1, 4, 384))
     """
 
     def __init__(
@@ -203,6 +218,16 @@ def optimize(
     {"mode": "max-autotune-no-cudagraphs"} or {"backend": "eager"}). cuda_graphs: True, False or
     "auto" (CUDA graphs on CUDA for batches <= graph_max_batch). copy=False transforms `model`
     itself (saves memory for ViT-g; the model is then folded and cast).
+
+    Examples:
+        >>> from minidino.golden import random_model
+        >>> model = random_model("dinov2_vits14", depth=1)
+        >>> fast = optimize(model, compile=False)             # LayerScale folded, float32
+        >>> x = torch.randn(2, 3, 28, 28)
+        >>> float((fast(x) - model(x)).abs().max()) < 1e-4
+        True
+        >>> tuple(optimize(model, dtype=torch.bfloat16, compile=False)(x).shape)
+        (2, 384)
     """
     if not isinstance(model, DinoVisionTransformer):
         hint = " (for a *_lc classifier, optimize its .backbone)" if hasattr(model, "backbone") else ""

@@ -23,6 +23,20 @@ __all__ = ["Packing"]
 
 @dataclass(frozen=True)
 class Packing:
+    """Where the T real token rows of images with different token counts go in a padded (B, L) layout.
+
+    Built with `Packing.of(lengths)`; `pad` and `unpad` move (T, C) rows to (B, L, C) and back, and
+    `attn_mask` (B, 1, 1, L) keeps attention off the padding.
+
+    Examples:
+        >>> p = Packing.of([2, 3])                          # two images: 2 and 3 tokens
+        >>> rows = torch.arange(5.0).unsqueeze(1)           # (T, C) = (5, 1)
+        >>> p.pad(rows).squeeze(-1).tolist()                # (B, L, C): zeros after each image's tokens
+        [[0.0, 1.0, 0.0], [2.0, 3.0, 4.0]]
+        >>> bool(torch.equal(p.unpad(p.pad(rows)), rows))
+        True
+    """
+
     index: Tensor  # (T,) where each row goes in the flattened padded (B * L) layout
     sample: Tensor  # (T,) the image each row belongs to
     attn_mask: Tensor  # (B, 1, 1, L) bool, True = a real key

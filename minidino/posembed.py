@@ -56,6 +56,14 @@ def resize_pos_embed(
     """Resize a (1, 1 + M*M, D) position embedding to (1, 1 + h*w, D), in float32.
 
     The class position (index 0) is kept as is. The caller casts to the tokens' dtype.
+
+    Examples:
+        >>> pos = torch.randn(1, 1 + 37 * 37, 384)          # (1, 1 + M*M, D), M = 37
+        >>> tuple(resize_pos_embed(pos, 16, 16, offset=0.1, antialias=False).shape)   # 224 px: 16 x 16
+        (1, 257, 384)
+        >>> m = resize_pos_embed(pos, 16, 16, offset=0.1, antialias=False, method="matrix")
+        >>> float((m - resize_pos_embed(pos, 16, 16, offset=0.1, antialias=False)).abs().max()) < 1e-5
+        True
     """
     # pos_embed: (1, 1 + M*M, D)
     pos = pos_embed.float()
@@ -167,6 +175,11 @@ def resize_matrices(h: int, w: int, in_size: int, *, offset: float, antialias: b
     M / (n + offset), except at h == w == M, where the official code skips the resize and
     both matrices are exactly the identity. Results for int sizes are cached (they are
     recomputed under torch.compile / torch.export, where sizes may be symbolic).
+
+    Examples:
+        >>> A, B = resize_matrices(16, 24, 37, offset=0.1, antialias=False)
+        >>> tuple(A.shape), tuple(B.shape)                  # (h, M), (w, M): pos = A @ grid @ B^T
+        ((16, 37), (24, 37))
     """
     key = (h, w, in_size, float(offset), bool(antialias))
     cacheable = isinstance(h, int) and isinstance(w, int) and not torch.compiler.is_compiling()
@@ -193,7 +206,13 @@ def resize_matrices(h: int, w: int, in_size: int, *, offset: float, antialias: b
 def resize_taps(h: int, w: int, in_size: int, *, offset: float) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
     """The plain bicubic resize as taps: ((idx_h, wts_h), (idx_w, wts_w)), each (n, 4), int64
     source indices (clamped to the border) and float32 weights, on the CPU. Cached like
-    `resize_matrices`; the same weights, before duplicates are summed into a matrix."""
+    `resize_matrices`; the same weights, before duplicates are summed into a matrix.
+
+    Examples:
+        >>> (ih, wh), (iw, ww) = resize_taps(16, 16, 37, offset=0.1)
+        >>> tuple(ih.shape), ih.dtype, tuple(wh.shape)      # 4 bicubic taps per output row
+        ((16, 4), torch.int64, (16, 4))
+    """
     key = ("taps", h, w, in_size, float(offset))
     cacheable = isinstance(h, int) and isinstance(w, int) and not torch.compiler.is_compiling()
     if cacheable and key in _MATRIX_CACHE:
@@ -280,6 +299,14 @@ class PosEmbedCache:
     Keyed on the parameter's identity and version, so an in-place update (training step,
     load_state_dict) invalidates it. Bypassed while the graph is traced (torch.compile,
     torch.export: the key reads a data pointer) and whenever gradients flow to pos_embed.
+
+    Examples:
+        >>> cache = PosEmbedCache()
+        >>> pos = torch.randn(1, 1 + 37 * 37, 384)
+        >>> a = cache.get(pos, 16, 16, torch.float32, offset=0.1, antialias=False, method="interpolate")
+        >>> b = cache.get(pos, 16, 16, torch.float32, offset=0.1, antialias=False, method="interpolate")
+        >>> tuple(a.shape), a is b                          # computed once per size
+        ((1, 257, 384), True)
     """
 
     def __init__(self, max_entries: int = 16) -> None:

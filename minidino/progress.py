@@ -17,6 +17,20 @@ __all__ = ["ProgressBar"]
 
 
 class ProgressBar:
+    """A progress line on stderr: rewritten in place on a terminal, one line per tenth otherwise.
+
+    unit="bytes" shows MB and MB/s (downloads), unit="images" shows images/s and the ETA (embed);
+    update(n) adds n units, close() prints the final line.
+
+    Examples:
+        >>> import io
+        >>> out = io.StringIO()
+        >>> bar = ProgressBar("embed", 4, unit="images", stream=out)
+        >>> bar.update(4); bar.close()
+        >>> out.getvalue().split(" images")[0]
+        'embed 4/4'
+    """
+
     def __init__(self, label: str, total: int | None, *, unit: Literal["bytes", "images"] = "bytes",
                  stream: IO[str] | None = None, enabled: bool = True) -> None:
         self.label, self.total, self.unit, self.done = label, total, unit, 0

@@ -56,11 +56,27 @@ _SNAPSHOT_FFN = {"mlp": "mlp", "swiglu": "swiglufused"}
 
 
 class ReferenceUnavailable(RuntimeError):
-    """The official code is not available here for the requested model (the message says why)."""
+    """The official code is not available here for the requested model (the message says why).
+
+    Examples:
+        >>> try:
+        ...     official_repo("no/such/folder.tar.gz")
+        ... except ReferenceUnavailable as e:
+        ...     print("unavailable:", e)
+        unavailable: no/such/folder.tar.gz: expected a folder of the official hub code or a .tar.gz of one
+    """
 
 
 @dataclass
 class OfficialModel:
+    """The official model as a black box: the module, where it came from, and minidino's matching attention path.
+
+    Examples:
+        >>> ref = OfficialModel(torch.nn.Identity(), "a test double", "fused")
+        >>> ref.attn_impl        # the attention path of minidino that performs the same operations
+        'fused'
+    """
+
     module: nn.Module  # the official model, in eval mode, official random init
     source: str  # where it came from, for reports
     attn_impl: str  # minidino's attention path that performs the same operations: "fused" | "explicit"
@@ -72,6 +88,11 @@ def official_repo(repo: str | os.PathLike | None = None) -> str | None:
     repo: a folder with hubconf.py, or a .tar.gz of one (unpacked once into the temporary folder,
     by content digest, so concurrent callers and later runs share it). Without it: $MINIDINO_OFFICIAL_REPO,
     then the newest ../shared/official/dinov2-*.tar.gz beside this checkout.
+
+    Examples:
+        >>> path = official_repo()           # None on a fresh clone without ../shared/official/
+        >>> path is None or (Path(path) / "hubconf.py").is_file()
+        True
     """
     if repo is None:
         repo = os.environ.get(REPO_ENV) or None
@@ -111,7 +132,12 @@ def _unpack_once(tarball: Path) -> Path:
 
 
 def snapshot_available() -> bool:
-    """True when the PyPI `dinov2` snapshot (its models.vision_transformer) can be imported."""
+    """True when the PyPI `dinov2` snapshot (its models.vision_transformer) can be imported.
+
+    Examples:
+        >>> isinstance(snapshot_available(), bool)     # pip install --no-deps dinov2==0.0.1.dev2 makes it True
+        True
+    """
     try:
         with _quiet_import(), _own_dinov2_package():  # find_spec imports the parent packages
             return importlib.util.find_spec("dinov2.models.vision_transformer") is not None
@@ -160,6 +186,14 @@ def official_model(name: str, repo: str | os.PathLike | None = None, *, layers: 
     take no depth) the model is then built on the meta device, cut to its first `depth` blocks
     and left UNINITIALISED: load a state dict before use.
     Raises ReferenceUnavailable when no source can build it.
+
+    Examples:
+        >>> if official_repo() or snapshot_available():           # the official code may be absent (a fresh clone)
+        ...     ref = official_model("dinov2_vits14", depth=1)
+        ...     print(type(ref.module).__name__)
+        ... else:
+        ...     print("DinoVisionTransformer")
+        DinoVisionTransformer
     """
     hub = None if pypi else official_repo(repo)
     if hub is not None:
@@ -201,7 +235,19 @@ def official_pair(name: str, repo: str | os.PathLike | None = None, *, layers: i
                   pypi: bool = False, **overrides: Any) -> tuple[OfficialModel, nn.Module]:
     """The official model (see official_model) and minidino's, in eval mode, minidino set to the
     attention path that performs the official operations. Weights: each its own init; load the
-    same state dict into both (their keys are the same) before comparing."""
+    same state dict into both (their keys are the same) before comparing.
+
+    Examples:
+        >>> if official_repo() or snapshot_available():
+        ...     ref, ours = official_pair("dinov2_vits14", depth=2)
+        ...     from minidino.golden import generate_for
+        ...     sd = generate_for(ours, 0)
+        ...     _ = ours.load_state_dict(sd), ref.module.load_state_dict(sd)
+        ...     print(compare(ref.module, ours, torch.randn(1, 3, 28, 28)))
+        ... else:
+        ...     print(0.0)
+        0.0
+    """
     from . import create_model
 
     ref = official_model(name, repo=repo, layers=layers, pypi=pypi, **overrides)
@@ -212,7 +258,13 @@ def official_pair(name: str, repo: str | os.PathLike | None = None, *, layers: i
 
 
 def max_abs_difference(a: Any, b: Any) -> float:
-    """Largest |a - b| over nested tensors / dicts / tuples (bool tensors: the count that differ)."""
+    """Largest |a - b| over nested tensors / dicts / tuples (bool tensors: the count that differ).
+
+    Examples:
+        >>> max_abs_difference({"a": torch.zeros(2), "b": (torch.ones(1), torch.zeros(1))},
+        ...                    {"a": torch.tensor([0.0, 0.5]), "b": (torch.ones(1), torch.zeros(1))})
+        0.5
+    """
     if isinstance(a, torch.Tensor):
         if a.dtype == torch.bool:  # masks, passed through
             return float((a != b).sum())
@@ -224,7 +276,15 @@ def max_abs_difference(a: Any, b: Any) -> float:
 
 @torch.no_grad()
 def compare(official: nn.Module, ours: nn.Module, x: torch.Tensor, masks: torch.Tensor | None = None) -> float:
-    """Max abs difference of forward_features and get_intermediate_layers (first and last block)."""
+    """Max abs difference of forward_features and get_intermediate_layers (first and last block).
+
+    Examples:
+        >>> from minidino.golden import random_model
+        >>> a = random_model("dinov2_vits14", depth=2)
+        >>> b = random_model("dinov2_vits14", depth=2)     # the same generated weights
+        >>> compare(a, b, torch.randn(1, 3, 28, 28))
+        0.0
+    """
     d = max_abs_difference(official.forward_features(x, masks=masks), ours.forward_features(x, masks=masks))
     kw = dict(n=[0, len(ours.blocks) - 1], reshape=True, return_class_token=True)
     return max(d, max_abs_difference(official.get_intermediate_layers(x, **kw), ours.get_intermediate_layers(x, **kw)))
@@ -236,6 +296,16 @@ def side_by_side(name: str, repo: str | os.PathLike | None = None, seed: int = 0
 
     Returns (input description, max abs difference) per input; minidino runs the attention
     path whose operations the official code performs, so every figure should be 0.0.
+
+    Examples:
+        >>> for inputs, d in side_by_side("dinov2_vits14", depth=2):   # doctest: +SKIP
+        ...     print(inputs, d)
+        2x3x224x224 0.0
+        1x3x518x518 0.0
+        2x3x182x308 masks p=0.4 0.0
+        1x3x28x14 0.0
+
+        (Needs the official code; docs/parity.md runs it where it is present.)
     """
     from .golden import generate_for, generate_images, generate_masks
 

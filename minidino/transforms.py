@@ -45,7 +45,16 @@ ALPHA_BACKGROUND = (255, 255, 255)  # transparency is composited on white (see t
 
 
 class UnreadableImageError(OSError):
-    """A file that Pillow cannot decode; `path` names it."""
+    """A file that Pillow cannot decode; `path` names it.
+
+    Examples:
+        >>> _ = open("broken.jpg", "wb").write(b"not an image")
+        >>> try:
+        ...     load_image("broken.jpg")
+        ... except UnreadableImageError as e:
+        ...     print(e.path)
+        broken.jpg
+    """
 
     def __init__(self, path: str | os.PathLike, reason: str) -> None:
         self.path = os.fspath(path)
@@ -88,6 +97,13 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
     Raises UnreadableImageError (an OSError naming the file) when the file is missing,
     corrupt, truncated or not an image.
+
+    Examples:
+        >>> from PIL import Image
+        >>> Image.new("L", (40, 30)).save("gray.png")
+        >>> img = load_image("gray.png")
+        >>> img.mode, img.size                              # always RGB, (W, H)
+        ('RGB', (40, 30))
     """
     if os.path.exists(path) and not os.path.isfile(path):  # a FIFO or device would block or never end
         raise UnreadableImageError(path, "is a directory" if os.path.isdir(path) else "is not a regular file")
@@ -108,13 +124,25 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
 # ------------------------------------------------------------------ tensors
 def to_tensor(img: Image.Image) -> Tensor:
-    """PIL image -> (3, H, W) float32 RGB in [0, 1] (non-RGB images go through `to_rgb`)."""
+    """PIL image -> (3, H, W) float32 RGB in [0, 1] (non-RGB images go through `to_rgb`).
+
+    Examples:
+        >>> from PIL import Image
+        >>> t = to_tensor(Image.new("RGB", (40, 30), (255, 0, 0)))
+        >>> tuple(t.shape), t[:, 0, 0].tolist()             # (3, H, W) in [0, 1]
+        ((3, 30, 40), [1.0, 0.0, 0.0])
+    """
     a = np.asarray(to_rgb(img), dtype=np.uint8)  # (H, W, 3)
     return torch.from_numpy(a.copy()).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
 
 
 def normalize(t: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
-    """(t - mean) / std per channel, for (3, H, W) or (B, 3, H, W); returns a new tensor."""
+    """(t - mean) / std per channel, for (3, H, W) or (B, 3, H, W); returns a new tensor.
+
+    Examples:
+        >>> tuple(normalize(torch.rand(2, 3, 28, 28)).shape)
+        (2, 3, 28, 28)
+    """
     m = torch.tensor(mean, dtype=t.dtype, device=t.device).view(-1, 1, 1)  # (3, 1, 1)
     s = torch.tensor(std, dtype=t.dtype, device=t.device).view(-1, 1, 1)
     return (t - m) / s
@@ -132,6 +160,11 @@ def classification_transform(img: Image.Image, *, resize: int = 256, crop: int =
     The shorter side is resized to `resize` with bicubic filtering (the longer side to
     int(resize * long / short), truncated), then the centre crop x crop is taken (offset
     int(round((side - crop) / 2)) from the top left), as in the official linear evaluation.
+
+    Examples:
+        >>> from PIL import Image
+        >>> tuple(classification_transform(Image.new("RGB", (640, 480))).shape)   # 480 -> 256 -> centre 224
+        (3, 224, 224)
     """
     img = to_rgb(img)
     W, H = img.size
@@ -159,6 +192,10 @@ def dense_size(image_hw: tuple[int, int], size: int | Sequence[int] | None = Non
     size None: the image's own size, each side rounded to the nearest multiple of patch_size.
     size an int: the shorter side becomes `size` rounded to a multiple of patch_size, the
     longer side keeps the aspect ratio and is rounded likewise. size (H, W): those, rounded.
+
+    Examples:
+        >>> dense_size((480, 640), 448), dense_size((480, 640)), dense_size((480, 640), (224, 300))
+        ((448, 602), (476, 644), (224, 294))
     """
     H, W = image_hw
     if size is None:
@@ -187,6 +224,11 @@ def dense_transform(img: Image.Image, *, size: int | Sequence[int] | None = None
     patches (or to (H, W)), with zeros after normalisation (the ImageNet mean colour). Padding
     only bottom and right keeps pixel (y, x) at (y, x): patch (i, j) covers the original pixels
     [14i, 14i + 14) x [14j, 14j + 14).
+
+    Examples:
+        >>> from PIL import Image
+        >>> tuple(dense_transform(Image.new("RGB", (640, 480)), size=448).shape)   # shorter side 448, sides multiples of 14
+        (3, 448, 602)
     """
     if mode not in ("resize", "pad"):
         raise ValueError(f"mode must be 'resize' or 'pad', got {mode!r}")
@@ -213,7 +255,15 @@ def dense_transform(img: Image.Image, *, size: int | Sequence[int] | None = None
 
 
 def load_batch(paths: Sequence[str | os.PathLike], transform: Callable[[Image.Image], Tensor] = classification_transform) -> Tensor:
-    """(B, 3, H, W): every file decoded with `load_image` and transformed (all must give one size)."""
+    """(B, 3, H, W): every file decoded with `load_image` and transformed (all must give one size).
+
+    Examples:
+        >>> from PIL import Image
+        >>> for i in range(2):
+        ...     Image.new("RGB", (300, 260)).save(f"im{i}.png")
+        >>> tuple(load_batch(["im0.png", "im1.png"]).shape)   # (B, 3, 224, 224)
+        (2, 3, 224, 224)
+    """
     xs = [transform(load_image(p)) for p in paths]
     shapes = {tuple(x.shape) for x in xs}
     if len(shapes) > 1:

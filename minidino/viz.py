@@ -34,6 +34,11 @@ def fit_pca(x: Tensor, k: int = 3) -> tuple[Tensor, Tensor]:
     Components are unit vectors in order of decreasing variance. The sign of a principal
     component is arbitrary; we fix it so that the projections have positive skew (their
     long tail points up), a choice that depends on the data only, not on the solver.
+
+    Examples:
+        >>> mean, comps = fit_pca(torch.randn(100, 16), k=3)
+        >>> tuple(mean.shape), tuple(comps.shape), mean.dtype
+        ((16,), (3, 16), torch.float64)
     """
     if x.ndim != 2:
         raise ValueError(f"fit_pca expects (M, D) rows, got shape {tuple(x.shape)}")
@@ -72,7 +77,13 @@ def _border(h: int, w: int) -> Tensor:
 
 def first_component_flat(flat: Tensor, border: Tensor) -> Tensor:
     """PC1 of the rows of flat (M, D) in units of its std, (M,), oriented so that the rows flagged
-    in border (M,) have a negative mean. The list form of `first_component`."""
+    in border (M,) have a negative mean. The list form of `first_component`.
+
+    Examples:
+        >>> border = torch.zeros(10, dtype=torch.bool); border[:3] = True
+        >>> tuple(first_component_flat(torch.randn(10, 8), border).shape)
+        (10,)
+    """
     flat = flat.detach().to("cpu", torch.float64)
     mean, comps = fit_pca(flat, k=1)
     pc1 = (flat - mean) @ comps[0]  # (M,)
@@ -85,7 +96,12 @@ def first_component_flat(flat: Tensor, border: Tensor) -> Tensor:
 def pca_rgb_flat(flat: Tensor, keep: Tensor | None = None) -> Tensor:
     """The first three principal components of the rows of flat (M, D) as RGB in [0, 1], (M, 3).
     The PCA is fitted on the rows where keep (M,) is True (all by default); the others are 0.
-    The list form of `pca_rgb`."""
+    The list form of `pca_rgb`.
+
+    Examples:
+        >>> tuple(pca_rgb_flat(torch.randn(10, 8)).shape)
+        (10, 3)
+    """
     flat = flat.detach().to("cpu", torch.float64)
     M = flat.shape[0]
     keep = torch.ones(M, dtype=torch.bool) if keep is None else keep.reshape(-1).cpu()
@@ -103,6 +119,10 @@ def first_component(patch_tokens: Tensor, h: int, w: int) -> Tensor:
 
     Fitted jointly over all N images. Oriented so that the patches on the image border
     (mostly background in photos) have a negative mean: high values = foreground.
+
+    Examples:
+        >>> tuple(first_component(torch.randn(2, 12, 384), 3, 4).shape)
+        (2, 3, 4)
     """
     N, D = _check_tokens(patch_tokens, h, w)
     flat = patch_tokens.reshape(N * h * w, D)  # (N*h*w, D)
@@ -111,7 +131,13 @@ def first_component(patch_tokens: Tensor, h: int, w: int) -> Tensor:
 
 def foreground_mask(patch_tokens: Tensor, h: int, w: int, threshold: float = 0.0) -> Tensor:
     """Foreground patches, (N, h, w) bool: the first principal component above `threshold`
-    (in standard deviations; 0 splits at the mean, higher keeps less)."""
+    (in standard deviations; 0 splits at the mean, higher keeps less).
+
+    Examples:
+        >>> m = foreground_mask(torch.randn(1, 16, 384), 4, 4)
+        >>> tuple(m.shape), m.dtype
+        ((1, 4, 4), torch.bool)
+    """
     return first_component(patch_tokens, h, w) > threshold
 
 
@@ -122,6 +148,11 @@ def pca_rgb(patch_tokens: Tensor, h: int, w: int, *, mask: Tensor | None = None)
     fitted jointly over all N images, and each component is min-max scaled over all of them,
     so colours are comparable across images. mask: optional (N, h, w) or (N, h*w) bool; the
     PCA is then fitted on the masked patches only and the others are black (0).
+
+    Examples:
+        >>> rgb = pca_rgb(torch.randn(2, 6, 384), 2, 3)        # (N, h*w, D) patch tokens of 2 images
+        >>> tuple(rgb.shape), float(rgb.min()) >= 0, float(rgb.max()) <= 1
+        ((2, 2, 3, 3), True, True)
     """
     N, D = _check_tokens(patch_tokens, h, w)
     if mask is not None and (mask.dtype != torch.bool or mask.numel() != N * h * w):
@@ -138,7 +169,12 @@ _RAMP = np.array([
 
 
 def colormap(values: np.ndarray | Tensor) -> np.ndarray:
-    """Map values in [0, 1] (any shape) to RGB (..., 3) in [0, 1] on a dark-to-bright ramp."""
+    """Map values in [0, 1] (any shape) to RGB (..., 3) in [0, 1] on a dark-to-bright ramp.
+
+    Examples:
+        >>> colormap(torch.tensor([0.0, 1.0])).shape          # (..., 3)
+        (2, 3)
+    """
     v = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0) * (len(_RAMP) - 1)
     i = np.minimum(v.astype(np.int64), len(_RAMP) - 2)
     t = (v - i)[..., None]
@@ -146,7 +182,12 @@ def colormap(values: np.ndarray | Tensor) -> np.ndarray:
 
 
 def to_image(rgb: np.ndarray | Tensor) -> Image.Image:
-    """(h, w, 3) floats in [0, 1] -> an RGB PIL image (rounded to 8 bits)."""
+    """(h, w, 3) floats in [0, 1] -> an RGB PIL image (rounded to 8 bits).
+
+    Examples:
+        >>> to_image(torch.rand(16, 16, 3)).size
+        (16, 16)
+    """
     a = np.asarray(rgb.detach().cpu() if isinstance(rgb, Tensor) else rgb, dtype=np.float64)
     if a.ndim != 3 or a.shape[2] != 3:
         raise ValueError(f"expected an (h, w, 3) array, got shape {a.shape}")
@@ -154,12 +195,23 @@ def to_image(rgb: np.ndarray | Tensor) -> Image.Image:
 
 
 def upsample(img: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Resize a patch-grid picture to (W, H) pixels with nearest neighbour: one block per patch."""
+    """Resize a patch-grid picture to (W, H) pixels with nearest neighbour: one block per patch.
+
+    Examples:
+        >>> upsample(to_image(torch.rand(2, 3, 3)), (42, 28)).size   # a 2 x 3 grid -> 14 px blocks
+        (42, 28)
+    """
     return img.resize(size, Image.Resampling.NEAREST)
 
 
 def denormalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Image.Image:
-    """A normalised (3, H, W) image tensor back to an RGB PIL image (x * std + mean)."""
+    """A normalised (3, H, W) image tensor back to an RGB PIL image (x * std + mean).
+
+    Examples:
+        >>> from minidino.transforms import IMAGENET_MEAN, IMAGENET_STD
+        >>> denormalize(torch.zeros(3, 28, 42), IMAGENET_MEAN, IMAGENET_STD).size     # (W, H)
+        (42, 28)
+    """
     if x.ndim != 3 or x.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) tensor, got shape {tuple(x.shape)}")
     m = torch.tensor(mean, dtype=torch.float64).view(3, 1, 1)
@@ -208,6 +260,13 @@ def compose_grid(
     if labels are given (else 0) and K = LABEL_H per caption line (else 0); caption lines longer
     than the picture are wrapped at spaces. Panel (r, c) has its
     top-left corner at (PAD + c * (Wc + PAD), K + PAD + r * (Hc + L + PAD) + L).
+
+    Examples:
+        >>> from PIL import Image
+        >>> panel = Image.new("RGB", (20, 10))
+        >>> grid = compose_grid([[panel, panel], [panel, panel]])   # no labels, no caption
+        >>> grid.size == (2 * 20 + 3 * PAD, 2 * 10 + 3 * PAD)
+        True
     """
     if not rows or not all(rows):
         raise ValueError("compose_grid needs at least one non-empty row of panels")
@@ -236,7 +295,14 @@ def compose_side_by_side(
     images: Sequence[Image.Image], maps: Sequence[Image.Image], labels: Sequence[str] = ("image", "features"),
     caption: str | None = None,
 ) -> Image.Image:
-    """One row per image: [image, map], the map resized (nearest) to the image's size."""
+    """One row per image: [image, map], the map resized (nearest) to the image's size.
+
+    Examples:
+        >>> from PIL import Image
+        >>> pic = compose_side_by_side([Image.new("RGB", (28, 28))], [Image.new("RGB", (2, 2))], caption="test")
+        >>> pic.width == 2 * 28 + 3 * PAD
+        True
+    """
     if len(images) != len(maps) or not images:
         raise ValueError(f"need as many maps as images (and at least one), got {len(images)} images and {len(maps)} maps")
     rows = [[img, upsample(m, img.size)] for img, m in zip(images, maps)]
@@ -246,7 +312,13 @@ def compose_side_by_side(
 def attention_panels(cls_attn: Tensor, size: tuple[int, int]) -> list[Image.Image]:
     """One heatmap per head from the class token's attention (nh, h, w), each min-max scaled
     on its own (heads differ in sharpness) and resized (nearest) to `size` (W, H); then the
-    mean over heads as the last panel."""
+    mean over heads as the last panel.
+
+    Examples:
+        >>> panels = attention_panels(torch.rand(6, 2, 3), (42, 28))   # (nh, h, w) -> nh + 1 pictures
+        >>> len(panels), panels[0].size
+        (7, (42, 28))
+    """
     if cls_attn.ndim != 3:
         raise ValueError(f"cls_attn must be (nh, h, w), got shape {tuple(cls_attn.shape)}")
     a = cls_attn.detach().cpu().double()
@@ -273,6 +345,14 @@ def pca_figure(
     foreground patches only, and the background is black. Returns the picture and a dict of
     what was computed: "grids" [(h, w)], "rgb" [(h, w, 3)], "pc1" [(h, w)], "foreground" [(h, w)],
     "cls" (len(xs), D) class tokens, "patch_tokens" [(h*w, D)].
+
+    Examples:
+        >>> from minidino.transforms import IMAGENET_MEAN, IMAGENET_STD
+        >>> from minidino.golden import random_model
+        >>> model = random_model("dinov2_vits14", depth=1)
+        >>> pic, info = pca_figure(model, [torch.randn(3, 56, 56), torch.randn(3, 28, 42)], mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        >>> info["grids"], tuple(info["cls"].shape)
+        ([(4, 4), (2, 3)], (2, 384))
     """
     if not xs:
         raise ValueError("pca_figure needs at least one image")
@@ -310,7 +390,16 @@ def attention_figure(
 ) -> tuple[Image.Image, Tensor]:
     """The class token's attention to the patches in one block, per head, for one normalised
     image x (3, H, W): a grid [image, head 0, head 1, ..., mean of heads] of heatmaps (bright =
-    attended), registers skipped. Returns the picture and the (nh, h, w) attention weights."""
+    attended), registers skipped. Returns the picture and the (nh, h, w) attention weights.
+
+    Examples:
+        >>> from minidino.transforms import IMAGENET_MEAN, IMAGENET_STD
+        >>> from minidino.golden import random_model
+        >>> model = random_model("dinov2_vits14", depth=1)
+        >>> pic, attn = attention_figure(model, torch.randn(3, 28, 42), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        >>> tuple(attn.shape)                                   # (nh, h, w)
+        (6, 2, 3)
+    """
     p = model.patch_size
     h, w = x.shape[-2] // p, x.shape[-1] // p
     ref = next(model.parameters())

@@ -49,20 +49,58 @@ StateDict = dict[str, Tensor]
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file is empty, truncated, corrupt or not a checkpoint at all."""
+    """A checkpoint file is empty, truncated, corrupt or not a checkpoint at all.
+
+    Examples:
+        >>> _ = open("empty.pth", "wb").close()
+        >>> try:
+        ...     read_checkpoint("empty.pth")
+        ... except CheckpointError as e:
+        ...     print(type(e).__name__)
+        CheckpointError
+    """
 
 
 class UnsafeCheckpointError(CheckpointError):
-    """A checkpoint holds pickled Python objects other than tensors; it is refused, never unpickled."""
+    """A checkpoint holds pickled Python objects other than tensors; it is refused, never unpickled.
+
+    Examples:
+        >>> import collections
+        >>> torch.save({"w": torch.zeros(1), "note": collections.OrderedDict(a=print)}, "unsafe.pth")
+        >>> try:
+        ...     read_checkpoint("unsafe.pth")
+        ... except UnsafeCheckpointError as e:
+        ...     print("refused")
+        refused
+    """
 
 
 class WeightsMismatchError(ValueError):
-    """A checkpoint does not fit the model: shapes differ, or keys are missing or unexpected."""
+    """A checkpoint does not fit the model: shapes differ, or keys are missing or unexpected.
+
+    Examples:
+        >>> from minidino.golden import generate_for
+        >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
+        >>> model = minidino.create_model("dinov2_vitb14", depth=1)
+        >>> try:
+        ...     load_weights(model, sd)                            # ViT-S weights into a ViT-B
+        ... except WeightsMismatchError as e:
+        ...     print("mismatch")
+        mismatch
+    """
 
 
 @dataclass
 class LoadReport:
-    """What `load_weights` did: the layout it recognised and what it loaded or left out."""
+    """What `load_weights` did: the layout it recognised and what it loaded or left out.
+
+    Examples:
+        >>> from minidino.golden import generate_for
+        >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
+        >>> report = load_weights(minidino.create_model("dinov2_vits14", depth=1), sd)
+        >>> report.layout, report.loaded, report.missing
+        ('official', ['backbone'], [])
+    """
 
     layout: str  # e.g. "huggingface", "timm", "training (teacher) + chunked"
     loaded: list[str] = field(default_factory=list)  # the parts loaded: "backbone", "linear_head", "dino_head"
@@ -75,7 +113,16 @@ class LoadReport:
 # ============================================================================ reading files
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a .pth / .bin / .safetensors file, a sharded checkpoint's `*.index.json`, or a Hugging Face
-    folder (single file or shards) without running any code."""
+    folder (single file or shards) without running any code.
+
+    Examples:
+        >>> from minidino.golden import generate_for
+        >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
+        >>> save_weights(sd, "w.safetensors").name
+        'w.safetensors'
+        >>> tuple(read_checkpoint("w.safetensors")["cls_token"].shape)
+        (1, 1, 384)
+    """
     p = Path(path).expanduser()
     if p.is_dir():
         names = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -369,7 +416,14 @@ def _from_dino_head(sd: StateDict) -> StateDict:
 
 
 def detect_layout(sd: StateDict) -> str:
-    """The layout of a backbone state dict (prefixes already removed)."""
+    """The layout of a backbone state dict (prefixes already removed).
+
+    Examples:
+        >>> from minidino.golden import generate_for
+        >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
+        >>> detect_layout(sd), detect_layout(to_huggingface(sd))
+        ('official', 'huggingface')
+    """
     if _is_huggingface(sd):
         return "huggingface"
     if any(_CHUNKED.match(k) for k in sd):
@@ -380,7 +434,16 @@ def detect_layout(sd: StateDict) -> str:
 
 
 def to_official(sd: StateDict) -> tuple[StateDict, str]:
-    """A backbone state dict in any layout -> (official keys, the layout's name)."""
+    """A backbone state dict in any layout -> (official keys, the layout's name).
+
+    Examples:
+        >>> from minidino.golden import generate_for
+        >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
+        >>> hf = to_huggingface(sd)
+        >>> back, layout = to_official(hf)
+        >>> layout, sorted(back) == sorted(sd)
+        ('huggingface', True)
+    """
     layout = detect_layout(sd)
     if layout == "huggingface":
         return _from_huggingface(sd), layout
@@ -393,7 +456,15 @@ def to_official(sd: StateDict) -> tuple[StateDict, str]:
 
 
 def to_huggingface(sd: StateDict, *, hub_names: bool = False) -> StateDict:
-    """Official keys -> transformers' Dinov2Model keys (`hub_names=True`: the older names of the hub repos)."""
+    """Official keys -> transformers' Dinov2Model keys (`hub_names=True`: the older names of the hub repos).
+
+    Examples:
+        >>> from minidino.golden import generate_for
+        >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
+        >>> hf = to_huggingface(sd)
+        >>> tuple(hf["embeddings.cls_token"].shape), "encoder.layer.0.attention.q_proj.weight" in hf
+        ((1, 1, 384), True)
+    """
     inv_top = {v: k for k, v in _HF_TOP.items()}
     out: StateDict = {}
     for key, value in sd.items():
@@ -429,7 +500,14 @@ def to_huggingface(sd: StateDict, *, hub_names: bool = False) -> StateDict:
 
 # ============================================================================ checking and loading
 def guess_hub_name(sd: StateDict) -> str:
-    """Which hub model an official-layout backbone state dict looks like, for error messages."""
+    """Which hub model an official-layout backbone state dict looks like, for error messages.
+
+    Examples:
+        >>> from minidino.golden import generate_for
+        >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
+        >>> guess_hub_name(sd)
+        'dinov2_vits14 truncated to depth 1'
+    """
     w = sd.get("patch_embed.proj.weight")
     D = w.shape[0] if w is not None else (sd["cls_token"].shape[-1] if "cls_token" in sd else None)
     depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
@@ -446,6 +524,13 @@ def infer_config(sd: StateDict, num_heads: int | None = None) -> DinoConfig:
 
     The head count is not in the weights: it is the look-alike hub model's, else `num_heads`,
     else D // 64 (every DINOv2 model has 64-wide heads).
+
+    Examples:
+        >>> from minidino.golden import generate_for
+        >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
+        >>> c = infer_config(sd)
+        >>> c.embed_dim, c.depth, c.num_heads
+        (384, 1, 6)
     """
     D = sd["patch_embed.proj.weight"].shape[0]
     depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
@@ -553,6 +638,15 @@ def load_weights(model: nn.Module, source: Any, *, strict: bool = True, network:
     the linear head, whichever the file holds; a DINOHead takes the dino head. strict=True
     (default): every key of each part loaded must match the model, or WeightsMismatchError
     lists what differs. A model built on the meta device is materialised on the CPU.
+
+    Examples:
+        >>> from minidino.golden import generate_for
+        >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
+        >>> model = minidino.create_model("dinov2_vits14", depth=1)
+        >>> load_weights(model, to_huggingface(sd)).layout          # any layout: a dict, a file, a folder, a URL
+        'huggingface'
+        >>> bool(torch.equal(model.cls_token, sd["cls_token"]))
+        True
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a minidino model (nn.Module), got {type(model).__name__}")
@@ -579,7 +673,13 @@ def load_weights(model: nn.Module, source: Any, *, strict: bool = True, network:
 
 # ============================================================================ saving
 def huggingface_config(config: DinoConfig) -> dict[str, Any]:
-    """A transformers config.json for Dinov2Model / Dinov2WithRegistersModel of this architecture."""
+    """A transformers config.json for Dinov2Model / Dinov2WithRegistersModel of this architecture.
+
+    Examples:
+        >>> cfg = huggingface_config(minidino.get_config("dinov2_vits14_reg"))
+        >>> cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_register_tokens"]
+        (384, 6, 4)
+    """
     reg = config.num_register_tokens > 0
     out: dict[str, Any] = {
         "architectures": ["Dinov2WithRegistersModel" if reg else "Dinov2Model"],
@@ -605,6 +705,13 @@ def save_weights(model: nn.Module | Mapping[str, Tensor], path: str | os.PathLik
     layout="huggingface_hub": the older names stored in the facebook/dinov2-* hub repos.
     A backbone loaded without a mask token (timm) is written without one in the official
     layout, and with zeros (transformers' own init) in the Hugging Face layouts.
+
+    Examples:
+        >>> model = minidino.create_model("dinov2_vits14", depth=1)
+        >>> save_weights(model, "vits14_hf.safetensors", layout="huggingface").name
+        'vits14_hf.safetensors'
+        >>> load_weights(minidino.create_model("dinov2_vits14", depth=1), "vits14_hf.safetensors").layout
+        'huggingface'
     """
     from safetensors.torch import save_file
 
@@ -644,6 +751,14 @@ def load_pretrained(model: nn.Module, name: str, pretrained: Any, *, cache_dir: 
     pretrained=True downloads the official file(s) of `name` into the cache (for `*_lc`, the
     backbone and the matching linear head) and verifies them against the pins; a path, URL
     or state dict is loaded with `load_weights`.
+
+    Examples:
+        >>> from minidino.golden import generate_for
+        >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
+        >>> torch.save(sd, "vits14_depth1.pth")
+        >>> model = minidino.create_model("dinov2_vits14", depth=1)
+        >>> load_pretrained(model, "dinov2_vits14", "vits14_depth1.pth", progress=False).loaded
+        ['backbone']
     """
     from . import hub
 

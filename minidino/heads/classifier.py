@@ -20,6 +20,12 @@ class LinearClassifier(nn.Module):
     layers=1: Linear(2D, C) on cat(cls, mean of patch tokens).
     layers=4: Linear(5D, C) on cat(cls of each of the last 4 blocks (normed), mean of the last block's patches).
     Registers never enter the mean.
+
+    Examples:
+        >>> clf = minidino.create_model("dinov2_vits14_lc", layers=1, depth=1)
+        >>> x = torch.randn(2, 3, 28, 28)
+        >>> tuple(clf.features(x).shape), tuple(clf(x).shape)       # (B, (1 + layers) * D), (B, 1000)
+        ((2, 768), (2, 1000))
     """
 
     def __init__(self, backbone: DinoVisionTransformer, *, layers: int = 4, num_classes: int = 1000,

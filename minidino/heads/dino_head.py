@@ -21,6 +21,13 @@ class WeightNormLinear(nn.Module):
     checkpoints (torch.nn.utils.weight_norm). Checkpoints written by newer torch
     (parametrizations) store `parametrizations.weight.original0/1` instead: the load hook
     below renames them; an already-fused `weight` is also accepted.
+
+    Examples:
+        >>> lin = WeightNormLinear(256, 10)
+        >>> lin.load_state_dict({"weight_g": torch.full((10, 1), 2.0), "weight_v": torch.randn(10, 256)})
+        <All keys matched successfully>
+        >>> tuple(lin(torch.randn(3, 256)).shape)          # (B, in) -> (B, out)
+        (3, 10)
     """
 
     def __init__(self, in_features: int, out_features: int, **factory: Any) -> None:
@@ -53,6 +60,11 @@ class DINOHead(nn.Module):
     mlp: Linear(in, hidden) GELU Linear(hidden, hidden) GELU Linear(hidden, bottleneck) (for
     nlayers=3; keys mlp.0, mlp.2, mlp.4), then L2 normalisation, then a weight-normalised
     Linear(bottleneck, out, bias=False) named `last_layer`.
+
+    Examples:
+        >>> head = minidino.DINOHead(384, 4096).init_weights()
+        >>> tuple(head(torch.randn(2, 384)).shape)                   # (B, in_dim) class tokens -> (B, out_dim)
+        (2, 4096)
     """
 
     def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, nlayers: int = 3,
