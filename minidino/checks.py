@@ -93,12 +93,17 @@ def check_block_indices(n: int | Sequence[int], depth: int) -> list[int]:
         >>> check_block_indices(2, depth=12), check_block_indices([0, 11], depth=12)
         ([10, 11], [0, 11])
     """
+    if isinstance(n, bool):
+        raise TypeError(f"n={n!r}: give the number of last blocks (an int) or a list of block indices")
     if isinstance(n, int):
         if not 1 <= n <= depth:
             raise ValueError(f"n={n}: asks for the last n blocks, so 1 <= n <= depth ({depth})")
         return list(range(depth - n, depth))
     idx = list(n)
-    bad = [i for i in idx if not isinstance(i, int) or not 0 <= i < depth]
+    bad = [i for i in idx if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < depth]
     if bad or not idx:
         raise ValueError(f"n={idx}: block indices must be 0-based ints in [0, {depth - 1}]")
+    if len(set(idx)) != len(idx):  # each block's output comes once: a repeat would return fewer outputs than asked
+        dup = sorted({i for i in idx if idx.count(i) > 1})
+        raise ValueError(f"n={idx}: block index {', '.join(map(str, dup))} is given twice; each block is returned once")
     return idx

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -54,6 +56,10 @@ class DinoConfig:
     drop_path_rate: float = 0.0  # stochastic depth for fine-tuning; rate grows linearly over the blocks
 
     def __post_init__(self) -> None:
+        self._check_types()
+        for field in ("embed_dim", "depth", "num_heads", "ffn_hidden_dim", "patch_size", "in_chans", "img_size"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
         if self.ffn_layer not in ("mlp", "swiglu"):
@@ -67,6 +73,20 @@ class DinoConfig:
             raise ValueError(f"num_register_tokens must be >= 0, got {self.num_register_tokens}")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+
+    def _check_types(self) -> None:
+        """Plain values of the right type, so that depth='2' is a TypeError naming the field, not a
+        "'<' not supported" from deep inside (bool is not an int here, an int is a fine float)."""
+        kinds = {int: "an int", float: "a number", bool: "True or False", str: "a string"}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            want = {"int": int, "float": float, "bool": bool}.get(str(f.type), str)
+            ok = isinstance(value, bool) if want is bool else isinstance(value, str) if want is str else \
+                isinstance(value, numbers.Real if want is float else numbers.Integral) and not isinstance(value, bool)
+            if not ok:
+                raise TypeError(f"config field {f.name} must be {kinds[want]}, got {value!r} ({type(value).__name__})")
+            if want is float and not math.isfinite(value):
+                raise ValueError(f"config field {f.name} must be finite, got {value!r}")
 
     @property
     def head_dim(self) -> int:

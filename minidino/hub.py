@@ -13,6 +13,16 @@ Guarantees:
   use and checked against the pin.
 * Only the URL asked for is contacted. `MINIDINO_BASE_URL` replaces the base URL (a mirror,
   an air-gapped server), `MINIDINO_HOME` the cache folder.
+* A stalled server fails in seconds, not minutes: connecting gives up after
+  `MINIDINO_CONNECT_TIMEOUT` seconds (default 10), and a connection on which nothing arrives
+  for `MINIDINO_READ_TIMEOUT` seconds (default 30) is closed (`download(connect_timeout=,
+  read_timeout=)` set them per call). A timeout is not retried; a connection reset is.
+* Nothing enters the cache unless it is a complete tensor checkpoint: a file without a pinned
+  SHA-256 is read as a checkpoint (minidino.weights.read_checkpoint) before it is renamed into
+  place, so an HTML page served with status 200, or a body cut short without Content-Length,
+  is refused and not kept. A cached file of an unpinned URL is checked against its `.sha256`
+  sidecar on every use; a mismatch names the file to delete.
+* Files are written with the usual permissions (0666 minus the umask).
 """
 
 from __future__ import annotations
@@ -36,10 +46,60 @@ from .progress import ProgressBar
 __all__ = [
     "Pin", "DownloadError", "ChecksumError", "default_cache_dir", "base_url", "load_pins", "pin_for",
     "backbone_pin", "head_pin", "depth_head_pin", "download", "fetch", "fetch_url", "sha256_file", "ProgressBar",
+    "DownloadTimeout", "BadDownload", "timeouts",
 ]
 
 DEFAULT_BASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
 CHUNK = 1 << 20  # 1 MiB per read
+CONNECT_TIMEOUT = 10.0  # seconds to establish a connection ($MINIDINO_CONNECT_TIMEOUT)
+READ_TIMEOUT = 30.0  # seconds without a byte from the server ($MINIDINO_READ_TIMEOUT)
+
+
+def timeouts(connect: float | None = None, read: float | None = None) -> tuple[float, float]:
+    """(connect, read) timeouts in seconds: the arguments, else the environment, else 10 and 30.
+
+    Examples:
+        >>> timeouts(connect=5, read=20)
+        (5.0, 20.0)
+    """
+    out = []
+    for value, env, default in ((connect, "MINIDINO_CONNECT_TIMEOUT", CONNECT_TIMEOUT),
+                                (read, "MINIDINO_READ_TIMEOUT", READ_TIMEOUT)):
+        if value is None:
+            text = os.environ.get(env, "").strip()
+            try:
+                value = float(text) if text else default
+            except ValueError:
+                raise ValueError(f"${env}={text!r} is not a number of seconds") from None
+        if not value > 0:
+            raise ValueError(f"{env.split('_', 1)[1].lower().replace('_', ' ')} must be > 0 seconds, got {value}")
+        out.append(float(value))
+    return out[0], out[1]
+
+
+def _opener(connect: float, read: float) -> urllib.request.OpenerDirector:
+    """urllib with a connect timeout and a separate read timeout (urllib itself has one for both)."""
+    import http.client
+
+    def connection(base: type) -> type:
+        class Connection(base):  # type: ignore[misc, valid-type]
+            def connect(self) -> None:
+                self.timeout = connect
+                super().connect()
+                self.sock.settimeout(read)  # from now on: seconds without data
+        return Connection
+
+    http_conn, https_conn = connection(http.client.HTTPConnection), connection(http.client.HTTPSConnection)
+
+    class HTTP(urllib.request.HTTPHandler):
+        def http_open(self, req: Any) -> Any:
+            return self.do_open(http_conn, req)
+
+    class HTTPS(urllib.request.HTTPSHandler):
+        def https_open(self, req: Any) -> Any:
+            return self.do_open(https_conn, req, context=self._context, check_hostname=getattr(self, "_check_hostname", None))
+
+    return urllib.request.build_opener(HTTP, HTTPS)
 
 
 class DownloadError(ConnectionError):
@@ -51,6 +111,24 @@ class DownloadError(ConnectionError):
         ... except DownloadError as e:
         ...     print(type(e).__name__)
         DownloadError
+    """
+
+
+class DownloadTimeout(DownloadError):
+    """The server did not connect or stopped sending within the timeout (not retried).
+
+    Examples:
+        >>> issubclass(DownloadTimeout, DownloadError)
+        True
+    """
+
+
+class BadDownload(DownloadError):
+    """The server sent something that is not a checkpoint (an HTML page, a cut-short body); not cached.
+
+    Examples:
+        >>> issubclass(BadDownload, DownloadError)
+        True
     """
 
 
@@ -225,26 +303,38 @@ def _check(what: str, size: int, digest: str, want_size: int | None, want_sha: s
 
 def download(
     url: str, dest: str | os.PathLike, *, size: int | None = None, sha256: str | None = None, progress: bool = True,
-    timeout: float = 60.0, retries: int = 2,
+    timeout: float | None = None, retries: int = 2, connect_timeout: float | None = None,
+    read_timeout: float | None = None, validate: Any = "checkpoint",
 ) -> Path:
     """Download `url` to `dest` atomically, verifying `size` and `sha256` when given.
 
     The bytes go to a temporary file beside `dest`, renamed onto `dest` only once complete and
     verified; on any failure the temporary file is removed, so nothing half-written remains.
-    A connection that fails or closes early is retried `retries` times (1 s, 2 s pauses); a
-    checksum mismatch is not retried (the server holds the wrong file). Returns `dest`.
+    Without a pinned sha256, the file must read as a tensor checkpoint (`validate`: a callable
+    that raises on a bad file, "checkpoint" for minidino.weights.read_checkpoint, None to skip).
+    Timeouts in seconds (see `timeouts`): `connect_timeout` to connect, `read_timeout` without
+    data; `timeout` sets both. A connection that fails or closes early is retried `retries`
+    times (1 s, 2 s pauses); a timeout, a checksum mismatch or a file that is not a checkpoint
+    is not (the server is stalled or holds the wrong file). Returns `dest`.
 
     Examples:
         >>> import pathlib
         >>> _ = pathlib.Path("src.bin").write_bytes(b"weights")
-        >>> download(pathlib.Path("src.bin").resolve().as_uri(), "dst.bin", size=7, progress=False).read_bytes()
+        >>> download(pathlib.Path("src.bin").resolve().as_uri(), "dst.bin", size=7, progress=False,
+        ...          validate=None).read_bytes()  # not a checkpoint: skip that check
         b'weights'
     """
+    connect, read = timeouts(connect_timeout if connect_timeout is not None else timeout,
+                             read_timeout if read_timeout is not None else timeout)
+    if validate == "checkpoint":
+        validate = _read_as_checkpoint if sha256 is None else None
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(retries + 1):
         try:
-            return _download_once(url, dest, size, sha256, progress, timeout)
+            return _download_once(url, dest, size, sha256, progress, connect, read, validate)
+        except (DownloadTimeout, BadDownload):
+            raise
         except DownloadError:
             if attempt == retries:
                 raise
@@ -252,15 +342,31 @@ def download(
     raise AssertionError("unreachable")
 
 
-def _download_once(url: str, dest: Path, size: int | None, sha256: str | None, progress: bool, timeout: float) -> Path:
+def _read_as_checkpoint(path: Path) -> None:
+    from .weights import read_checkpoint
+
+    read_checkpoint(path)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _download_once(url: str, dest: Path, size: int | None, sha256: str | None, progress: bool, connect: float,
+                   read: float, validate: Any) -> Path:
+    import socket
+
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a cache file is an ordinary file
         h, got = hashlib.sha256(), 0
         with os.fdopen(fd, "wb") as out:
             try:
                 request = urllib.request.Request(url, headers={"User-Agent": "minidino"})
-                with urllib.request.urlopen(request, timeout=timeout) as resp:
+                with _opener(connect, read).open(request) as resp:
                     length = resp.headers.get("Content-Length")
                     total = int(length) if length is not None and length.isdigit() else size
                     bar = ProgressBar(dest.name, total, unit="bytes", enabled=progress)
@@ -274,12 +380,23 @@ def _download_once(url: str, dest: Path, size: int | None, sha256: str | None, p
                 raise DownloadError(f"{url}: HTTP {e.code} {e.reason}{_by_hand(url, dest)}") from e
             except (urllib.error.URLError, OSError, ValueError) as e:  # no network, refused, reset, IncompleteRead
                 reason = getattr(e, "reason", e)
+                if isinstance(reason, (socket.timeout, TimeoutError)) or isinstance(e, (socket.timeout, TimeoutError)):
+                    raise DownloadTimeout(
+                        f"could not download {url}: the server did not answer within the timeout (connect {connect:g} s, "
+                        f"read {read:g} s; set MINIDINO_CONNECT_TIMEOUT / MINIDINO_READ_TIMEOUT to wait longer)"
+                        f"{_by_hand(url, dest)}") from e
                 raise DownloadError(f"could not download {url}: {reason}{_by_hand(url, dest)}") from e
             if length is not None and length.isdigit() and got != int(length):
                 raise DownloadError(f"{url}: connection closed after {got} of {length} bytes{_by_hand(url, dest)}")
         _check(f"downloaded {url}", got, h.hexdigest(), size, sha256)
+        if validate is not None:
+            try:
+                validate(tmp)
+            except ValueError as e:  # CheckpointError
+                detail = " ".join(str(e).replace(str(tmp), "the downloaded file").split())
+                raise BadDownload(f"{url} did not give a complete checkpoint ({detail}); nothing was cached") from None
+        _write_sidecar(dest, h.hexdigest(), got)  # before the rename: a cached file always has its sidecar
         os.replace(tmp, dest)
-        _write_sidecar(dest, h.hexdigest())
         return dest
     finally:
         tmp.unlink(missing_ok=True)
@@ -294,8 +411,22 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _write_sidecar(path: Path, digest: str) -> None:
-    _sidecar(path).write_text(f"{digest}  {path.stat().st_size}\n")
+def _write_sidecar(path: Path, digest: str, size: int | None = None) -> None:
+    size = path.stat().st_size if size is None else size
+    _sidecar(path).write_text(f"{digest}  {size}\n")
+
+
+def _check_sidecar(path: Path) -> None:
+    """A cached file without a pinned digest: hashed and compared with the sidecar written at download."""
+    side = _sidecar(path)
+    if not side.is_file():
+        _write_sidecar(path, sha256_file(path))  # put there by hand: trusted from now on
+        return
+    parts = side.read_text().split()
+    digest = sha256_file(path)
+    if len(parts) != 2 or parts[0] != digest or parts[1] != str(path.stat().st_size):
+        raise ChecksumError(f"{path}: the cached file changed since it was downloaded (SHA-256 {digest}, its sidecar "
+                            f"{side} says {parts[0] if parts else 'nothing'}); delete {path} to download it again")
 
 
 def _verified_digest(path: Path) -> str:
@@ -326,6 +457,8 @@ def fetch(pin: Pin, *, cache_dir: str | os.PathLike | None = None, base: str | N
         size = dest.stat().st_size
         if pin.sha256 is not None or (pin.bytes is not None and size != pin.bytes):
             _check(f"{dest} (delete it to download it again)", size, _verified_digest(dest), pin.bytes, pin.sha256)
+        else:
+            _check_sidecar(dest)
         return dest
     url = f"{base_url(base)}/{pin.path}"
     if pin.sha256 is None:
@@ -352,6 +485,8 @@ def fetch_url(url: str, *, cache_dir: str | os.PathLike | None = None, progress:
     if dest.is_file():
         if pin is not None and pin.sha256 is not None:
             _check(f"{dest} (delete it to download it again)", dest.stat().st_size, _verified_digest(dest), pin.bytes, pin.sha256)
+        else:
+            _check_sidecar(dest)
         return dest
     return download(url, dest, size=pin.bytes if pin else None, sha256=pin.sha256 if pin else None,
                     progress=progress, retries=retries)

@@ -10,8 +10,10 @@ stated here with what it does to the numbers:
   float32 outputs move by rounding only (about 1e-6, see tests/test_optimize.py).
 * dtype (default None: keep the model's): torch.bfloat16 or torch.float16 casts the weights
   (after folding, which is done in float32) and the inputs. bf16 runs on tensor cores on GPUs
-  and on AMX / AVX512_BF16 on recent x86 CPUs. Not exact: bf16 keeps 8 bits of mantissa
-  (cosine similarity to float32 > 0.999, max abs stated by the benchmark and the tests).
+  and on AMX / AVX512_BF16 on recent x86 CPUs; on a CPU without them bf16 is emulated and
+  SLOWER than float32 (about 3x for ViT-S/14 on such a CPU), and `optimize` warns
+  (minidino.hardware). Not exact: bf16 keeps 8 bits of mantissa (cosine similarity to
+  float32 > 0.999, max abs stated by the benchmark and the tests).
 * compile (default "auto": on CUDA only): torch.compile (inductor) of the whole forward pass:
   norms, GELU, bias and residual adds fused. On CPU with weight freezing (oneDNN prepacked
   weights), but not by default: on a 2-core AMX Xeon it took minutes and gave nothing back
@@ -31,6 +33,7 @@ not supported here: use the eager model for those.
 from __future__ import annotations
 
 import copy as _copy
+import warnings
 from typing import Any
 
 import torch
@@ -248,6 +251,12 @@ def optimize(
         raise ValueError(f"cuda_graphs=True needs a model on a CUDA device, the model is on {weight.device}")
     if model.attn_impl != "fused":
         raise ValueError(f"optimize runs the fused attention path; the model has attn_impl={model.attn_impl!r}")
+    if dtype is not None:
+        from .hardware import slow_dtype_message
+
+        slow = slow_dtype_message(dtype, weight.device)
+        if slow is not None:  # said, not silently slow (the caller may still want the numbers of this dtype)
+            warnings.warn(f"optimize(dtype={dtype}): {slow}", RuntimeWarning, stacklevel=2)
     if compile == "auto":  # on CUDA, or wherever torch.compile arguments were given
         compile = weight.device.type == "cuda" or compile_options is not None
     m = _copy.deepcopy(model) if copy else model

@@ -16,8 +16,8 @@ Decoding choices (`load_image`), each for a reason:
 - 16-bit and 32-bit greyscale (Pillow modes I;16*, I, F) are rescaled to 8 bits. Pillow's own
   convert("L") clips them at 255, which turns most 16-bit images white.
 - Multi-frame files (GIF, TIFF pages) give their first frame.
-- Anything Pillow cannot decode (corrupt, truncated, not an image) raises
-  `UnreadableImageError`, whose message names the file.
+- Anything Pillow cannot decode (corrupt, truncated, not an image) or that is not a regular
+  file (a folder; a FIFO would block) raises `UnreadableImageError`, naming the file.
 """
 
 from __future__ import annotations
@@ -105,6 +105,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         >>> img.mode, img.size                              # always RGB, (W, H)
         ('RGB', (40, 30))
     """
+    if os.path.exists(path) and not os.path.isfile(path):  # a FIFO or device would block or never end
+        raise UnreadableImageError(path, "is a directory" if os.path.isdir(path) else "is not a regular file")
     try:
         with Image.open(path) as f:
             f.seek(0)  # first frame of an animation / multi-page file
@@ -115,8 +117,6 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         return to_rgb(img)
     except FileNotFoundError as e:
         raise UnreadableImageError(path, "no such file") from e
-    except IsADirectoryError as e:
-        raise UnreadableImageError(path, "is a directory") from e
     except Exception as e:  # Pillow raises OSError, ValueError, SyntaxError, DecompressionBombError...
         reason = "not an image Pillow can identify" if isinstance(e, Image.UnidentifiedImageError) else str(e) or type(e).__name__
         raise UnreadableImageError(path, reason) from e

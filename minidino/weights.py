@@ -632,6 +632,21 @@ def _listing(keys: list[str], n: int = 5) -> str:
     return ", ".join(keys[:n]) + more
 
 
+def _check_values(sd: StateDict, expected: StateDict, what: str) -> None:
+    """Every weight the model takes must be floating point and finite: an integer or boolean tensor
+    would be silently cast, and a NaN or Inf poisons every output. Said at load time, naming the keys."""
+    wrong = [f"{k} ({v.dtype})" for k, v in sd.items()
+             if k in expected and expected[k].is_floating_point() and not v.is_floating_point()]
+    if wrong:
+        raise CheckpointError(f"the {what} checkpoint holds non-floating tensors where the model has weights: "
+                              f"{_listing(wrong)}; it is not a DINOv2 checkpoint, or it was converted wrongly")
+    bad = [k for k, v in sd.items() if k in expected and v.is_floating_point() and not v.is_meta
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"the {what} checkpoint holds NaN or infinite values in {_listing(bad)}: it is corrupt "
+                              "or comes from a diverged training run; use another checkpoint")
+
+
 def _load_part(module: nn.Module, sd: StateDict, strict: bool, what: str, hint: str, report: LoadReport) -> None:
     """Load `sd` into `module` after checking keys and shapes; meta modules are materialised (assign)."""
     expected = module.state_dict()
@@ -643,6 +658,7 @@ def _load_part(module: nn.Module, sd: StateDict, strict: bool, what: str, hint: 
         if missing_mask:  # timm: no mask token. Zeros (the official init), and masks= raises (model.py).
             sd["mask_token"] = torch.zeros(expected["mask_token"].shape)
             report.mask_token_missing = True
+    _check_values(sd, expected, what)
     for key, value in sd.items():
         if key in expected and tuple(value.shape) != tuple(expected[key].shape):
             raise WeightsMismatchError(

@@ -157,8 +157,9 @@ def test_resume_computes_only_what_is_missing(corpus, tmp_path, monkeypatch, cap
     # Walk order: imgs/img{1,2,4,5,7}.png, then imgs/b/corrupt.jpg, imgs/b/img{0,3,6}.png: batch 2 holds
     # img7 and the corrupt file, so the model sees 1 image there.
     calls = counting(monkeypatch, fail_after=3)  # killed during the second checkpoint
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with pytest.raises(SystemExit, match="simulated crash") as crash:  # one line on stderr, no traceback
         main(args)
+    assert crash.value.code == 70  # EXIT_INTERNAL: an unexpected exception
     assert calls == [2, 2, 1] and not out.exists()
     parts = sorted(p.name for p in (tmp_path / "e.safetensors.parts").iterdir())
     assert parts == ["manifest.json", "part-000000000.safetensors"]

@@ -18,12 +18,13 @@ import argparse
 import ast
 import os
 import re
+import sys
 import textwrap
 from typing import Any
 
 __all__ = [
     "add_model_args", "model_from_args", "describe_weights", "weights_spec", "config_overrides", "parse_dtype",
-    "resolve_device", "parse_hw", "build_model", "DTYPES", "HelpFormatter",
+    "resolve_device", "parse_hw", "build_model", "DTYPES", "HelpFormatter", "preflight_model", "estimate_memory", "check_memory",
 ]
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
@@ -136,13 +137,91 @@ def parse_dtype(name: str) -> Any:
 
 
 def resolve_device(name: str | None) -> Any:
+    """--device as a torch.device; a device this machine does not have is a one-line error (status 6)."""
     import torch
+
+    from .errors import EXIT_RESOURCES, EXIT_USAGE, fail
 
     if name in (None, "auto"):
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        fail(f"minidino: --device {name!r} is not a device name; use cpu, cuda, cuda:N, mps or auto", EXIT_USAGE)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            fail(f"minidino: --device {name}: CUDA is not available on this machine (torch {torch.__version__}); "
+                 "use --device cpu or auto", EXIT_RESOURCES)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            fail(f"minidino: --device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)", EXIT_RESOURCES)
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        fail(f"minidino: --device {name}: MPS is not available on this machine; use --device cpu or auto", EXIT_RESOURCES)
+    return device
+
+
+def preflight_model(args: argparse.Namespace) -> Any:
+    """Check the model options before any work (no weights read, nothing allocated): the name, the --config
+    overrides, the --dtype, the --device and a --weights file. Returns the backbone's DinoConfig."""
+    from .. import get_config
+    from ..names import split_model_name
+
+    if not getattr(args, "model", None):
+        raise SystemExit("minidino: --model is required")
+    overrides = config_overrides(args)
+    try:
+        backbone, is_lc = split_model_name(args.model)
+        overrides.pop("layers", None) if is_lc else None
+        config = get_config(backbone).replace(**overrides)
+    except (ValueError, TypeError, KeyError) as e:
+        raise SystemExit(f"minidino: {' '.join(str(e).split())}") from None
+    parse_dtype(args.dtype)
+    resolve_device(args.device)
+    spec = weights_spec(args)
+    if not spec.startswith("random:") and spec != "official" and "://" not in spec and not os.path.exists(spec):
+        raise SystemExit(f"minidino: --weights {spec}: no such file; give an existing checkpoint file, a URL, "
+                         "'official' or random[:SEED]")
+    check_memory(args, config.depth)  # --config depth=100000 would be killed by the kernel while it is built
+    return config
+
+
+def estimate_memory(args: argparse.Namespace, depth: int, batch: int = 0, H: int = 224, W: int = 224) -> int:
+    """Bytes a run of the model options needs, from the config alone (meta models, nothing allocated):
+    the weights of `depth` blocks in float32 (built or loaded in float32, then cast), plus, for `batch`
+    images of H x W, the inputs, the peak activations of one block (fused attention) and the outputs."""
+    import torch
+
+    from .. import create_model
+    from .info import model_cost
+
+    overrides = config_overrides(args)
+    one, two = (create_model(args.model, device="meta", **{**overrides, "depth": d}) for d in (1, 2))
+    p1, p2 = (sum(p.numel() for p in m.parameters()) for m in (one, two))
+    total = (p1 + (depth - 1) * (p2 - p1)) * 4  # embeddings and head once, then one block's worth per block
+    if batch:
+        cost = model_cost(one, H, W)  # the activation peak is that of one block, whatever the depth
+        D = getattr(one, "backbone", one).config.embed_dim
+        per_value = torch.empty((), dtype=parse_dtype(args.dtype)).element_size()
+        total += batch * (3 * H * W + cost.act_values_fused + 2 * cost.tokens * D) * per_value
+    return int(total)
+
+
+def check_memory(args: argparse.Namespace, depth: int, batch: int = 0, H: int = 224, W: int = 224, *,
+                 what: str = "") -> None:
+    """Exit with status 6 (one line, before any work) when `estimate_memory` exceeds the memory available."""
+    from .errors import EXIT_RESOURCES, fail
+    from .info import available_memory
+
+    device = resolve_device(getattr(args, "device", "cpu"))
+    have = available_memory(device)
+    if have is None:
+        return
+    need = estimate_memory(args, depth, batch, H, W)
+    if need > have:
+        fail(f"minidino: {args.model}{' ' + what if what else ''} needs about {need / 2**30:,.2f} GiB (estimate from its "
+             f"config) but {device.type} has {have / 2**30:,.2f} GiB available; use a smaller model, --config, "
+             "--batch-size or --size", EXIT_RESOURCES)
 
 
 def build_model(name: str, weights: str, overrides: dict[str, Any] | None = None, *, device: Any = "cpu",
@@ -157,6 +236,10 @@ def build_model(name: str, weights: str, overrides: dict[str, Any] | None = None
         else:
             model = create_model(name, pretrained=True if weights == "official" else weights, **overrides)
     except (ValueError, TypeError) as e:  # unknown name or config field, weights that do not fit
+        from ..weights import CheckpointError, WeightsMismatchError
+
+        if isinstance(e, (CheckpointError, WeightsMismatchError)):
+            raise  # exit status 3 (minidino.cli.errors), not a usage error
         raise SystemExit(f"minidino: {e}") from e
     return model.to(device=device, dtype=dtype).eval()
 
@@ -165,7 +248,12 @@ def model_from_args(args: argparse.Namespace) -> Any:
     """The model the options of `add_model_args` describe (eval mode, on --device, in --dtype)."""
     if not args.model:
         raise SystemExit("minidino: --model is required")
-    return build_model(args.model, weights_spec(args), config_overrides(args),
-                       device=resolve_device(args.device), dtype=parse_dtype(args.dtype))
+    from ..hardware import slow_dtype_message
+
+    device, dtype = resolve_device(args.device), parse_dtype(args.dtype)
+    slow = slow_dtype_message(dtype, device)
+    if slow:
+        print(f"minidino: warning: --dtype {args.dtype}: {slow}", file=sys.stderr)
+    return build_model(args.model, weights_spec(args), config_overrides(args), device=device, dtype=dtype)
 
 

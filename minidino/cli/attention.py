@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ._common import add_model_args
 
@@ -11,20 +12,38 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import viz
-    from ..transforms import IMAGENET_MEAN, IMAGENET_STD, dense_transform, load_image
-    from ._common import model_from_args
-    from .pca import weights_caption
+    from ..atomic import atomic_write
+    from ..transforms import IMAGENET_MEAN, IMAGENET_STD
+    from ._common import model_from_args, preflight_model
+    from .errors import EXIT_PARTIAL
+    from .inputs import DENSE_LIMITS, dense_transform_checked, read_images, report_failures
+    from .outputs import check_output, locked
+    from .pca import check_dense_size, picture_format, weights_caption
 
-    model = model_from_args(args)
-    model = getattr(model, "backbone", model)  # a *_lc classifier: picture its backbone
-    x = dense_transform(load_image(args.image), size=args.size, mode=args.mode, patch_size=model.patch_size)
-    depth = len(model.blocks)
+    config = preflight_model(args)
+    check_dense_size(args.size, config.patch_size, "attention")
+    depth = config.depth
     if not -depth <= args.block < depth:
         raise SystemExit(f"minidino attention: --block {args.block} is out of range for a {depth}-block model")
-    with torch.no_grad():
-        picture, cls = viz.attention_figure(model, x, mean=IMAGENET_MEAN, std=IMAGENET_STD, block=args.block,
-                                            columns=args.columns, overlay=args.overlay, caption=weights_caption(args))
-    picture.save(args.output)
+    if args.columns < 1:
+        raise SystemExit(f"minidino attention: --columns must be >= 1, got {args.columns}")
+    out = check_output(args.output, "--output")
+    picture_format(out)
+    with locked(out):
+        items, failures = read_images(
+            [args.image], dense_transform_checked(args.size, args.mode, config.patch_size), limits=DENSE_LIMITS)
+        if failures:
+            report_failures(failures, what="cannot read")
+            print("minidino attention: nothing written", file=sys.stderr)
+            return EXIT_PARTIAL
+        x = items[0][1]
+        model = model_from_args(args)
+        model = getattr(model, "backbone", model)  # a *_lc classifier: picture its backbone
+        with torch.no_grad():
+            picture, cls = viz.attention_figure(model, x, mean=IMAGENET_MEAN, std=IMAGENET_STD, block=args.block,
+                                                columns=args.columns, overlay=args.overlay,
+                                                caption=weights_caption(args))
+        atomic_write(out, lambda tmp: picture.save(tmp, format=picture_format(out)))
     nh, h, w = cls.shape
     regs = f", {model.num_register_tokens} registers skipped" if model.num_register_tokens else ""
     print(f"{args.image}: {h}x{w} patches, {nh} heads of block {args.block % depth}{regs}")

@@ -12,6 +12,12 @@ def run(args: argparse.Namespace) -> int:
     from .. import weights
     from ..config import PRESETS
 
+    from .outputs import check_output
+
+    if not (args.layout != "official" and (Path(args.dst).is_dir() or args.dst.endswith(("/", "\\")))):
+        check_output(args.dst, "DST")  # before the source is read: a read-only folder fails now, not after
+    elif Path(args.dst).is_dir():
+        check_output(Path(args.dst) / "model.safetensors", "DST")
     parts, layout, name = weights._prepare(args.src, args.network, None, True)
     if "backbone" not in parts:
         print(f"error: {name} holds no backbone ({', '.join(sorted(parts))}); nothing to convert", file=sys.stderr)

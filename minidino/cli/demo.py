@@ -15,6 +15,15 @@ def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
     from ._common import describe_weights, model_from_args, weights_spec
 
+    from pathlib import Path
+
+    from ._common import preflight_model
+
+    patch = preflight_model(args).patch_size
+    if not patch <= args.size <= 2044:
+        raise SystemExit(f"minidino demo: --size {args.size} must be between {patch} and 2044 pixels")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise SystemExit(f"minidino demo: --out {args.out} exists and is not a folder; give a folder name")
     t0 = time.perf_counter()
     label = f"{args.model}, {describe_weights(args)}"
     print(label)

@@ -33,6 +33,7 @@ from typing import Any
 
 from ..atomic import atomic_write
 from ._common import HelpFormatter, add_model_args
+from .inputs import display_name, report_failures
 
 FORMAT = "minidino-embeddings"
 VERSION = 1
@@ -48,24 +49,11 @@ def log(msg: str) -> None:
 def gather_inputs(inputs: Sequence[str]) -> list[str]:
     """Files, folders (walked recursively, sorted, image extensions only) and lists of paths
     (a .txt file: one path a line, blank lines and lines starting with # ignored, relative
-    paths relative to the list's folder), in the order given, without duplicates."""
-    from ..transforms import IMAGE_EXTENSIONS
+    paths relative to the list's folder), in the order given, without duplicates
+    (minidino.cli.inputs.expand_inputs, without its failures)."""
+    from .inputs import expand_inputs
 
-    out: list[str] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            for root, dirs, files in os.walk(p):
-                dirs.sort()
-                out += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
-        elif p.suffix.lower() == ".txt" and p.is_file():
-            for line in p.read_text(encoding="utf-8").splitlines():
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    out.append(line if os.path.isabs(line) or p.parent == Path(".") else os.path.join(p.parent, line))
-        else:
-            out.append(item)  # a file, or a missing path: reported as unreadable
-    return list(dict.fromkeys(out))
+    return expand_inputs(inputs)[0]
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -154,28 +142,32 @@ def read_embeddings(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     suffix = _check_suffix(path)
     if not path.is_file():
         raise SystemExit(f"minidino: {path}: no such file")
-    if suffix == ".safetensors":
-        from safetensors import safe_open
+    try:
+        if suffix == ".safetensors":
+            from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            meta_text = (f.metadata() or {}).get("minidino")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            if "metadata" not in z:
-                meta_text = None
-            else:
-                meta_text = str(z["metadata"])
-            tensors = {k: torch.from_numpy(z[k].copy()) for k in z.files if k not in ("names", "metadata")}
-    else:
-        sidecar = path.with_name(path.name + ".json")
-        meta_text = sidecar.read_text(encoding="utf-8") if sidecar.is_file() else None
-        array = torch.from_numpy(np.load(path, allow_pickle=False).copy())
-        tensors = {json.loads(meta_text)["tokens"] if meta_text else "cls": array}
-    if meta_text is None:
+            with safe_open(str(path), framework="pt") as f:
+                meta_text = (f.metadata() or {}).get("minidino")
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                if "metadata" not in z:
+                    meta_text = None
+                else:
+                    meta_text = str(z["metadata"])
+                tensors = {k: torch.from_numpy(z[k].copy()) for k in z.files if k not in ("names", "metadata")}
+        else:
+            sidecar = path.with_name(path.name + ".json")
+            meta_text = sidecar.read_text(encoding="utf-8") if sidecar.is_file() else None
+            array = torch.from_numpy(np.load(path, allow_pickle=False).copy())
+            tensors = {json.loads(meta_text)["tokens"] if meta_text else "cls": array}
+        meta = json.loads(meta_text) if meta_text is not None else None
+    except Exception as e:  # truncated, corrupt, not this format (safetensors, zip, numpy and JSON errors)
+        raise SystemExit(f"minidino: {path} is truncated or corrupt ({' '.join(str(e).split())[:160] or type(e).__name__}); "
+                         "write it again (rerun the command that made it)") from None
+    if meta is None:
         raise SystemExit(f"minidino: {path} has no minidino metadata (not written by `minidino embed`)")
-    meta = json.loads(meta_text)
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise SystemExit(f"minidino: {path} is not a minidino embeddings file")
     return tensors, meta
 
@@ -185,18 +177,29 @@ def embed_transform(size: int) -> Any:
     """The preprocessing of `embed`: the ImageNet evaluation recipe scaled to `size` (shorter side
     to size * 256 / 224, bicubic; centre crop size x size; ImageNet normalisation)."""
     from ..transforms import classification_transform
+    from .inputs import DEFAULT_LIMITS, InputError
 
     resize = round(size * 256 / 224)
-    return lambda img: classification_transform(img, resize=resize, crop=size)
+
+    def transform(img: Any) -> Any:
+        W, H = img.size  # the resize's output (shorter side -> resize) is bounded like an input, before it is made
+        new = (resize, int(resize * H / W)) if W <= H else (int(resize * W / H), resize)
+        if new[0] * new[1] > DEFAULT_LIMITS.max_pixels:
+            raise InputError(getattr(img, "filename", "") or "image",
+                             f"{W}x{H} would be resized to {new[0]}x{new[1]} before the crop, more than "
+                             f"{DEFAULT_LIMITS.max_pixels / 1e6:.1f} Mpx; choose a smaller --size or crop the image")
+        return classification_transform(img, resize=resize, crop=size)
+    return transform
 
 
-def _decode(path: str, transform: Any) -> tuple[Any, str | None]:
-    from ..transforms import UnreadableImageError, load_image
+def _decode(path: str, transform: Any, size: int) -> tuple[Any, str | None]:
+    """(3, size, size) tensor of one input, or (None, reason): minidino.cli.inputs.read_one."""
+    from .inputs import read_one
 
-    try:
-        return transform(load_image(path)), None
-    except UnreadableImageError as e:
-        return None, str(e).split(": ", 1)[-1]
+    x, reason = read_one(path, transform)
+    if x is not None and tuple(x.shape) != (3, size, size):
+        return None, f"preprocessed to {tuple(x.shape)}, not (3, {size}, {size})"
+    return x, reason
 
 
 def embed_tensor(model: Any, x: Any, tokens: str) -> dict[str, Any]:
@@ -234,25 +237,52 @@ def _chunks(batches: range, per_chunk: int) -> Iterator[range]:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..progress import ProgressBar
-    from ._common import config_overrides, describe_weights, model_from_args, parse_dtype, weights_spec
+    """Check every argument and the output before any work, then compute under the output's lock."""
+    from ._common import check_memory, preflight_model
+    from .outputs import check_output, locked
 
     out = Path(args.out)
     _check_suffix(out)
     if out.suffix.lower() == ".npy" and args.tokens == "both":
         raise SystemExit("minidino embed: a .npy file holds one array; use .safetensors or .npz for --tokens both")
-    B = args.batch_size
-    if B < 1:
-        raise SystemExit("minidino embed: --batch-size must be >= 1")
+    for name, value in (("--batch-size", args.batch_size), ("--checkpoint-every", args.checkpoint_every),
+                        ("--workers", args.workers)):
+        if value < 1:
+            raise SystemExit(f"minidino embed: {name} must be >= 1, got {value}")
+    config = preflight_model(args)
+    P = config.patch_size
+    if args.size < P or args.size % P:
+        raise SystemExit(f"minidino embed: --size {args.size} is not a positive multiple of the patch size {P} "
+                         f"(e.g. {max(P, args.size // P * P)})")
+    if args.size > 4 * 1036:
+        raise SystemExit(f"minidino embed: --size {args.size} is larger than 4144 pixels ({(args.size // P) ** 2} "
+                         "patches per image); use a smaller size")
+    # Two batches live at once (one computed, the next decoded), hence 2 x --batch-size.
+    check_memory(args, config.depth, 2 * args.batch_size, args.size, args.size, what=f"with --batch-size {args.batch_size}")
     shard = parse_shard(args.shard)
-    target = shard_path(out, shard)
-    paths = gather_inputs(args.inputs)
+    target = check_output(shard_path(out, shard))
+    with locked(target):
+        return _embed_locked(args, out, shard, target)
+
+
+def _embed_locked(args: argparse.Namespace, out: Path, shard: tuple[int, int] | None, target: Path) -> int:
+    from ..progress import ProgressBar
+    from ._common import config_overrides, describe_weights, model_from_args, parse_dtype, weights_spec
+    from .errors import ResumeHint
+    from .inputs import expand_inputs, report_failures
+
+    B = args.batch_size
+    paths, list_failures = expand_inputs(args.inputs)
+    report_failures(list_failures)
+    if not paths:  # a wrong folder would otherwise give an empty file and status 0
+        from ..transforms import IMAGE_EXTENSIONS
+
+        raise SystemExit(f"minidino embed: no image files in {', '.join(map(display_name, args.inputs))} (folders are "
+                         f"searched for {' '.join(IMAGE_EXTENSIONS)}; .txt files list paths); nothing was written")
     n_batches = math.ceil(len(paths) / B)
     mine = shard_batches(n_batches, shard)
     per_chunk = max(1, args.checkpoint_every // B)
-    names_digest = hashlib.sha256("\n".join(paths).encode()).hexdigest()
+    names_digest = hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()
     settings = {
         "format": FORMAT, "version": VERSION, "model": args.model, "weights": weights_spec(args),
         "config": config_overrides(args), "size": args.size, "tokens": args.tokens, "dtype": str(parse_dtype(args.dtype)),
@@ -266,7 +296,10 @@ def run_embed(args: argparse.Namespace) -> int:
         if not args.resume:
             raise SystemExit(f"minidino embed: {parts_dir} holds checkpoints of an interrupted run: add --resume to "
                              "continue it, or delete the folder to start again")
-        old = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+        try:
+            old = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+        except (OSError, ValueError):
+            old = {"manifest": "unreadable"}
         if old != manifest:
             diff = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
             raise SystemExit(f"minidino embed: --resume: the checkpoints in {parts_dir} were made with other settings "
@@ -279,8 +312,6 @@ def run_embed(args: argparse.Namespace) -> int:
 
     model = model_from_args(args)
     model = getattr(model, "backbone", model)  # a *_lc classifier: embed with its backbone
-    if args.size % model.patch_size:
-        raise SystemExit(f"minidino embed: --size {args.size} is not a multiple of the patch size {model.patch_size}")
     device = next(model.parameters()).device
     dtype = parse_dtype(args.dtype)
     log(f"{args.model}, {describe_weights(args)}; {len(paths)} inputs"
@@ -288,6 +319,7 @@ def run_embed(args: argparse.Namespace) -> int:
                                                  else f"none of the {n_batches} batches (fewer batches than shards)")
            if shard else "")
         + f", {args.size}x{args.size} px, {args.tokens} tokens, on {device} in {args.dtype}")
+    fresh = not parts_dir.exists()  # a run that fails before its first checkpoint leaves no folder behind
     parts_dir.mkdir(parents=True, exist_ok=True)
     if not manifest_path.is_file():
         atomic_write(manifest_path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
@@ -295,7 +327,8 @@ def run_embed(args: argparse.Namespace) -> int:
     transform = embed_transform(args.size)
     keys = TOKEN_KEYS[args.tokens]
     chunks = list(_chunks(mine, per_chunk))
-    done = {c.start for c in chunks if (parts_dir / f"part-{c.start:09d}.safetensors").is_file()}
+    done = {c.start for c in chunks if _part_ok(parts_dir / f"part-{c.start:09d}.safetensors", keys,
+                                                  min(len(paths), c.stop * B) - c.start * B)}
     if done:
         n_done = sum(min(len(paths), c.stop * B) - c.start * B for c in chunks if c.start in done)
         log(f"resume: {len(done)} of {len(chunks)} checkpoints already written ({n_done} images); "
@@ -303,54 +336,111 @@ def run_embed(args: argparse.Namespace) -> int:
     todo_images = sum(min(len(paths), c.stop * B) - c.start * B for c in chunks if c.start not in done)
     progress = ProgressBar("embed", todo_images, unit="images", enabled=not args.quiet)
     workers = max(1, args.workers)
-    with ThreadPoolExecutor(workers) as pool:
-        def submit(b: int) -> list[Future]:
-            return [pool.submit(_decode, p, transform) for p in paths[b * B:(b + 1) * B]]
-
-        for chunk in chunks:
-            if chunk.start in done:
-                continue
-            results: list[dict[str, Any]] = []
-            names: list[str] = []
-            skipped: list[list[str]] = []
-            pending = submit(chunk.start)
-            for b in chunk:
-                decoded = [f.result() for f in pending]
-                pending = submit(b + 1) if b + 1 in chunk else []  # decode the next batch while the model runs
-                good = []
-                for path, (x, reason) in zip(paths[b * B:(b + 1) * B], decoded):
-                    if x is None:
-                        log(f"skipped {path}: {reason}")
-                        skipped.append([path, reason or "unreadable"])
-                    else:
-                        good.append((path, x))
-                if good:
-                    x = torch.stack([x for _, x in good]).to(device=device, dtype=dtype)  # (B', 3, S, S)
-                    results.append(embed_tensor(model, x, args.tokens))
-                    names += [p for p, _ in good]
-                progress.update(len(decoded))
-            part = _concat(results, keys) if results else _empty(model, args.size, args.tokens)
-            _write_part(parts_dir / f"part-{chunk.start:09d}.safetensors", part, names, skipped)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            _compute_chunks(args, model, pool, paths, chunks, done, transform, keys, parts_dir, progress, device, dtype)
+    except KeyboardInterrupt:
+        n = len(list(parts_dir.glob("part-*.safetensors")))
+        if fresh and not n:
+            shutil.rmtree(parts_dir, ignore_errors=True)
+        raise ResumeHint(f"{n} of {len(chunks)} checkpoints are saved in {parts_dir}: rerun the same command with "
+                         "--resume to continue from there" if n else "no checkpoint was written yet; rerun the "
+                         "same command") from None
+    except BaseException:
+        if fresh and not any(parts_dir.glob("part-*.safetensors")):
+            shutil.rmtree(parts_dir, ignore_errors=True)
+        raise
     progress.close()
+    return _status(args, shard, _finish(args, model, target, parts_dir, chunks, keys, settings, shard, list_failures))
 
+
+def _compute_chunks(args: argparse.Namespace, model: Any, pool: ThreadPoolExecutor, paths: list[str], chunks: list[range],
+                    done: set[int], transform: Any, keys: Sequence[str], parts_dir: Path, progress: Any, device: Any,
+                    dtype: Any) -> int:
+    """Compute and write the checkpoints not yet done; returns how many were written."""
+    import torch
+
+    B, written = args.batch_size, 0
+
+    def submit(b: int) -> list[Future]:
+        return [pool.submit(_decode, p, transform, args.size) for p in paths[b * B:(b + 1) * B]]
+
+    for chunk in chunks:
+        if chunk.start in done:
+            continue
+        results: list[dict[str, Any]] = []
+        names: list[str] = []
+        skipped: list[list[str]] = []
+        pending = submit(chunk.start)
+        for b in chunk:
+            decoded = [f.result() for f in pending]
+            pending = submit(b + 1) if b + 1 in chunk else []  # decode the next batch while the model runs
+            good = []
+            for path, (x, reason) in zip(paths[b * B:(b + 1) * B], decoded):
+                if x is None:
+                    report_failures([(path, reason or "unreadable")])
+                    skipped.append([path, reason or "unreadable"])
+                else:
+                    good.append((path, x))
+            if good:
+                x = torch.stack([x for _, x in good]).to(device=device, dtype=dtype)  # (B', 3, S, S)
+                results.append(embed_tensor(model, x, args.tokens))
+                names += [p for p, _ in good]
+            progress.update(len(decoded))
+        part = _concat(results, keys) if results else _empty(model, args.size, args.tokens)
+        _write_part(parts_dir / f"part-{chunk.start:09d}.safetensors", part, names, skipped)
+        written += 1
+    return written
+
+
+def _finish(args: argparse.Namespace, model: Any, target: Path, parts_dir: Path, chunks: list[range],
+            keys: Sequence[str], settings: dict[str, Any], shard: tuple[int, int] | None,
+            list_failures: list[tuple[str, str]]) -> int:
+    """Join the checkpoints into the output file; returns the number of skipped inputs."""
     tensors, names, skipped = _read_parts([parts_dir / f"part-{c.start:09d}.safetensors" for c in chunks], keys)
     if not names and not tensors:
         tensors = _empty(model, args.size, args.tokens)
     if tensors is None or any(len(v) != len(names) for v in tensors.values()):
         raise SystemExit(f"minidino embed: the checkpoints in {parts_dir} are inconsistent; delete the folder and rerun")
+    if shard is None or shard[0] == 0:  # folders that could not be listed: reported once, by the first shard
+        skipped = [list(f) for f in list_failures] + skipped
     meta = dict(settings, names=names, skipped=skipped)
     write_embeddings(target, tensors, meta)
     shutil.rmtree(parts_dir)
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in tensors.items())
     print(f"wrote {target}: {len(names)} images ({shapes})"
-          + (f"; {len(skipped)} unreadable file(s) skipped: {', '.join(p for p, _ in skipped)}" if skipped else ""))
-    if skipped and args.shard == "auto" and shard is not None:
+          + (f"; {len(skipped)} unreadable file(s) skipped: {', '.join(display_name(p) for p, _ in skipped)}"
+             if skipped else ""))
+    return len(skipped)
+
+
+def _status(args: argparse.Namespace, shard: tuple[int, int] | None, n_skipped: int) -> int:
+    if n_skipped and args.shard == "auto" and shard is not None:
         # Under torchrun a rank that exits non-zero makes the launcher kill the others mid-work, so
         # the skipped files only go into the metadata here, and `merge` reports them with status 1.
         log("exit status 0 under torchrun despite the skipped files (so the other ranks run on); "
             "`minidino merge` lists them and exits 1")
         return 0
-    return 1 if skipped else 0
+    return 1 if n_skipped else 0
+
+
+def _part_ok(path: Path, keys: Sequence[str], n_inputs: int) -> bool:
+    """Whether a checkpoint of an earlier run is complete and readable; a bad one is removed (and recomputed)."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as h:
+            meta = json.loads(h.metadata()["minidino"])
+            lengths = {k: h.get_slice(k).get_shape()[0] for k in keys}
+        ok = all(n == len(meta["names"]) for n in lengths.values()) and len(meta["names"]) + len(meta["skipped"]) == n_inputs
+    except Exception:
+        ok = False
+    if not ok:
+        log(f"resume: checkpoint {path} is corrupt or incomplete; it is computed again")
+        path.unlink(missing_ok=True)
+    return ok
 
 
 def _write_part(path: Path, tensors: dict[str, Any], names: list[str], skipped: list[list[str]]) -> None:
@@ -378,6 +468,10 @@ def _read_parts(files: list[Path], keys: Sequence[str]) -> tuple[dict[str, Any],
 def run_merge(args: argparse.Namespace) -> int:
     import torch
 
+    from .outputs import check_output, locked
+
+    _check_suffix(Path(args.out))
+    out = check_output(args.out)
     loaded = [(f, *read_embeddings(f)) for f in args.shards]
     ignore = ("shard", "names", "skipped")
     _, _, first = loaded[0]
@@ -404,7 +498,8 @@ def run_merge(args: argparse.Namespace) -> int:
     names = [n for _, _, m in ordered for n in m["names"]]
     skipped = [s for _, _, m in ordered for s in m["skipped"]]
     meta = dict(base, shard=None, names=names, skipped=skipped)
-    out = write_embeddings(args.out, tensors, meta)
+    with locked(out):
+        out = write_embeddings(out, tensors, meta)
     print(f"wrote {out}: {len(names)} images from {N} shards"
           + (f"; {len(skipped)} unreadable file(s) were skipped: {', '.join(p for p, _ in skipped)}" if skipped else ""))
     return 1 if skipped else 0  # as a single embed run of the whole corpus would
@@ -424,7 +519,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the rest is written and the exit status is 1. The output is written atomically; checkpoints "
                     "every --checkpoint-every images let --resume continue an interrupted run. --shard I/N computes "
                     "a deterministic 1/N share (to OUT.shard-I-of-N.EXT); `minidino merge` joins the shards into "
-                    "exactly the file a single run writes (use the same --batch-size).",
+                    "exactly the file a single run writes (use the same --batch-size). Two runs never write the same "
+                    "OUT at once: the second stops with exit status 5. Exit statuses: 0 done, 1 some inputs skipped, "
+                    "2 bad argument, 3 bad weights, 4 download failed, 5 OUT busy, 6 no memory/device, 7 cannot "
+                    "write, 130 interrupted (rerun with --resume); see `minidino --help` and docs/cli-errors.md.",
         epilog="examples:\n"
                "  minidino embed photos/ --out photos.safetensors\n"
                "  minidino embed list.txt --out emb.npz --tokens both --size 448 --device cuda --dtype bfloat16\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 
 from ._common import build_model, describe_weights, parse_hw, weights_spec
 
@@ -20,6 +21,16 @@ def parse_size(text: str) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
     import minidino
 
+    from .outputs import check_output, locked
+
+    if not args.onnx.endswith(".onnx"):
+        raise SystemExit(f"minidino export: --onnx {args.onnx}: the file name must end in .onnx")
+    out = check_output(args.onnx, "--onnx")  # before the model is built or downloaded
+    with locked(out):
+        return _export(args, minidino)
+
+
+def _export(args: argparse.Namespace, minidino: Any) -> int:
     model = build_model(args.name, weights_spec(args))
     print(f"{args.name}: {describe_weights(args)}", file=sys.stderr)
     dynamic = args.static is None

@@ -95,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     backbone = getattr(model, "backbone", model)
     c = backbone.config
     H, W = parse_size(args.size, c.patch_size)
+    if args.batch_size < 1:
+        raise SystemExit(f"minidino info: --batch-size must be >= 1, got {args.batch_size}")
     cost = model_cost(model, H, W)
     B = args.batch_size
     h, w = cost.grid
@@ -117,8 +119,61 @@ def run(args: argparse.Namespace) -> int:
     print(f"      outputs                    {_mib(2 * B * cost.tokens * c.embed_dim, 4)} float32 "
           f"(x_prenorm and the normed tokens, 2 x {B} x {cost.tokens} x {c.embed_dim})")
     if args.measure:
+        device = _measure_device(args.device)
+        need = measure_estimate(backbone, cost, B, H, W, device)
+        have = available_memory(device)
+        if have is not None and need > have and not args.force:
+            from .errors import EXIT_RESOURCES, fail
+
+            fail(f"minidino info --measure: one forward needs about {need / 2**30:,.2f} GiB (estimate: weights + "
+                 f"explicit-attention activations + outputs) but {device.type} has {have / 2**30:,.2f} GiB available; "
+                 "use a smaller --batch-size or --size, or add --force to try anyway", EXIT_RESOURCES)
         measure(backbone, H, W, B, args.device)
     return 0
+
+
+def _measure_device(name: str) -> Any:
+    from ._common import resolve_device
+
+    return resolve_device(name)
+
+
+def measure_estimate(backbone: Any, cost: ModelCost, B: int, H: int, W: int, device: Any) -> int:
+    """Bytes the --measure forward needs: weights, the input, the larger attention path's peak, the outputs."""
+    bytes_per = 2 if device.type == "cuda" else 4  # --measure runs bfloat16 on CUDA, float32 on the CPU
+    c = backbone.config
+    values = cost.params + B * 3 * H * W + B * cost.act_values_explicit + 2 * B * cost.tokens * c.embed_dim
+    return int(values * bytes_per)
+
+
+def available_memory(device: Any) -> int | None:
+    """Bytes free for a new allocation: MemAvailable (Linux) and the cgroup limit on CPU, free memory on CUDA."""
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    avail = None
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = open(limit_file).read().strip()
+            usage = int(open(usage_file).read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 2**60:
+            room = int(limit) - usage
+            avail = room if avail is None else min(avail, room)
+        break
+    return avail
 
 
 def measure(backbone: Any, H: int, W: int, B: int, device_name: str) -> None:
@@ -171,4 +226,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also run one forward (random weights, nothing downloaded) and print the measured peak "
                         "memory: RSS growth on CPU (Linux), allocator peak on CUDA (bfloat16)")
     p.add_argument("--device", default="cpu", help="with --measure: cpu, cuda, cuda:1 ... (default cpu)")
+    p.add_argument("--force", action="store_true",
+                   help="with --measure: run the forward even when the estimate exceeds the memory available "
+                        "(otherwise refused with exit status 6, before anything is allocated)")
     p.set_defaults(func=run)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from typing import Any
 
 from ._common import add_model_args
 
@@ -11,22 +14,53 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import viz
-    from ..transforms import IMAGENET_MEAN, IMAGENET_STD, dense_transform, load_image
-    from ._common import model_from_args
+    from ..atomic import atomic_write
+    from ..transforms import IMAGENET_MEAN, IMAGENET_STD
+    from ._common import model_from_args, preflight_model
+    from .errors import EXIT_PARTIAL
+    from .inputs import DENSE_LIMITS, dense_transform_checked, display_name, read_images, report_failures
+    from .outputs import check_output, locked
 
-    model = model_from_args(args)
-    model = getattr(model, "backbone", model)  # a *_lc classifier: picture its backbone
-    xs = [dense_transform(load_image(path), size=args.size, mode=args.mode, patch_size=model.patch_size)
-          for path in args.images]
-    with torch.no_grad():
-        picture, info = viz.pca_figure(model, xs, mean=IMAGENET_MEAN, std=IMAGENET_STD, foreground=args.foreground,
-                                       threshold=args.threshold, caption=weights_caption(args))
-    picture.save(args.output)
-    for path, (h, w), fg in zip(args.images, info["grids"], info["foreground"]):  # type: ignore[call-overload]
+    patch = preflight_model(args).patch_size
+    check_dense_size(args.size, patch, "pca")
+    out = check_output(args.output, "--output")
+    with locked(out):
+        items, failures = read_images(args.images, dense_transform_checked(args.size, args.mode, patch),
+                                      limits=DENSE_LIMITS)
+        report_failures(failures)
+        if not items:
+            print(f"minidino pca: nothing written: none of the {len(args.images)} images could be read", file=sys.stderr)
+            return EXIT_PARTIAL
+        model = model_from_args(args)
+        model = getattr(model, "backbone", model)  # a *_lc classifier: picture its backbone
+        with torch.no_grad():
+            picture, info = viz.pca_figure(model, [x for _, x in items], mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                           foreground=args.foreground, threshold=args.threshold,
+                                           caption=weights_caption(args))
+        atomic_write(out, lambda tmp: picture.save(tmp, format=picture_format(out)))
+    for (path, _), (h, w), fg in zip(items, info["grids"], info["foreground"]):  # type: ignore[call-overload]
         extra = f", foreground {int(fg.sum())}/{h * w} patches" if args.foreground else ""
-        print(f"{path}: {h}x{w} patches{extra}")
-    print(f"wrote {args.output} ({picture.width}x{picture.height} px)")
-    return 0
+        print(f"{display_name(path)}: {h}x{w} patches{extra}")
+    print(f"wrote {out} ({picture.width}x{picture.height} px)"
+          + (f"; {len(failures)} unreadable file(s) skipped" if failures else ""))
+    return EXIT_PARTIAL if failures else 0
+
+
+def check_dense_size(size: int, patch: int, command: str) -> None:
+    """--size of the commands that run whole images (pca, attention): a shorter side of patch..2044 pixels."""
+    if not patch <= size <= 2044:  # DENSE_LIMITS: at most 2048x2048 pixels after the resize
+        raise SystemExit(f"minidino {command}: --size {size} must be between {patch} (one patch) and 2044 pixels")
+
+
+def picture_format(path: Any) -> str:
+    """The Pillow format of an output picture's suffix (PNG when there is none); an unknown one is an error."""
+    from PIL import Image
+
+    suffix = str(path).rsplit(".", 1)[-1].lower() if "." in os.path.basename(str(path)) else "png"
+    fmt = Image.registered_extensions().get("." + suffix)
+    if fmt is None:
+        raise SystemExit(f"minidino: {path}: unknown picture format .{suffix}; use .png (or .jpg, .webp)")
+    return fmt
 
 
 def weights_caption(args: argparse.Namespace) -> str:

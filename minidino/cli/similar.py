@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import torch.nn.functional as F
 
-    from ..transforms import UnreadableImageError, load_image
+    from .inputs import display_name, read_one
     from ._common import build_model, describe_weights, parse_dtype, resolve_device, weights_spec
     from .embed import embed_tensor, embed_transform, read_embeddings
 
@@ -53,10 +53,9 @@ def run(args: argparse.Namespace) -> int:
                   f"{args.model} ({spec}): the cosines compare different models")
         model = build_model(args.model, spec, overrides, device=resolve_device(args.device), dtype=parse_dtype(args.dtype))
         model = getattr(model, "backbone", model)
-        try:
-            x = embed_transform(meta["size"])(load_image(args.query))
-        except UnreadableImageError as e:
-            raise SystemExit(f"minidino similar: {e}") from e
+        x, reason = read_one(args.query, embed_transform(meta["size"]))
+        if x is None:
+            raise SystemExit(f"minidino similar: cannot read the query {display_name(args.query)}: {reason}")
         x = x.unsqueeze(0).to(device=next(model.parameters()).device, dtype=parse_dtype(args.dtype))  # (1, 3, S, S)
         q = embed_tensor(model, x, "cls")["cls"][0]
         source = f"{args.query} (embedded with {args.model}, {describe_weights(args)})"
