@@ -71,14 +71,20 @@ def depth_transform(size: int | None, limits: Any = None) -> Any:
 def check_args(args: argparse.Namespace) -> tuple[list[str], list[tuple[str, str]]]:
     """Check every argument and --out before any work (nothing is read, built or written).
     Returns the input paths and the inputs that could not be listed (minidino.cli.inputs.expand_inputs)."""
+    from .. import create_model
     from ..names import split_depth_name
     from ..transforms import IMAGE_EXTENSIONS
+    from ._common import config_overrides
     from .inputs import display_name, expand_inputs
     from .outputs import check_output_dir
     from .pca import check_dense_size
 
     if split_depth_name(args.model) is None:
         raise SystemExit(f"minidino: --model {args.model!r} is not a depther; choose one of dinov2_vit{{s,b,l,g}}14_{{dd,ld}}")
+    try:  # the --config fields, on the meta device: nothing allocated
+        create_model(args.model, device="meta", **config_overrides(args))
+    except (ValueError, TypeError, KeyError) as e:
+        raise SystemExit(f"minidino depth: {' '.join(str(e).split())}") from None
     if args.size is not None:
         check_dense_size(args.size, 14, "depth")
     parse_dtype(args.dtype)
@@ -103,8 +109,11 @@ def check_args(args: argparse.Namespace) -> tuple[list[str], list[tuple[str, str
     return paths, failures
 
 
-def build_depther(name: str, weights: str, device: Any, dtype: Any) -> tuple[Any, str]:
-    """The depther and a label of its weights. weights: NYU | KITTI (official files) | random[:SEED] | PATH | URL."""
+def build_depther(name: str, weights: str, device: Any, dtype: Any, overrides: dict[str, Any] | None = None
+                  ) -> tuple[Any, str]:
+    """The depther and a label of its weights. weights: NYU | KITTI (official files) | random[:SEED] | PATH | URL;
+    overrides: config fields (--config), e.g. embed_dim=48 for a tiny random depther."""
+    overrides = dict(overrides or {})
     from .. import create_model, golden, load_weights
     from ..names import split_depth_name
 
@@ -112,21 +121,25 @@ def build_depther(name: str, weights: str, device: Any, dtype: Any) -> tuple[Any
         raise SystemExit(f"minidino: --model {name!r} is not a depther; choose one of dinov2_vit{{s,b,l,g}}14_{{dd,ld}}")
     try:
         if weights.upper() in ("NYU", "KITTI"):
-            model, label = create_model(name, pretrained=True, weights=weights.upper()), f"official {weights.upper()} weights"
+            model, label = create_model(name, pretrained=True, weights=weights.upper(), **overrides), f"official {weights.upper()} weights"
         elif weights == "random" or weights.startswith("random:"):
             seed = weights.partition(":")[2] or "0"
             if not seed.isdigit():
                 raise SystemExit(f"minidino: --weights random:SEED needs an integer seed, got {weights!r}")
-            model = golden.random_model(name, int(seed))
+            model = golden.random_model(name, int(seed), **overrides)
             label = f"RANDOM WEIGHTS (seed {seed}): checks the pipeline, not real depth"
         else:
-            model = create_model(name)
+            model = create_model(name, **overrides)
             report = load_weights(model, weights)
             if "backbone" not in report.loaded or "decode_head" not in report.loaded:
                 raise SystemExit(f"minidino: {weights} holds only {', '.join(report.loaded)}; a depther needs the "
                                  "backbone and the depth head (backbone.* and decode_head.* keys) in one file")
             label = f"weights: {weights}"
     except (ValueError, TypeError, OSError) as e:
+        from ..weights import CheckpointError, WeightsMismatchError
+
+        if isinstance(e, (CheckpointError, WeightsMismatchError)):
+            raise  # exit status 3 (minidino.cli.errors), not a usage error
         raise SystemExit(f"minidino: {e}") from e
     return model.to(device=device, dtype=dtype).eval(), label
 
@@ -188,12 +201,13 @@ def _run_locked(args: argparse.Namespace, out: Path, paths: list[str], failures:
     import torch.nn.functional as F
 
     from ..progress import ProgressBar
+    from ._common import config_overrides
     from .errors import EXIT_PARTIAL
     from .inputs import DENSE_LIMITS, display_name, read_one, report_failures
 
     report_failures(failures)  # inputs that could not even be listed (a folder that cannot be read)
     device, dtype = resolve_device(args.device), parse_dtype(args.dtype)
-    model, label = build_depther(args.model, args.weights, device, dtype)
+    model, label = build_depther(args.model, args.weights, device, dtype, config_overrides(args))
     lo, hi = model.depth_range
     log(f"{args.model} ({label}), depth range {lo:g}..{hi:g} m, {len(paths)} images -> {out}")
     if hi * 1000 > MM_MAX:
@@ -241,6 +255,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="resize so the shorter side is PIXELS (14..2044) before the model (the maps are written at "
                         "the image's own size); default: the image's own size (at most 2048x2048 pixels = 4.2 Mpx; "
                         "larger images are skipped: give --size)")
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field of the depther, e.g. --config embed_dim=48 (repeatable; with "
+                        "random weights, for quick checks; the official weights fit only the unchanged config)")
     p.add_argument("--npy", action="store_true", help="also write NAME.depth.npy (float32 metres, full range)")
     p.add_argument("--device", default="auto", help="cpu, cuda, mps... or auto")
     p.add_argument("--dtype", default="float32", metavar="float32|float16|bfloat16", help="compute dtype")
