@@ -801,3 +801,184 @@ def test_a_model_or_batch_too_large_for_the_machine_is_refused_before_it_is_buil
         main(["embed", *good, "--out", str(tmp_path / "e.npz"), *RUN, "--batch-size", "100000"])
     assert e.value.code == errors.EXIT_RESOURCES
     assert sorted(os.listdir(tmp_path)) == ["good"]
+
+
+# ------------------------------------------------------------------ depth, zeroshot, segment: the same rules
+# A 12-block, 48-wide linear depther and a 1-block, 64-wide dino.txt, with RANDOM weights: the plumbing, fast.
+DEPTH = ["--model", "dinov2_vits14_ld", "--weights", "random:7", "--size", "14", "--quiet"] + [
+    a for kv in ("embed_dim=48", "num_heads=3", "ffn_hidden_dim=96", "layers=1") for a in ("--config", kv)]
+TXT = ["--weights", "random:0", "--device", "cpu"] + [
+    a for kv in ("vision_embed_dim=64", "vision_num_heads=2", "vision_ffn_hidden_dim=256", "depth=1", "embed_dim=128",
+                 "head_ffn_hidden_dim=176", "text_width=64", "text_num_heads=2", "text_layers=1") for a in ("--config", kv)]
+
+
+def bad_input(root: Path, kind: str) -> tuple[Path, str]:
+    """One hostile input of `kind` under `root`, and a word its reason must contain."""
+    if kind == "truncated":
+        f = png(root / "trunc.png", (64, 64))
+        f.write_bytes(f.read_bytes()[:100])
+        return f, "truncated"
+    if kind == "strip":
+        Image.new("RGB", (100000, 1)).save(root / "strip.png")  # 375 bytes; resized, 25600000 x 256 pixels
+        return root / "strip.png", "aspect"
+    (root / "dir.png").mkdir()
+    return root / "dir.png", "directory"
+
+
+def no_work(monkeypatch):
+    """Fail the test if a depther or dino.txt is built: the failure must come before any work."""
+    import minidino.cli.depth as depth
+    import minidino.cli.text as text
+
+    monkeypatch.setattr(depth, "build_depther", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(text, "dinotxt_from_args", lambda *a, **k: pytest.fail("work started"))
+
+
+@pytest.mark.parametrize("kind", ["truncated", "strip", "directory"])
+def test_depth_names_and_skips_a_bad_input_and_writes_the_rest(tmp_path, good, kind, capsys):
+    bad, word = bad_input(tmp_path, kind)
+    listing = tmp_path / "list.txt"  # a folder named in a list is an input (a folder given alone would be walked)
+    listing.write_text(f"{bad}\n{good[0]}\n")
+    out = tmp_path / "d"
+    t0 = time.perf_counter()
+    rc = main(["depth", str(listing), "--out", str(out), *DEPTH])
+    err = capsys.readouterr().err
+    assert rc == errors.EXIT_PARTIAL and time.perf_counter() - t0 < 30
+    (line,) = one_line_errors(err)
+    assert bad.name in line and word in line, line
+    assert sorted(p.name for p in out.iterdir()) == ["g0.depth.png", "g0.preview.png"]  # no lock file left
+
+
+def test_depth_refuses_an_image_too_large_for_the_model_before_running_it(tmp_path, capsys, monkeypatch):
+    Image.new("RGB", (2100, 2100)).save(tmp_path / "big.png")  # 4.4 Mpx at its own size (no --size): over 2048x2048
+    argv = [a for a in DEPTH if a not in ("--size", "14")]
+    rc = main(["depth", str(tmp_path / "big.png"), "--out", str(tmp_path / "d"), *argv])
+    assert rc == errors.EXIT_PARTIAL and "give --size" in capsys.readouterr().err
+    assert os.listdir(tmp_path / "d") == []
+
+
+@pytest.mark.parametrize("option", [["--size", "0"], ["--size", "5000"], ["--config", "depth=abc"], ["--config", "depth=2"],
+                                    ["--weights", "random:x"], ["--weights", "nope.pth"], ["--dtype", "int8"],
+                                    ["--model", "dinov2_vits14"], ["NO_IMAGES"]])
+def test_depth_bad_arguments_fail_first_and_leave_nothing(tmp_path, good, option, capsys, monkeypatch):
+    no_work(monkeypatch)
+    inputs = good
+    if option == ["NO_IMAGES"]:
+        (tmp_path / "empty").mkdir()
+        inputs, option = [str(tmp_path / "empty")], []
+    with pytest.raises(SystemExit) as e:
+        main(["depth", *inputs, "--out", str(tmp_path / "d"), *DEPTH, *option])
+    assert e.value.code == errors.EXIT_USAGE
+    assert not (tmp_path / "d").exists()  # nothing created
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_depth_out_a_file_unwritable_or_occupied_fails_before_the_work(tmp_path, good, monkeypatch):
+    import minidino.cli.outputs as outputs
+    from minidino.lock import output_lock
+
+    no_work(monkeypatch)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit, match="not a folder") as e:
+        main(["depth", *good, "--out", str(tmp_path / "file"), *DEPTH])
+    assert e.value.code == errors.EXIT_USAGE
+    (tmp_path / "d" / "g0.depth.png").mkdir(parents=True)  # an output name taken by a folder: found before the work
+    with pytest.raises(SystemExit, match="is not a file") as e:
+        main(["depth", *good, "--out", str(tmp_path / "d"), *DEPTH])
+    assert e.value.code == errors.EXIT_USAGE
+    with output_lock(tmp_path / "busy" / "depth"):  # another run writes --out busy/
+        with pytest.raises(SystemExit, match="is being written by") as e:
+            main(["depth", *good, "--out", str(tmp_path / "busy"), *DEPTH])
+    assert e.value.code == errors.EXIT_BUSY
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", refuse)  # a read-only folder (simulated: also as root)
+    with pytest.raises(SystemExit, match="cannot write") as e:
+        main(["depth", *good, "--out", str(tmp_path / "busy"), *DEPTH])
+    assert e.value.code == errors.EXIT_IO
+
+
+@pytest.mark.parametrize("kind", ["truncated", "strip", "directory"])
+def test_zeroshot_names_and_skips_a_bad_input_and_classifies_the_rest(tmp_path, good, kind, capsys):
+    from test_dinotxt import VOCAB, needs_text_extra, needs_vocab
+
+    for mark in (needs_vocab, needs_text_extra):  # the labels are tokenised: CLIP's vocabulary and ftfy are needed
+        if mark.args[0]:
+            pytest.skip(mark.kwargs["reason"])
+    bad, word = bad_input(tmp_path, kind)
+    rc = main(["zeroshot", str(bad), good[0], "--labels", "a cat,a dog", "--size", "28", "--vocab", str(VOCAB), *TXT])
+    out, err = capsys.readouterr()
+    assert rc == errors.EXIT_PARTIAL
+    (line,) = one_line_errors(err)
+    assert bad.name in line and word in line, line
+    assert out.splitlines()[0] == good[0] and out.count("%") == 2 and bad.name not in out
+
+
+@pytest.mark.parametrize("option", [["--labels", " , ,"], ["--labels", "a,b,a"], ["--top", "0"], ["--size", "0"],
+                                    ["--size", "30"], ["--template", "no slot"], ["--vocab", "nope.txt.gz"],
+                                    ["--config", "depth=abc"], ["--config", "nope=1"], ["--model", "dinov2_vits14"],
+                                    ["--dtype", "int8"]])
+def test_zeroshot_bad_arguments_fail_first(tmp_path, good, option, capsys, monkeypatch):
+    no_work(monkeypatch)
+    labels = [] if option[0] == "--labels" else ["--labels", "a,b"]
+    with pytest.raises(SystemExit) as e:
+        main(["zeroshot", *good, *labels, *TXT, *option])
+    assert e.value.code == errors.EXIT_USAGE
+    err = capsys.readouterr().err  # one line (after argparse's usage, for a choice it refuses itself)
+    assert err.strip().splitlines()[-1].startswith("minidino") and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("kind", ["truncated", "strip", "directory"])
+def test_segment_names_a_bad_image_and_writes_nothing(tmp_path, kind, capsys, monkeypatch):
+    no_work(monkeypatch)  # the image is read before the model is built
+    bad, word = bad_input(tmp_path, kind)
+    out = tmp_path / "seg.png"
+    rc = main(["segment", str(bad), "--labels", "a,b", "-o", str(out), "--size", "28", *TXT])
+    err = capsys.readouterr().err
+    assert rc == errors.EXIT_PARTIAL and bad.name in err and word in err and "nothing written" in err
+    assert not out.exists() and not (tmp_path / ".seg.png.lock").exists()
+
+
+@pytest.mark.parametrize("option", [["--labels", ""], ["--size", "0"], ["--size", "5000"], ["--vocab", "nope.txt.gz"],
+                                    ["--config", "depth='2'"], ["--template", "{} and {}"]])
+def test_segment_bad_arguments_fail_first_and_leave_nothing(tmp_path, good, option, capsys, monkeypatch):
+    no_work(monkeypatch)
+    labels = [] if option[0] == "--labels" else ["--labels", "a,b"]
+    with pytest.raises(SystemExit) as e:
+        main(["segment", good[0], *labels, "-o", str(tmp_path / "seg.png"), *TXT, *option])
+    assert e.value.code == errors.EXIT_USAGE
+    assert sorted(os.listdir(tmp_path)) == ["good"]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_segment_and_embed_text_outputs_are_checked_and_locked_before_the_work(tmp_path, good, monkeypatch):
+    import minidino.cli.outputs as outputs
+    from minidino.lock import output_lock
+
+    no_work(monkeypatch)
+    (tmp_path / "dir.png").mkdir()
+    seg = ["segment", good[0], "--labels", "a,b", *TXT, "--size", "28", "-o"]
+    for argv, status, message in ((seg + [str(tmp_path / "dir.png")], errors.EXIT_USAGE, "is a folder"),
+                                  (seg + [str(tmp_path / "seg.xyz")], errors.EXIT_USAGE, "unknown picture format"),
+                                  (["embed-text", "a cat", "--out", str(tmp_path / "dir.png"), *TXT], errors.EXIT_USAGE,
+                                   "must end in"),
+                                  (["embed-text", "a cat", "--out", str(tmp_path / "t.npy" / "x.npz"), *TXT],
+                                   errors.EXIT_USAGE, "not a folder")):
+        (tmp_path / "t.npy").write_text("x")
+        with pytest.raises(SystemExit, match=message) as e:
+            main(argv)
+        assert e.value.code == status, argv
+    with output_lock(tmp_path / "seg.png"):  # another run writes the same picture
+        with pytest.raises(SystemExit, match="is being written by") as e:
+            main(seg + [str(tmp_path / "seg.png")])
+    assert e.value.code == errors.EXIT_BUSY
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", refuse)  # a read-only folder (simulated: also as root)
+    for argv in (seg + [str(tmp_path / "seg.png")], ["embed-text", "a cat", "--out", str(tmp_path / "t.npz"), *TXT]):
+        with pytest.raises(SystemExit, match="cannot write") as e:
+            main(argv)
+        assert e.value.code == errors.EXIT_IO

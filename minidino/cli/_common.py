@@ -164,16 +164,19 @@ def resolve_device(name: str | None) -> Any:
 def preflight_model(args: argparse.Namespace) -> Any:
     """Check the model options before any work (no weights read, nothing allocated): the name, the --config
     overrides, the --dtype, the --device and a --weights file. Returns the backbone's DinoConfig."""
-    from .. import get_config
-    from ..names import split_model_name
+    from .. import create_model, get_config
+    from ..names import is_dinotxt, split_model_name
 
     if not getattr(args, "model", None):
         raise SystemExit("minidino: --model is required")
     overrides = config_overrides(args)
     try:
-        backbone, is_lc = split_model_name(args.model)
-        overrides.pop("layers", None) if is_lc else None
-        config = get_config(backbone).replace(**overrides)
+        if is_dinotxt(args.model):  # dino.txt: its fields are checked by building it on meta (nothing allocated)
+            config = _vision_backbone(create_model(args.model, device="meta", **overrides)).config
+        else:
+            backbone, is_lc = split_model_name(args.model)
+            overrides.pop("layers", None) if is_lc else None
+            config = get_config(backbone).replace(**overrides)
     except (ValueError, TypeError, KeyError) as e:
         raise SystemExit(f"minidino: {' '.join(str(e).split())}") from None
     parse_dtype(args.dtype)
@@ -200,11 +203,23 @@ def estimate_memory(args: argparse.Namespace, depth: int, batch: int = 0, H: int
     p1, p2 = (sum(p.numel() for p in m.parameters()) for m in (one, two))
     total = (p1 + (depth - 1) * (p2 - p1)) * 4  # embeddings and head once, then one block's worth per block
     if batch:
-        cost = model_cost(one, H, W)  # the activation peak is that of one block, whatever the depth
-        D = getattr(one, "backbone", one).config.embed_dim
+        cost = model_cost(_vision_backbone(one), H, W)  # the activation peak is that of one block, whatever the depth
+        D = _vision_backbone(one).config.embed_dim
         per_value = torch.empty((), dtype=parse_dtype(args.dtype)).element_size()
         total += batch * (3 * H * W + cost.act_values_fused + 2 * cost.tokens * D) * per_value
     return int(total)
+
+
+def _vision_backbone(model: Any) -> Any:
+    """The DinoVisionTransformer inside a model: itself, a head's `.backbone`, or dino.txt's vision trunk."""
+    from ..model import DinoVisionTransformer
+
+    if isinstance(model, DinoVisionTransformer):
+        return model
+    inner = getattr(model, "backbone", None)
+    if isinstance(inner, DinoVisionTransformer):
+        return inner
+    return next(m for m in model.modules() if isinstance(m, DinoVisionTransformer))
 
 
 def check_memory(args: argparse.Namespace, depth: int, batch: int = 0, H: int = 224, W: int = 224, *,

@@ -5,6 +5,11 @@ NAME.preview.png (colour map with a scale bar in metres) and, with --npy, NAME.d
 metres). Read the PNG back with
 
     depth_m = numpy.asarray(PIL.Image.open("NAME.depth.png"), dtype=numpy.float32) / 1000
+
+Like every command (docs/cli-errors.md), it checks all its arguments and --out before any work
+(`check_args`), holds a lock on --out while it writes, and reads images with the shared reader
+(minidino.cli.inputs, dense limits): an image that cannot be read, or that would go through the
+model at more than 2048x2048 pixels, is named on stderr and skipped, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from ._common import HelpFormatter, parse_dtype, resolve_device
-from .embed import gather_inputs
 
 MM_MAX = 65535  # the largest depth a 16-bit PNG holds, in millimetres (65.535 m; KITTI reaches 80 m: use --npy)
 
@@ -25,12 +29,12 @@ def log(msg: str) -> None:
     print(f"minidino: {msg}", file=sys.stderr, flush=True)
 
 
-def read_image(path: str) -> Any:
-    """One image file -> an upright 8-bit RGB PIL image; raises OSError naming the problem.
-    The one place `depth` reads images (swap in the shared hardened reader here)."""
-    from ..transforms import load_image
-
-    return load_image(path)
+def model_size(W0: int, H0: int, size: int | None) -> tuple[int, int]:
+    """(W, H) an image of W0 x H0 pixels goes through the model at: the shorter side `size`, or as it is."""
+    if size is None:
+        return W0, H0
+    s = size / min(W0, H0)
+    return max(1, round(W0 * s)), max(1, round(H0 * s))
 
 
 def preprocess(img: Any, size: int | None) -> Any:
@@ -39,14 +43,77 @@ def preprocess(img: Any, size: int | None) -> Any:
     from ..transforms import _resize, normalize, to_tensor
 
     if size is not None:
-        W0, H0 = img.size
-        s = size / min(W0, H0)
-        img = _resize(img, (max(1, round(W0 * s)), max(1, round(H0 * s))))
+        img = _resize(img, model_size(*img.size, size))
     return normalize(to_tensor(img))
 
 
-def build_depther(name: str, weights: str, device: Any, dtype: Any) -> tuple[Any, str]:
-    """The depther and a label of its weights. weights: NYU | KITTI (official files) | random[:SEED] | PATH | URL."""
+def depth_transform(size: int | None, limits: Any = None) -> Any:
+    """`preprocess` as a transform for minidino.cli.inputs.read_one, returning ((3, H, W), (H0, W0)); an
+    image that would reach the model at more than `limits.max_output_pixels` (DENSE_LIMITS: 2048x2048)
+    is refused BEFORE it is resized."""
+    from .inputs import DENSE_LIMITS, InputError
+
+    limits = limits or DENSE_LIMITS
+
+    def transform(img: Any) -> tuple[Any, tuple[int, int]]:
+        W0, H0 = img.size
+        W, H = model_size(W0, H0, size)
+        if limits.max_output_pixels is not None and W * H > limits.max_output_pixels:
+            what = f"would be resized to {W}x{H}" if size is not None else "would go through the model as it is"
+            hint = "choose a smaller --size" if size is not None else "give --size (e.g. --size 518)"
+            raise InputError(getattr(img, "filename", "") or "image",
+                             f"{W0}x{H0} {what}: {W * H / 1e6:.1f} Mpx, more than {limits.max_output_pixels / 1e6:.1f} "
+                             f"Mpx; {hint}")
+        return preprocess(img, size), (H0, W0)
+    return transform
+
+
+def check_args(args: argparse.Namespace) -> tuple[list[str], list[tuple[str, str]]]:
+    """Check every argument and --out before any work (nothing is read, built or written).
+    Returns the input paths and the inputs that could not be listed (minidino.cli.inputs.expand_inputs)."""
+    from .. import create_model
+    from ..names import split_depth_name
+    from ..transforms import IMAGE_EXTENSIONS
+    from ._common import config_overrides
+    from .inputs import display_name, expand_inputs
+    from .outputs import check_output_dir
+    from .pca import check_dense_size
+
+    if split_depth_name(args.model) is None:
+        raise SystemExit(f"minidino: --model {args.model!r} is not a depther; choose one of dinov2_vit{{s,b,l,g}}14_{{dd,ld}}")
+    try:  # the --config fields, on the meta device: nothing allocated
+        create_model(args.model, device="meta", **config_overrides(args))
+    except (ValueError, TypeError, KeyError) as e:
+        raise SystemExit(f"minidino depth: {' '.join(str(e).split())}") from None
+    if args.size is not None:
+        check_dense_size(args.size, 14, "depth")
+    parse_dtype(args.dtype)
+    resolve_device(args.device)
+    w = args.weights
+    if w == "random" or w.startswith("random:"):
+        if not (w.partition(":")[2] or "0").isdigit():
+            raise SystemExit(f"minidino: --weights random:SEED needs an integer seed, got {w!r}")
+    elif w.upper() not in ("NYU", "KITTI") and "://" not in w and not os.path.isfile(w):
+        raise SystemExit(f"minidino depth: --weights {w}: no such file; give NYU, KITTI, a checkpoint file, a URL "
+                         "or random[:SEED]")
+    paths, failures = expand_inputs(args.inputs)
+    if not paths:
+        raise SystemExit(f"minidino depth: no image files in {', '.join(map(display_name, args.inputs))} (folders are "
+                         f"searched for {' '.join(IMAGE_EXTENSIONS)}; .txt files list paths); nothing was written")
+    out = check_output_dir(args.out)
+    for stem in _out_names(paths):
+        for suffix in (".depth.png", ".preview.png", ".depth.npy"):
+            target = out / f"{stem}{suffix}"
+            if target.exists() and not target.is_file():
+                raise SystemExit(f"minidino depth: {target} exists and is not a file; move it or choose another --out")
+    return paths, failures
+
+
+def build_depther(name: str, weights: str, device: Any, dtype: Any, overrides: dict[str, Any] | None = None
+                  ) -> tuple[Any, str]:
+    """The depther and a label of its weights. weights: NYU | KITTI (official files) | random[:SEED] | PATH | URL;
+    overrides: config fields (--config), e.g. embed_dim=48 for a tiny random depther."""
+    overrides = dict(overrides or {})
     from .. import create_model, golden, load_weights
     from ..names import split_depth_name
 
@@ -54,21 +121,25 @@ def build_depther(name: str, weights: str, device: Any, dtype: Any) -> tuple[Any
         raise SystemExit(f"minidino: --model {name!r} is not a depther; choose one of dinov2_vit{{s,b,l,g}}14_{{dd,ld}}")
     try:
         if weights.upper() in ("NYU", "KITTI"):
-            model, label = create_model(name, pretrained=True, weights=weights.upper()), f"official {weights.upper()} weights"
+            model, label = create_model(name, pretrained=True, weights=weights.upper(), **overrides), f"official {weights.upper()} weights"
         elif weights == "random" or weights.startswith("random:"):
             seed = weights.partition(":")[2] or "0"
             if not seed.isdigit():
                 raise SystemExit(f"minidino: --weights random:SEED needs an integer seed, got {weights!r}")
-            model = golden.random_model(name, int(seed))
+            model = golden.random_model(name, int(seed), **overrides)
             label = f"RANDOM WEIGHTS (seed {seed}): checks the pipeline, not real depth"
         else:
-            model = create_model(name)
+            model = create_model(name, **overrides)
             report = load_weights(model, weights)
             if "backbone" not in report.loaded or "decode_head" not in report.loaded:
                 raise SystemExit(f"minidino: {weights} holds only {', '.join(report.loaded)}; a depther needs the "
                                  "backbone and the depth head (backbone.* and decode_head.* keys) in one file")
             label = f"weights: {weights}"
     except (ValueError, TypeError, OSError) as e:
+        from ..weights import CheckpointError, WeightsMismatchError
+
+        if isinstance(e, (CheckpointError, WeightsMismatchError)):
+            raise  # exit status 3 (minidino.cli.errors), not a usage error
         raise SystemExit(f"minidino: {e}") from e
     return model.to(device=device, dtype=dtype).eval(), label
 
@@ -115,49 +186,52 @@ def write_outputs(out: Path, stem: str, depth: Any, *, npy: bool, caption: str) 
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check every argument and --out, then compute under the lock of --out, one image at a time."""
+    from .outputs import locked
+
+    paths, failures = check_args(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with locked(out / "depth"):  # the lock file .depth.lock lives inside --out
+        return _run_locked(args, out, paths, failures)
+
+
+def _run_locked(args: argparse.Namespace, out: Path, paths: list[str], failures: list[tuple[str, str]]) -> int:
     import torch
     import torch.nn.functional as F
 
     from ..progress import ProgressBar
+    from ._common import config_overrides
+    from .errors import EXIT_PARTIAL
+    from .inputs import DENSE_LIMITS, display_name, read_one, report_failures
 
-    from ..names import split_depth_name
-
-    if split_depth_name(args.model) is None:
-        raise SystemExit(f"minidino: --model {args.model!r} is not a depther; choose one of dinov2_vit{{s,b,l,g}}14_{{dd,ld}}")
-    paths = gather_inputs(args.inputs)
-    if not paths:
-        raise SystemExit("minidino: no images found in the given inputs")
-    if args.size is not None and args.size < 1:
-        raise SystemExit(f"minidino: --size must be a positive number of pixels, got {args.size}")
+    report_failures(failures)  # inputs that could not even be listed (a folder that cannot be read)
     device, dtype = resolve_device(args.device), parse_dtype(args.dtype)
-    model, label = build_depther(args.model, args.weights, device, dtype)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    model, label = build_depther(args.model, args.weights, device, dtype, config_overrides(args))
     lo, hi = model.depth_range
     log(f"{args.model} ({label}), depth range {lo:g}..{hi:g} m, {len(paths)} images -> {out}")
     if hi * 1000 > MM_MAX:
         log(f"note: depths above {MM_MAX / 1000:g} m are saturated in the 16-bit PNGs; --npy keeps them")
     bar = ProgressBar("depth", len(paths), unit="images", enabled=not args.quiet)
-    failed = 0
-    for path, stem in zip(paths, _out_names(paths)):
-        try:
-            img = read_image(path)
-        except OSError as e:
-            failed += 1
-            log(f"skipped: {e}" if str(path) in str(e) else f"skipped {path}: {e}")  # the error names the file
+    transform = depth_transform(args.size)
+    failed = len(failures)
+    for path, stem in zip(paths, _out_names(paths)):  # one at a time: any number of images in constant memory
+        value, reason = read_one(path, transform, DENSE_LIMITS)
+        if value is None:
+            failed += report_failures([(path, reason)])
             bar.update(1)
             continue
-        W0, H0 = img.size
-        x = preprocess(img, args.size).unsqueeze(0).to(device=device, dtype=dtype)  # (1, 3, H, W)
+        x, (H0, W0) = value
+        x = x.unsqueeze(0).to(device=device, dtype=dtype)  # (1, 3, H, W)
         with torch.no_grad():
             y = model(x)  # (1, 1, H, W) metres
             y = F.interpolate(y.float(), size=(H0, W0), mode="bilinear", align_corners=False)[0, 0]  # (H0, W0)
-        write_outputs(out, stem, y, npy=args.npy, caption=f"{Path(path).name}: {args.model}, {label}")
+        write_outputs(out, stem, y, npy=args.npy, caption=f"{display_name(Path(path).name)}: {args.model}, {label}")
         bar.update(1)
     bar.close()
     if failed:
-        log(f"{failed} of {len(paths)} images could not be read (named above); the others were written")
-    return 1 if failed else 0
+        log(f"{failed} of {len(paths) + len(failures)} inputs could not be read (named above); the others were written")
+    return EXIT_PARTIAL if failed else 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -169,7 +243,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  minidino depth photo.jpg --out /tmp/d --weights random:0      (offline; random weights)",
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGES", help="image files, folders (recursive) or .txt lists of paths")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder (created if needed; locked while a run writes it)")
     p.add_argument("--model", default="dinov2_vits14_dd", metavar="NAME",
                    help="dinov2_vit{s,b,l,g}14_dd (DPT head) or _ld (linear head); default dinov2_vits14_dd")
     p.add_argument("--weights", default="NYU", metavar="NYU|KITTI|PATH|URL|random:SEED",
@@ -177,8 +252,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "once; PATH/URL: one file with backbone.* and decode_head.*; random[:SEED]: RANDOM weights, "
                         "offline, checks the pipeline only. Default NYU")
     p.add_argument("--size", type=int, default=None, metavar="PIXELS",
-                   help="resize so the shorter side is PIXELS before the model (the maps are written at the image's "
-                        "own size); default: the image's own size")
+                   help="resize so the shorter side is PIXELS (14..2044) before the model (the maps are written at "
+                        "the image's own size); default: the image's own size (at most 2048x2048 pixels = 4.2 Mpx; "
+                        "larger images are skipped: give --size)")
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field of the depther, e.g. --config embed_dim=48 (repeatable; with "
+                        "random weights, for quick checks; the official weights fit only the unchanged config)")
     p.add_argument("--npy", action="store_true", help="also write NAME.depth.npy (float32 metres, full range)")
     p.add_argument("--device", default="auto", help="cpu, cuda, mps... or auto")
     p.add_argument("--dtype", default="float32", metavar="float32|float16|bfloat16", help="compute dtype")

@@ -1,6 +1,7 @@
 """Output files of the commands: checked before the work, locked while it runs.
 
     out = check_output(args.out, "--out")   # before any work: not a folder, its folder writable
+    out = check_output_dir(args.out)        # the same for an output folder (depth): nothing is created
     with locked(out):                       # another run writing `out` -> one line, exit status 5
         ... compute, then write atomically (minidino.atomic) ...
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from .errors import EXIT_BUSY, EXIT_IO, EXIT_USAGE, fail
 
-__all__ = ["check_output", "locked"]
+__all__ = ["check_output", "check_output_dir", "locked"]
 
 
 def check_output(path: str | os.PathLike, what: str = "--out") -> Path:
@@ -63,3 +64,25 @@ def locked(path: str | os.PathLike) -> Iterator[Path]:
         except OSError as e:
             fail(f"minidino: cannot lock {path} ({e.strerror or e}); choose a writable folder", EXIT_IO)
         yield lock
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """`path` as a Path, after checking that it is (or can be made) a writable folder; nothing is created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        fail(f"minidino: {what} {path} exists and is not a folder; give a folder (created if needed)", EXIT_USAGE)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        fail(f"minidino: {what} {path}: {existing} is not a folder", EXIT_USAGE)
+    if existing == path:
+        try:  # the real test (os.access is wrong on read-only mounts and for root)
+            fd, probe = tempfile.mkstemp(prefix=".minidino.", suffix=".probe", dir=path)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            fail(f"minidino: {what} {path}: cannot write in it ({e.strerror or e}); choose a writable folder", EXIT_IO)
+    elif not os.access(existing, os.W_OK):
+        fail(f"minidino: {what} {path}: cannot create it ({existing} is not writable); choose a writable folder", EXIT_IO)
+    return path

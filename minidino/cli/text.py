@@ -3,6 +3,12 @@
 All three build dino.txt (`--model dinotxt`, the default) with the usual model options, turn
 texts into token ids with minidino.tokenize (the vocabulary is downloaded once into the
 cache; --vocab FILE uses a local copy) and compare normalised embeddings by cosine.
+
+They follow docs/cli-errors.md like every command: all arguments (labels, templates, sizes,
+model options, --vocab) and the output are checked before any work (`check_args`,
+minidino.cli.outputs), outputs are locked and written atomically, and images are read by the
+shared reader (minidino.cli.inputs): an image that cannot be read is named on stderr and
+skipped, and the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -17,14 +23,18 @@ DEFAULT_TEMPLATE = "{}"
 
 
 # ------------------------------------------------------------------ shared pieces
-def read_image(path: str) -> Any:
-    """An image file as an RGB PIL image, or a clear exit naming the file (the one place images are read here)."""
-    from ..transforms import UnreadableImageError, load_image
+def check_args(args: argparse.Namespace, command: str) -> Any:
+    """Check the options every text command shares, before any work: --model is dino.txt, its other model
+    options (minidino.cli._common.preflight_model), and --vocab. Returns the vision trunk's DinoConfig."""
+    from ..names import is_dinotxt
+    from ._common import preflight_model
 
-    try:
-        return load_image(path)
-    except (UnreadableImageError, OSError) as e:
-        raise SystemExit(f"minidino: {e}") from e
+    if not args.model or not is_dinotxt(args.model):
+        raise SystemExit(f"minidino {command}: {args.model} has no text encoder; use --model dinotxt")
+    if args.vocab is not None and not Path(args.vocab).is_file():
+        raise SystemExit(f"minidino {command}: --vocab {args.vocab}: no such file; give CLIP's "
+                         "bpe_simple_vocab_16e6.txt.gz, or leave --vocab out to use the cached copy")
+    return preflight_model(args)
 
 
 def read_labels(args: argparse.Namespace) -> list[str]:
@@ -35,8 +45,8 @@ def read_labels(args: argparse.Namespace) -> list[str]:
     if args.labels_file is not None:
         try:
             text = Path(args.labels_file).read_text(encoding="utf-8")
-        except OSError as e:
-            raise SystemExit(f"minidino: cannot read the labels file: {e}") from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise SystemExit(f"minidino: cannot read the labels file {args.labels_file}: {e}") from e
         labels += [line.strip() for line in text.splitlines() if not line.strip().startswith("#")]
     labels = [lab for lab in labels if lab]
     if not labels:
@@ -105,45 +115,70 @@ def _add_label_args(p: argparse.ArgumentParser) -> None:
 
 # ------------------------------------------------------------------ zeroshot
 def run_zeroshot(args: argparse.Namespace) -> int:
+    import sys
+
     import torch
 
     from .embed import embed_transform
+    from .errors import EXIT_PARTIAL
+    from .inputs import display_name, read_one, report_failures
 
     labels = read_labels(args)
+    templates = args.template or [DEFAULT_TEMPLATE]
+    prompts(labels, templates)  # checks the templates now, not after the model is built
     if args.top < 1:
-        raise SystemExit("minidino zeroshot: --top must be >= 1")
+        raise SystemExit(f"minidino zeroshot: --top must be >= 1, got {args.top}")
+    P = check_args(args, "zeroshot").patch_size
+    if not P <= args.size <= 4144 or args.size % P:
+        raise SystemExit(f"minidino zeroshot: --size {args.size} must be a multiple of the patch size {P} between "
+                         f"{P} and 4144 pixels (e.g. {min(4144, max(P, args.size // P * P))})")
     model = dinotxt_from_args(args)
-    text = label_embeddings(model, labels, args.template or [DEFAULT_TEMPLATE], args.vocab)  # (T, E)
+    text = label_embeddings(model, labels, templates, args.vocab)  # (T, E)
     transform = embed_transform(args.size)
-    device = next(model.parameters()).device
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     scale = model.logit_scale.detach().exp().float()
-    for path in args.images:
-        x = transform(read_image(path)).unsqueeze(0).to(device=device, dtype=next(model.parameters()).dtype)  # (1, 3, S, S)
+    failed = 0
+    for path in args.images:  # one at a time: any number of images in constant memory
+        x, reason = read_one(path, transform)
+        if x is None:
+            failed += report_failures([(path, reason)])
+            continue
         with torch.inference_mode():
-            image = model.encode_image(x, normalize=True).float()  # (1, E)
+            image = model.encode_image(x.unsqueeze(0).to(device=device, dtype=dtype), normalize=True).float()  # (1, E)
         probs = (scale * image @ text.T).softmax(dim=-1)[0]  # (T,), as softmax over get_logits' row
         values, order = probs.topk(min(args.top, len(labels)))
-        print(path)
+        print(display_name(path))
         for v, j in zip(values.tolist(), order.tolist()):
             print(f"  {100 * v:6.2f}%  {labels[j]}")
-    return 0
+        sys.stdout.flush()
+    if failed:
+        print(f"minidino zeroshot: {failed} of {len(args.images)} images could not be read (named above)", file=sys.stderr)
+    return EXIT_PARTIAL if failed else 0
 
 
 # ------------------------------------------------------------------ embed-text
 def run_embed_text(args: argparse.Namespace) -> int:
     from ._common import config_overrides, weights_spec
-    from .embed import FORMAT, VERSION, write_embeddings
+    from .embed import FORMAT, VERSION, _check_suffix, write_embeddings
+    from .outputs import check_output, locked
 
     texts = list(args.texts)
     if args.texts_file:
-        texts += [t for t in Path(args.texts_file).read_text(encoding="utf-8").splitlines() if t.strip()]
+        try:
+            texts += [t for t in Path(args.texts_file).read_text(encoding="utf-8").splitlines() if t.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise SystemExit(f"minidino embed-text: cannot read --texts-file {args.texts_file}: {e}") from e
     if not texts:
         raise SystemExit("minidino embed-text: no texts: give them as arguments or with --texts-file")
-    model = dinotxt_from_args(args)
-    emb = encode_texts(model, texts, args.vocab)  # (T, E)
-    meta = {"format": FORMAT, "version": VERSION, "model": args.model, "weights": weights_spec(args),
-            "config": config_overrides(args), "tokens": "text", "names": texts, "skipped": []}
-    write_embeddings(args.out, {"text": emb}, meta)
+    check_args(args, "embed-text")
+    _check_suffix(Path(args.out))
+    out = check_output(args.out)
+    with locked(out):
+        model = dinotxt_from_args(args)
+        emb = encode_texts(model, texts, args.vocab)  # (T, E)
+        meta = {"format": FORMAT, "version": VERSION, "model": args.model, "weights": weights_spec(args),
+                "config": config_overrides(args), "tokens": "text", "names": texts, "skipped": []}
+        write_embeddings(out, {"text": emb}, meta)
     print(f"wrote {args.out}: {len(texts)} text embeddings of width {emb.shape[1]} (unit length)")
     return 0
 
@@ -152,28 +187,46 @@ def run_embed_text(args: argparse.Namespace) -> int:
 def run_segment(args: argparse.Namespace) -> int:
     import torch
 
+    import sys
+
     from .. import viz
+    from ..atomic import atomic_write
     from ..heads.dinotxt import patch_text_similarity
-    from ..transforms import IMAGENET_MEAN, IMAGENET_STD, dense_transform
+    from ..transforms import IMAGENET_MEAN, IMAGENET_STD
     from ._common import describe_weights
+    from .errors import EXIT_PARTIAL
+    from .inputs import DENSE_LIMITS, dense_transform_checked, read_images, report_failures
+    from .outputs import check_output, locked
+    from .pca import check_dense_size, picture_format
 
     labels = read_labels(args)
-    model = dinotxt_from_args(args)
-    text = label_embeddings(model, labels, args.template or [DEFAULT_TEMPLATE], args.vocab)  # (T, E)
-    P = model.vision_config.patch_size
-    x = dense_transform(read_image(args.image), size=args.size, mode="resize", patch_size=P)  # (3, H, W)
-    H, W = x.shape[-2:]
-    h, w = H // P, W // P
-    with torch.inference_mode():
-        _, patches = model.get_visual_class_and_patch_tokens(
-            x.unsqueeze(0).to(device=next(model.parameters()).device, dtype=next(model.parameters()).dtype))
-    sim = patch_text_similarity(patches.float().cpu(), text.cpu())[0].view(len(labels), h, w)  # (T, h, w)
-    picture, shares = viz.segmentation_figure(viz.denormalize(x, IMAGENET_MEAN, IMAGENET_STD), sim, labels,
-                                              caption=f"{args.model}, {describe_weights(args)}")
-    picture.save(args.output)
+    templates = args.template or [DEFAULT_TEMPLATE]
+    prompts(labels, templates)
+    P = check_args(args, "segment").patch_size
+    check_dense_size(args.size, P, "segment")
+    out = check_output(args.output, "--output")
+    fmt = picture_format(out)
+    with locked(out):
+        items, failures = read_images([args.image], dense_transform_checked(args.size, "resize", P), limits=DENSE_LIMITS)
+        if failures:
+            report_failures(failures, what="cannot read")
+            print("minidino segment: nothing written", file=sys.stderr)
+            return EXIT_PARTIAL
+        x = items[0][1]  # (3, H, W)
+        model = dinotxt_from_args(args)
+        text = label_embeddings(model, labels, templates, args.vocab)  # (T, E)
+        H, W = x.shape[-2:]
+        h, w = H // P, W // P
+        with torch.inference_mode():
+            _, patches = model.get_visual_class_and_patch_tokens(
+                x.unsqueeze(0).to(device=next(model.parameters()).device, dtype=next(model.parameters()).dtype))
+        sim = patch_text_similarity(patches.float().cpu(), text.cpu())[0].view(len(labels), h, w)  # (T, h, w)
+        picture, shares = viz.segmentation_figure(viz.denormalize(x, IMAGENET_MEAN, IMAGENET_STD), sim, labels,
+                                                  caption=f"{args.model}, {describe_weights(args)}")
+        atomic_write(out, lambda tmp: picture.save(tmp, format=fmt))
     for lab, s in sorted(zip(labels, shares), key=lambda p: -p[1]):
         print(f"  {100 * s:5.1f}%  {lab}")
-    print(f"wrote {args.output} ({picture.width}x{picture.height} px, {h}x{w} patches)")
+    print(f"wrote {out} ({picture.width}x{picture.height} px, {h}x{w} patches)")
     return 0
 
 
@@ -188,7 +241,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                '  minidino zeroshot photos/*.jpg --labels-file labels.txt --template "a photo of a {}."',
         formatter_class=HelpFormatter,
     )
-    z.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    z.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files (one that cannot be read is named on stderr and skipped; exit status 1)")
     _add_label_args(z)
     z.add_argument("--top", "-k", type=int, default=5, help="how many labels to print per image (default 5)")
     z.add_argument("--size", type=int, default=224, help="crop size in pixels, a multiple of 14 (default 224)")
