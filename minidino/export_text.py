@@ -27,7 +27,20 @@ __all__ = ["export_dinotxt_onnx", "ImageEncoder", "TextEncoder"]
 
 
 class ImageEncoder(nn.Module):
-    """x (B, 3, H, W) -> (image embedding (B, 2D), class token (B, D), patch tokens (B, h*w, D))."""
+    """x (B, 3, H, W) -> (image embedding (B, 2D), class token (B, D), patch tokens (B, h*w, D)).
+
+    The image graph of export_dinotxt_onnx, as a module (it shares the model's weights).
+
+    Examples:
+        >>> model = minidino.create_model("dinotxt", depth=1, vision_embed_dim=64, vision_num_heads=2,
+        ...                               embed_dim=128, text_width=64, text_num_heads=2, text_layers=1)
+        >>> x = torch.randn(2, 3, 28, 42)                                     # h, w = 2, 3
+        >>> embedding, cls, patches = ImageEncoder(model)(x)
+        >>> tuple(embedding.shape), tuple(cls.shape), tuple(patches.shape)    # (B, 2D), (B, D), (B, h*w, D)
+        ((2, 128), (2, 64), (2, 6, 64))
+        >>> torch.equal(embedding, model.encode_image(x))
+        True
+    """
 
     def __init__(self, model: DinoTxt) -> None:
         super().__init__()
@@ -39,7 +52,17 @@ class ImageEncoder(nn.Module):
 
 
 class TextEncoder(nn.Module):
-    """token ids (B, L) -> text embedding (B, E)."""
+    """token ids (B, L) -> text embedding (B, E).
+
+    The text graph of export_dinotxt_onnx, as a module (it shares the model's weights).
+
+    Examples:
+        >>> model = minidino.create_model("dinotxt", depth=1, vision_embed_dim=64, vision_num_heads=2,
+        ...                               embed_dim=128, text_width=64, text_num_heads=2, text_layers=1)
+        >>> ids = torch.tensor([[49406, 320, 1929, 49407, 0, 0]] * 2)         # (B, L), from minidino.tokenize
+        >>> tuple(TextEncoder(model)(ids).shape), torch.equal(TextEncoder(model)(ids), model.encode_text(ids))
+        ((2, 128), True)
+    """
 
     def __init__(self, model: DinoTxt) -> None:
         super().__init__()
@@ -59,7 +82,24 @@ def _onnx_export(module: nn.Module, args: tuple[Any, ...], path: Path, shapes: A
 
 def export_dinotxt_onnx(model: DinoTxt, image_path: str | Path | None = None, text_path: str | Path | None = None, *,
                         opset: int | None = None) -> list[Path]:
-    """Write the image encoder and/or the text encoder of `model` to ONNX files; returns the paths written."""
+    """Write the image encoder and/or the text encoder of `model` to ONNX files; returns the paths written.
+
+    Examples:
+        >>> model = minidino.create_model("dinotxt", depth=1, vision_embed_dim=64, vision_num_heads=2,
+        ...                               embed_dim=128, text_width=64, text_num_heads=2, text_layers=1)
+        >>> export_dinotxt_onnx(model, "image.onnx", "text.onnx")                         # doctest: +SKIP
+        [PosixPath('image.onnx'), PosixPath('text.onnx')]
+        >>> import onnxruntime as ort                                                       # doctest: +SKIP
+        >>> ids = torch.tensor([[49406, 320, 1929, 49407, 0, 0]])                          # (B, L)
+        >>> ort.InferenceSession("text.onnx").run(None, {"token_ids": ids.numpy()})[0].shape   # doctest: +SKIP
+        (1, 128)
+        >>> x = torch.randn(2, 3, 28, 42)                                                  # (B, 3, H, W)
+        >>> outs = ort.InferenceSession("image.onnx").run(None, {"x": x.numpy()})          # doctest: +SKIP
+        >>> [o.shape for o in outs]              # image embedding, class token, patch tokens  # doctest: +SKIP
+        [(2, 128), (2, 64), (2, 6, 64)]
+
+        (The export is skipped in the doctests for time: about 8 s; tests/test_dinotxt_export.py runs it.)
+    """
     try:
         import onnx  # noqa: F401  (the exporter needs it; fail with a clear message)
         import onnxscript  # noqa: F401

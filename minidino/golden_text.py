@@ -27,7 +27,12 @@ OUTPUTS = ("encode_image", "encode_image(normalize=True)", "encode_text", "encod
 
 def generate_token_ids(seed: int, stream: int, lengths: list[int], context_length: int) -> Tensor:
     """(T, L) ids shaped like the tokenizer's: <sot>, random byte-pair ids in [1, 49405], <eot> at
-    position lengths[t], zeros after (lengths[t] == L - 1 fills the whole context)."""
+    position lengths[t], zeros after (lengths[t] == L - 1 fills the whole context).
+
+    Examples:
+        >>> generate_token_ids(0, 300, [3, 5], context_length=8).tolist()     # (T, L) = (2, 8)
+        [[49406, 47377, 35114, 49407, 0, 0, 0, 0], [49406, 25551, 26507, 47309, 17067, 49407, 0, 0]]
+    """
     T = len(lengths)
     u = uniform(seed, stream, T * context_length).reshape(T, context_length)
     ids = torch.from_numpy(1 + (u * (SOT_ID - 1)).astype("int64"))  # (T, L) in [1, 49405]
@@ -44,6 +49,21 @@ def _overrides(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_dinotxt_case(case: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Tensor]]:
+    """The reduced dino.txt of a case (sizes from its depth / text_* fields) with its generated
+    weights, in eval mode, and those weights as a state dict.
+
+    Examples:
+        >>> from minidino.golden import load_index, weights_sha256
+        >>> case = next(c for c in load_index()["cases"] if c["model"] == "dinotxt")
+        >>> case["depth"], case["text_width"], case["text_num_heads"], case["text_layers"]
+        (2, 256, 4, 2)
+        >>> model, sd = build_dinotxt_case(case)                                   # doctest: +SKIP
+        >>> weights_sha256(sd) == case["weights_sha256"], len(model.text_model.backbone.blocks)   # doctest: +SKIP
+        (True, 2)
+
+        (The build is skipped in the doctests for time: about 2 s, the ViT-L width; tests/test_golden.py
+        builds and runs it.)
+    """
     from . import create_model  # late import: golden modules are leaves otherwise
 
     model = create_model("dinotxt", device="meta", **_overrides(case))
@@ -54,7 +74,17 @@ def build_dinotxt_case(case: dict[str, Any]) -> tuple[torch.nn.Module, dict[str,
 
 @torch.no_grad()
 def outputs_of(model: torch.nn.Module, images: Tensor, ids: Tensor) -> dict[str, Tensor]:
-    """Every stored output of a case, from any model with the official dino.txt methods."""
+    """Every stored output of a case, from any model with the official dino.txt methods.
+
+    Examples:
+        >>> model = minidino.create_model("dinotxt", depth=1, vision_embed_dim=64, vision_num_heads=2,
+        ...                               embed_dim=128, text_width=64, text_num_heads=2, text_layers=1)
+        >>> images, ids = torch.randn(1, 3, 28, 42), generate_token_ids(0, 300, [3, 5], 8)   # B = 1, T = 2
+        >>> {k: tuple(v.shape) for k, v in outputs_of(model, images, ids).items()}    # named as in OUTPUTS
+        {'encode_image': (1, 128), 'encode_image(normalize=True)': (1, 128), 'encode_text': (2, 128),
+         'encode_text(normalize=True)': (2, 128), 'class_token': (1, 64), 'patch_tokens[:,::3]': (1, 2, 64),
+         'logits_per_image': (1, 2), 'logits_per_text': (2, 1)}
+    """
     cls, patches = model.get_visual_class_and_patch_tokens(images)
     per_image, per_text = model.get_logits(images, ids)
     return {
@@ -71,6 +101,26 @@ def _inputs(case: dict[str, Any], inp: dict[str, Any]) -> tuple[Tensor, Tensor]:
 
 
 def run_dinotxt_case(case: dict[str, Any], ref: dict[str, Tensor], model: torch.nn.Module | None = None) -> list[CaseResult]:
+    """Compare `model` (default: the case's own, build_dinotxt_case) with the reference tensors
+    `ref` (keys "<input tag>/<output>", as make_case writes them): one CaseResult per input and
+    output, token ids included. golden.run_case reads `ref` from the case's file and calls this.
+
+    Examples:
+        A made-up case and a reference made by the same model, to show the format (the stored
+        case runs with `minidino.golden.run_case(case)`, as tests/test_golden.py does):
+
+        >>> model = minidino.create_model("dinotxt", depth=1, vision_embed_dim=64, vision_num_heads=2,
+        ...                               embed_dim=128, text_width=64, text_num_heads=2, text_layers=1)
+        >>> inp = {"tag": "r28x42", "shape": [1, 3, 28, 42], "image_stream": 1000, "token_stream": 3000,
+        ...        "text_lengths": [3, 5], "context_length": 8}
+        >>> case = {"model": "dinotxt", "weight_seed": 0, "inputs": [inp]}
+        >>> images = minidino.golden.generate_images(0, 1000, (1, 3, 28, 42))
+        >>> ids = generate_token_ids(0, 3000, [3, 5], 8)
+        >>> ref = {f"r28x42/{k}": v for k, v in outputs_of(model, images, ids).items()} | {"r28x42/token_ids": ids}
+        >>> results = run_dinotxt_case(case, ref, model)
+        >>> [(r.output, r.shape) for r in results][:3], max(r.max_abs for r in results)
+        ([('token_ids', (2, 8)), ('encode_image', (1, 128)), ('encode_image(normalize=True)', (1, 128))], 0.0)
+    """
     if model is None:
         model, _ = build_dinotxt_case(case)
     results = []
@@ -88,7 +138,19 @@ def run_dinotxt_case(case: dict[str, Any], ref: dict[str, Tensor], model: torch.
 
 def make_case(out_dir: str | Path, official: torch.nn.Module, case: dict[str, Any]) -> dict[str, Any]:
     """Run the OFFICIAL model (reference.official_dinotxt with the case's sizes) on the case's
-    generated weights and inputs; write `case["file"]` into out_dir; return the case with its digest."""
+    generated weights and inputs; write `case["file"]` into out_dir; return the case with its digest.
+
+    Examples:
+        This needs the official hub code (minidino.reference), hence skipped here:
+
+        >>> from minidino.golden import load_index
+        >>> from minidino.reference import official_dinotxt
+        >>> case = next(c for c in load_index()["cases"] if c["model"] == "dinotxt")
+        >>> official = official_dinotxt(depth=2, text_width=256, text_num_heads=4, text_layers=2)   # doctest: +SKIP
+        >>> made = make_case(".", official, case)                                                 # doctest: +SKIP
+        >>> made["weights_sha256"] == case["weights_sha256"], made["file"]                       # doctest: +SKIP
+        (True, 'dinotxt_depth2_text2x256.safetensors')
+    """
     from safetensors.torch import save_file
 
     from .golden import weights_sha256

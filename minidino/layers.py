@@ -223,6 +223,18 @@ class SwiGLUSplitFFN(nn.Module):
 
     The same maths as SwiGLUFFN with w12 split in two; this is how the dino.txt vision head's
     blocks store it (keys mlp.w1, mlp.w2, mlp.w3).
+
+    Examples:
+        >>> ffn = SwiGLUSplitFFN(dim=64, hidden_dim=176, bias=True)
+        >>> tuple(ffn.w1.weight.shape), tuple(ffn(torch.randn(2, 5, 64)).shape)   # w1, w2: (F, D)
+        ((176, 64), (2, 5, 64))
+        >>> fused = SwiGLUFFN(dim=64, hidden_dim=176, bias=True)                  # the same maths, w12 = [w1; w2]
+        >>> _ = fused.load_state_dict({"w12.weight": torch.cat([ffn.w1.weight, ffn.w2.weight]),
+        ...                            "w12.bias": torch.cat([ffn.w1.bias, ffn.w2.bias]),
+        ...                            "w3.weight": ffn.w3.weight, "w3.bias": ffn.w3.bias})
+        >>> x = torch.randn(2, 5, 64)
+        >>> torch.allclose(fused(x), ffn(x), atol=1e-6)
+        True
     """
 
     def __init__(self, *, dim: int, hidden_dim: int, bias: bool, **factory: Any) -> None:

@@ -35,7 +35,18 @@ PARTS = ("backbone", "vision_head", "text_encoder")  # the keys of a dict of sou
 
 def create_dinotxt(*, pretrained: Any = False, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
                    **overrides: Any) -> DinoTxt:
-    """What create_model("dinotxt", ...) does: overrides are DinoTxtConfig fields or backbone fields (depth=...)."""
+    """What create_model("dinotxt", ...) does: overrides are DinoTxtConfig fields or backbone fields (depth=...).
+
+    Examples:
+        >>> model = create_dinotxt(depth=1, vision_embed_dim=64, vision_num_heads=2, embed_dim=128,
+        ...                        text_width=64, text_num_heads=2, text_layers=1)   # random weights
+        >>> model.vision_config.depth, model.vision_config.embed_dim, model.config.embed_dim   # backbone D, joint E
+        (1, 64, 128)
+        >>> shapes = create_dinotxt(device="meta")           # the full-size model, shapes only (no memory)
+        >>> tuple(shapes.text_model.backbone.token_embedding.weight.shape)                       # (V, D_text)
+        (49408, 1280)
+        >>> model = create_dinotxt(pretrained=True)          # the three official files  # doctest: +SKIP
+    """
     cache_dir = overrides.pop("cache_dir", None)
     # DinoTxtConfig fields go to the dino.txt config (embed_dim there is the joint width E); other
     # names are backbone fields (depth=2), and "vision_" + a backbone field reaches one whose name
@@ -80,6 +91,20 @@ def load_dinotxt_weights(model: DinoTxt, source: Any, *, cache_dir: str | os.Pat
     the keys "backbone", "vision_head", "text_encoder", each a file path or a state dict (the
     official files as they are; the backbone in any layout load_weights reads); or one file /
     state dict of the whole model (keys visual_model.*, text_model.*, logit_scale).
+
+    Examples:
+        >>> tiny = dict(depth=1, vision_embed_dim=64, vision_num_heads=2, embed_dim=128,
+        ...             text_width=64, text_num_heads=2, text_layers=1)
+        >>> a, b = create_dinotxt(**tiny), create_dinotxt(**tiny)         # two different random inits
+        >>> ids = torch.tensor([[49406, 320, 1929, 49407, 0, 0]])        # (T, L)
+        >>> load_dinotxt_weights(b, {"text_encoder": a.text_model.state_dict()})   # one part, official keys
+        >>> torch.equal(a.encode_text(ids), b.encode_text(ids)), tuple(b.encode_text(ids).shape)  # (T, E)
+        (True, (1, 128))
+        >>> load_dinotxt_weights(b, {"vision_head": {}})
+        Traceback (most recent call last):
+        ...
+        minidino.weights.WeightsMismatchError: the vision-head file does not fit the dino.txt model: missing [...]
+        >>> load_dinotxt_weights(b, True)      # downloads the three official files once  # doctest: +SKIP
     """
     if not isinstance(model, DinoTxt):
         raise TypeError(f"expected a DinoTxt model, got {type(model).__name__}")

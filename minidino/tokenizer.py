@@ -69,7 +69,22 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 class Tokenizer:
-    """CLIP's byte-pair tokenizer over a vocabulary file (the official `get_tokenizer()` equivalent)."""
+    """CLIP's byte-pair tokenizer over a vocabulary file (the official `get_tokenizer()` equivalent).
+
+    Examples:
+        The vocabulary is CLIP's file (downloaded by vocab_path(), or a local copy), hence skipped here:
+
+        >>> tok = Tokenizer("bpe_simple_vocab_16e6.txt.gz")                  # doctest: +SKIP
+        >>> tok.vocab_size, tok.bpe("dog"), tok.encode("a dog"), tok.decode([320, 1929])   # doctest: +SKIP
+        (49408, 'dog</w>', [320, 1929], 'a dog ')
+        >>> tok.tokenize(["a dog"], context_length=8).tolist()              # (B, L)  # doctest: +SKIP
+        [[49406, 320, 1929, 49407, 0, 0, 0, 0]]
+
+        The first 512 ids are the 256 byte symbols, then the same with "</w>" (end of word):
+
+        >>> list(bytes_to_unicode()).index(ord("a")) + 256                   # the id of "a</w>"
+        320
+    """
 
     def __init__(self, vocab_file: str | os.PathLike) -> None:
         with gzip.open(vocab_file, "rt", encoding="utf-8") as f:
@@ -156,7 +171,14 @@ class Tokenizer:
 
 
 def vocab_path(*, cache_dir: str | os.PathLike | None = None, base: str | None = None, progress: bool = True) -> Path:
-    """The cached vocabulary file, downloaded (once) and checked against its digest."""
+    """The cached vocabulary file, downloaded (once) and checked against its digest.
+
+    Examples:
+        >>> VOCAB_PIN.path, VOCAB_PIN.bytes              # under the official base URL (hub.base_url())
+        ('thirdparty/bpe_simple_vocab_16e6.txt.gz', 1356917)
+        >>> vocab_path().name                             # downloads it once  # doctest: +SKIP
+        'bpe_simple_vocab_16e6.txt.gz'
+    """
     from .hub import fetch
 
     return fetch(VOCAB_PIN, cache_dir=cache_dir, base=base, progress=progress)
@@ -168,7 +190,19 @@ def _tokenizer_for(path: str) -> Tokenizer:
 
 
 def get_tokenizer(vocab_file: str | os.PathLike | None = None, *, cache_dir: str | os.PathLike | None = None) -> Tokenizer:
-    """The tokenizer over `vocab_file`, or over the cached official vocabulary (downloaded once if absent)."""
+    """The tokenizer over `vocab_file`, or over the cached official vocabulary (downloaded once if absent).
+
+    One Tokenizer per file is kept (reading the vocabulary takes a moment).
+
+    Examples:
+        >>> tok = get_tokenizer()                         # the cached vocabulary  # doctest: +SKIP
+        >>> tok is get_tokenizer(), tok.vocab_size        # doctest: +SKIP
+        (True, 49408)
+        >>> get_tokenizer("missing.txt.gz")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: vocabulary file missing.txt.gz does not exist
+    """
     path = Path(vocab_file) if vocab_file is not None else vocab_path(cache_dir=cache_dir)
     if not path.is_file():
         raise FileNotFoundError(f"vocabulary file {path} does not exist")
@@ -177,5 +211,15 @@ def get_tokenizer(vocab_file: str | os.PathLike | None = None, *, cache_dir: str
 
 def tokenize(texts: str | Sequence[str], context_length: int = 77, *, vocab_file: str | os.PathLike | None = None,
              cache_dir: str | os.PathLike | None = None) -> torch.Tensor:
-    """Texts -> (B, context_length) int64 token ids for DinoTxt.encode_text (the official tokenizer's output)."""
+    """Texts -> (B, context_length) int64 token ids for DinoTxt.encode_text (the official tokenizer's output).
+
+    Examples:
+        The vocabulary is downloaded once (or give vocab_file=), hence skipped here:
+
+        >>> ids = tokenize(["a photo of a cat", "a dog"])    # doctest: +SKIP
+        >>> tuple(ids.shape), ids[:, :8].tolist()            # (B, 77): <sot> ... <eot>, zeros  # doctest: +SKIP
+        ((2, 77), [[49406, 320, 1125, 539, 320, 2368, 49407, 0], [49406, 320, 1929, 49407, 0, 0, 0, 0]])
+        >>> tokenize("a dog", context_length=3).tolist()     # cut, still ending in <eot>  # doctest: +SKIP
+        [[49406, 320, 49407]]
+    """
     return get_tokenizer(vocab_file, cache_dir=cache_dir).tokenize(texts, context_length)

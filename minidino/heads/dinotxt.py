@@ -45,7 +45,19 @@ __all__ = ["DinoTxtConfig", "DINOTXT_PRESET", "DinoTxt", "VisionHead", "VisionTo
 
 @dataclass(frozen=True, kw_only=True)
 class DinoTxtConfig:
-    """Everything dino.txt adds to its backbone, as plain values (the backbone has its DinoConfig)."""
+    """Everything dino.txt adds to its backbone, as plain values (the backbone has its DinoConfig).
+
+    Examples:
+        >>> c = DinoTxtConfig()                      # the published model (DINOTXT_PRESET)
+        >>> c.embed_dim, c.text_width, c.text_ffn_hidden_dim   # E = 2 * 1024, D_text, F = 4 * D_text
+        (2048, 1280, 5120)
+        >>> c.replace(text_width=64, text_num_heads=2, text_layers=1).text_ffn_hidden_dim
+        256
+        >>> c.replace(text_layer=1)
+        Traceback (most recent call last):
+        ...
+        TypeError: unknown dino.txt config field 'text_layer'; did you mean 'text_layers', ...?
+    """
 
     embed_dim: int = 2048  # E; the image side has no projection, so E must be 2 * the backbone width
     head_blocks: int = 2  # trainable blocks on top of the frozen backbone
@@ -91,7 +103,16 @@ DINOTXT_PRESET = DinoTxtConfig()
 
 def check_token_ids(token_ids: Any, vocab_size: int, context_length: int) -> None:
     """Token ids must be an integer (B, L) tensor with 1 <= L <= context length, ids in [0, V) and an
-    <end of text> (V - 1) in every row."""
+    <end of text> (V - 1) in every row.
+
+    Examples:
+        >>> ids = torch.tensor([[49406, 320, 1929, 49407, 0, 0]])   # (B, L) = (1, 6): "a dog", as tokenized
+        >>> check_token_ids(ids, vocab_size=49408, context_length=77)  # valid: returns None
+        >>> check_token_ids(ids[:, :3], vocab_size=49408, context_length=77)
+        Traceback (most recent call last):
+        ...
+        ValueError: token ids of text(s) [0] have no <end of text> (49407): the embedding is read there; ...
+    """
     if not isinstance(token_ids, Tensor):
         raise TypeError(f"token ids must be a tensor (use minidino.tokenize(texts)), got {type(token_ids).__name__}")
     if token_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
@@ -113,7 +134,13 @@ def check_token_ids(token_ids: Any, vocab_size: int, context_length: int) -> Non
 
 class BackboneWrapper(nn.Module):
     """Holds the backbone as `.model`: the official code wraps it the same way, hence the
-    `visual_model.backbone.model.` prefix of its keys. Kept (not renamed) so files load strictly."""
+    `visual_model.backbone.model.` prefix of its keys. Kept (not renamed) so files load strictly.
+
+    Examples:
+        >>> wrapper = BackboneWrapper(minidino.create_model("dinov2_vits14_reg", depth=1))
+        >>> list(wrapper.state_dict())[:3]
+        ['model.cls_token', 'model.pos_embed', 'model.register_tokens']
+    """
 
     def __init__(self, model: DinoVisionTransformer) -> None:
         super().__init__()
@@ -126,6 +153,13 @@ class VisionHead(nn.Module):
     Blocks are the backbone's own Block with a SwiGLU FFN whose w1 / w2 are stored apart
     (keys block_list.i.mlp.w1/w2/w3), no qkv bias, LayerNorm eps 1e-5. The official head also
     has an (identity) linear projection slot, which holds no weights.
+
+    Examples:
+        >>> head = VisionHead(dim=64, num_heads=2, config=DinoTxtConfig(head_ffn_hidden_dim=128))
+        >>> len(head.block_list), tuple(head.block_list[0].mlp.w1.weight.shape)   # head_blocks, (F, D)
+        (2, (128, 64))
+        >>> tuple(head(torch.randn(2, 9, 64)).shape)       # (B, N, D) -> (B, N, D)
+        (2, 9, 64)
     """
 
     def __init__(self, *, dim: int, num_heads: int, config: DinoTxtConfig, **factory: Any) -> None:
@@ -145,7 +179,16 @@ class VisionHead(nn.Module):
 
 
 class VisionTower(nn.Module):
-    """Images (B, 3, H, W) -> (class token (B, D), patch tokens (B, h*w, D)) -> image embedding (B, 2 D)."""
+    """Images (B, 3, H, W) -> (class token (B, D), patch tokens (B, h*w, D)) -> image embedding (B, 2 D).
+
+    Examples:
+        >>> vit = minidino.create_model("dinov2_vits14_reg", depth=1)            # D = 384, 4 registers
+        >>> tower = VisionTower(vit, VisionHead(dim=384, num_heads=6, config=DinoTxtConfig(head_ffn_hidden_dim=256)))
+        >>> x = torch.randn(2, 3, 28, 42)                                          # h, w = 2, 3
+        >>> cls, patches = tower.get_class_and_patch_tokens(x)                    # registers dropped
+        >>> tuple(cls.shape), tuple(patches.shape), tuple(tower(x).shape)         # (B, D), (B, h*w, D), (B, 2 D)
+        ((2, 384), (2, 6, 384), (2, 768))
+    """
 
     def __init__(self, backbone: DinoVisionTransformer, head: VisionHead) -> None:
         super().__init__()
@@ -172,6 +215,22 @@ class DinoTxt(nn.Module):
 
     Build with `minidino.create_model("dinotxt")`; `DinoTxt(DinoTxtConfig(), vision_config,
     device="meta")` allocates nothing and `init_weights()` fills real memory.
+
+    Examples:
+        A reduced model (the published one is `create_model("dinotxt", pretrained=True)`):
+
+        >>> tiny = dict(depth=1, vision_embed_dim=64, vision_num_heads=2, embed_dim=128,  # D = 64, E = 128
+        ...             text_width=64, text_num_heads=2, text_layers=1)
+        >>> model = minidino.create_model("dinotxt", **tiny)
+        >>> images = torch.randn(2, 3, 28, 42)                                 # (B, 3, H, W)
+        >>> ids = torch.tensor([[49406, 320, 1929, 49407, 0, 0]] * 3)         # (T, L), from minidino.tokenize
+        >>> tuple(model.encode_image(images).shape), tuple(model.encode_text(ids).shape)   # (B, E), (T, E)
+        ((2, 128), (3, 128))
+        >>> per_image, per_text = model.get_logits(images, ids)
+        >>> tuple(per_image.shape), tuple(per_text.shape)                        # (B, T), (T, B)
+        ((2, 3), (3, 2))
+        >>> [tuple(t.shape) for t in model.get_visual_class_and_patch_tokens(images)]    # (B, D), (B, h*w, D)
+        [(2, 64), (2, 6, 64)]
     """
 
     def __init__(self, config: DinoTxtConfig, vision_config: DinoConfig, *, device: torch.device | str | None = None,
@@ -277,6 +336,13 @@ def patch_text_similarity(patch_tokens: Tensor, text_features: Tensor) -> Tensor
     The patch tokens were trained (through their mean) against the second half of the text
     embedding, so that half is what they are compared with. A minidino helper for dense use
     (`minidino segment`); the official model has no such method.
+
+    Examples:
+        >>> patches = torch.randn(2, 6, 64)        # (B, h*w, D)
+        >>> text = torch.randn(3, 128)             # (T, E = 2 D)
+        >>> sim = patch_text_similarity(patches, text)
+        >>> tuple(sim.shape), bool(sim.abs().max() <= 1 + 1e-6)   # (B, T, h*w) cosines
+        ((2, 3, 6), True)
     """
     D = patch_tokens.shape[-1]
     if text_features.shape[-1] != 2 * D:

@@ -31,6 +31,11 @@ def causal_mask(L: int, device: torch.device | None = None) -> Tensor:
     This is what makes the text transformer causal (GPT-style): a token's features never depend
     on the tokens after it, so the padding zeros after <end of text> cannot change anything
     at or before it, and the <end of text> token is the only one that has seen the whole text.
+
+    Examples:
+        >>> mask = causal_mask(3)
+        >>> tuple(mask.shape), mask[0, 0].int().tolist()      # (1, 1, L, L); row i: the tokens i sees
+        ((1, 1, 3, 3), [[1, 0, 0], [1, 1, 0], [1, 1, 1]])
     """
     return torch.ones(L, L, dtype=torch.bool, device=device).tril().view(1, 1, L, L)  # lower triangle
 
@@ -40,6 +45,16 @@ class CausalAttentionBlock(nn.Module):
 
     No LayerScale (the checkpoint has none), LayerNorm eps 1e-5, no bias on qkv (as CLIP's text
     tower in the dino.txt recipe), bias on the output projection and the FFN.
+
+    Examples:
+        >>> blk = CausalAttentionBlock(dim=64, num_heads=2, ffn_hidden_dim=256, eps=1e-5)
+        >>> x = torch.randn(2, 5, 64)                                  # (B, L, D)
+        >>> y = blk(x, causal_mask(5))
+        >>> tuple(y.shape)
+        (2, 5, 64)
+        >>> x[:, 3:] = 0                                               # change what comes after token 2 ...
+        >>> torch.allclose(blk(x, causal_mask(5))[:, :3], y[:, :3])    # ... and tokens 0..2 do not see it
+        True
     """
 
     def __init__(self, *, dim: int, num_heads: int, ffn_hidden_dim: int, eps: float, **factory: Any) -> None:
@@ -55,7 +70,16 @@ class CausalAttentionBlock(nn.Module):
 
 
 class TextTransformer(nn.Module):
-    """Token ids (B, L) -> token features (B, L, D): embeddings + positions, causal blocks, final norm."""
+    """Token ids (B, L) -> token features (B, L, D): embeddings + positions, causal blocks, final norm.
+
+    Examples:
+        >>> text = TextTransformer(context_length=77, vocab_size=49408, dim=64, num_heads=2, num_layers=1,
+        ...                        ffn_hidden_dim=256, eps=1e-5)
+        >>> _ = torch.nn.init.normal_(text.positional_embedding, std=0.01)   # torch.empty until initialised
+        >>> ids = torch.tensor([[49406, 320, 1929, 49407, 0, 0]])            # (B, L): "a dog", padded
+        >>> tuple(text(ids).shape)                                           # (B, L, D); L <= 77
+        (1, 6, 64)
+    """
 
     def __init__(self, *, context_length: int, vocab_size: int, dim: int, num_heads: int, num_layers: int,
                  ffn_hidden_dim: int, eps: float, **factory: Any) -> None:
@@ -89,6 +113,11 @@ class TextHead(nn.Module):
 
     The official head also has (empty) slots for extra blocks and a norm, which hold no
     weights in the published model: they are left out here.
+
+    Examples:
+        >>> head = TextHead(dim=64, embed_dim=128)
+        >>> tuple(head.linear_projection.weight.shape), tuple(head(torch.randn(1, 6, 64)).shape)  # (E, D), (B, L, E)
+        ((128, 64), (1, 6, 128))
     """
 
     def __init__(self, *, dim: int, embed_dim: int, **factory: Any) -> None:
@@ -100,7 +129,19 @@ class TextHead(nn.Module):
 
 
 class TextTower(nn.Module):
-    """Token ids (B, L) -> text embeddings (B, E): transformer, projection, end-of-text pooling."""
+    """Token ids (B, L) -> text embeddings (B, E): transformer, projection, end-of-text pooling.
+
+    Examples:
+        >>> text = TextTransformer(context_length=77, vocab_size=49408, dim=64, num_heads=2, num_layers=1,
+        ...                        ffn_hidden_dim=256, eps=1e-5)
+        >>> _ = torch.nn.init.normal_(text.positional_embedding, std=0.01)
+        >>> tower = TextTower(text, TextHead(dim=64, embed_dim=128))
+        >>> ids = torch.tensor([[49406, 320, 1929, 49407, 0, 0], [49406, 320, 49407, 0, 0, 0]])  # (B, L)
+        >>> tuple(tower(ids).shape)                                          # (B, E), read at <end of text>
+        (2, 128)
+        >>> torch.equal(tower(ids), tower.head(text(ids))[[0, 1], [3, 2]])   # the rows at positions 3 and 2
+        True
+    """
 
     def __init__(self, backbone: TextTransformer, head: TextHead) -> None:
         super().__init__()
