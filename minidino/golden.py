@@ -188,7 +188,7 @@ def load_index(golden_dir: str | Path | None = None) -> dict[str, Any]:
     Examples:
         >>> index = load_index()
         >>> len(index["cases"]), index["cases"][0]["model"]
-        (13, 'dinov2_vits14')
+        (18, 'dinov2_vits14')
     """
     d = Path(golden_dir) if golden_dir is not None else default_golden_dir()
     path = d / "index.json"
