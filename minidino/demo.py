@@ -194,7 +194,7 @@ def depth_panel(out: Path, scenes: dict[str, Any], *, size: int, seed: int = 0, 
     (the golden generator; offline), with a scale bar in metres. It shows the pipeline and the
     picture, not real depth: the label on the picture says so."""
     from . import golden
-    from .viz import compose_grid, depth_preview
+    from .viz import compose_grid, depth_preview, hstack_panels
 
     t0 = time.perf_counter()
     model = golden.random_model("dinov2_vits14_dd", seed)
@@ -205,18 +205,10 @@ def depth_panel(out: Path, scenes: dict[str, Any], *, size: int, seed: int = 0, 
     # one panel per row, [scene | depth | scale bar] side by side: the scene framed like the depth
     # map (label line above, same padding), so the two line up and sit close (a grid of equal cells
     # would give the scene a cell as wide as depth + bar, leaving a gap)
-    rows = [[_side_by_side(compose_grid([[img.convert("RGB")]], [[name]]), depth_preview(d[0]))]
+    rows = [[hstack_panels(compose_grid([[img.convert("RGB")]], [[name]]), depth_preview(d[0]))]
             for (name, img), d in zip(scenes.items(), depth)]
     log(f"depth of {len(rows)} scenes at {small} px (ViT-S/14 DPT, random weights): {time.perf_counter() - t0:.2f} s")
     path = out / "depth.png"
     compose_grid(rows, caption=label).save(path)
     log(f"wrote {path}: each scene next to its depth map (metres) from a depther with RANDOM weights")
     return path
-
-
-def _side_by_side(left: Image.Image, right: Image.Image) -> Image.Image:
-    """Two framed panels (each with PAD around) on one white strip, top-aligned, sharing the PAD between them."""
-    out = Image.new("RGB", (left.width + right.width - viz.PAD, max(left.height, right.height)), (255, 255, 255))
-    out.paste(left, (0, 0))
-    out.paste(right, (left.width - viz.PAD, 0))
-    return out
