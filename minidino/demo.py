@@ -194,7 +194,7 @@ def depth_panel(out: Path, scenes: dict[str, Any], *, size: int, seed: int = 0, 
     (the golden generator; offline), with a scale bar in metres. It shows the pipeline and the
     picture, not real depth: the label on the picture says so."""
     from . import golden
-    from .viz import compose_grid, depth_preview
+    from .viz import compose_grid, depth_preview, hstack_panels
 
     t0 = time.perf_counter()
     model = golden.random_model("dinov2_vits14_dd", seed)
@@ -202,7 +202,11 @@ def depth_panel(out: Path, scenes: dict[str, Any], *, size: int, seed: int = 0, 
     small = max(14, size // 2)  # the depther runs at half size (it is the costliest part of the demo)...
     x = torch.stack([dense_transform(img, size=small) for img in scenes.values()])  # (4, 3, h, w)
     depth = F.interpolate(model(x), size=(size, size), mode="bilinear", align_corners=False)  # ...shown at full size
-    rows = [[img.convert("RGB"), depth_preview(d[0], caption=name)] for (name, img), d in zip(scenes.items(), depth)]
+    # one panel per row, [scene | depth | scale bar] side by side: the scene framed like the depth
+    # map (label line above, same padding), so the two line up and sit close (a grid of equal cells
+    # would give the scene a cell as wide as depth + bar, leaving a gap)
+    rows = [[hstack_panels(compose_grid([[img.convert("RGB")]], [[name]]), depth_preview(d[0]))]
+            for (name, img), d in zip(scenes.items(), depth)]
     log(f"depth of {len(rows)} scenes at {small} px (ViT-S/14 DPT, random weights): {time.perf_counter() - t0:.2f} s")
     path = out / "depth.png"
     compose_grid(rows, caption=label).save(path)

@@ -242,7 +242,15 @@ def depth_head_pin(name: str, weights: str, layers: int = 4) -> Pin:
     """The official head file of a depther, e.g. ('dinov2_vitb14_dd', 'KITTI') ->
     dinov2_vitb14/dinov2_vitb14_kitti_dpt_head.pth (the hub's naming; `*_ld`: linear4 or linear).
     No checksums are published for these files: the pin has no digest (a catalogue entry
-    under "depth_heads" adds a size or digest when one is known)."""
+    under "depth_heads" adds a size or digest when one is known).
+
+    Examples:
+        >>> depth_head_pin("dinov2_vits14_dd", "KITTI").path
+        'dinov2_vits14/dinov2_vits14_kitti_dpt_head.pth'
+        >>> pin = depth_head_pin("dinov2_vitl14_ld", "NYU", layers=1)
+        >>> pin.path, pin.sha256
+        ('dinov2_vitl14/dinov2_vitl14_nyu_linear_head.pth', None)
+    """
     from .names import split_depth_name
 
     parts = split_depth_name(name)

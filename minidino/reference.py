@@ -331,7 +331,12 @@ def side_by_side_depth(name: str, repo: str | os.PathLike | None = None, seed: i
                        layers: int | None = None) -> list[tuple[str, float]]:
     """A depther (`*_ld`, `*_dd`) of the official hub code and minidino's, same generated weights
     (the golden generator and its depth rule), on images whose sides are not multiples of 14:
-    (input description, max abs of the depth maps) per input; every figure should be 0.0."""
+    (input description, max abs of the depth maps) per input; every figure should be 0.0.
+
+    Examples:
+        >>> side_by_side_depth("dinov2_vits14_ld", layers=1)   # doctest: +SKIP
+        [('2x3x47x61', 0.0), ('1x3x70x42', 0.0)]
+    """
     from . import create_model
     from .golden import generate_for, generate_images
 

@@ -23,7 +23,7 @@ from torch import Tensor
 __all__ = [
     "fit_pca", "pca_rgb", "first_component", "foreground_mask", "colormap", "to_image", "upsample",
     "denormalize", "compose_grid", "compose_side_by_side", "attention_panels", "first_component_flat", "pca_rgb_flat",
-    "pca_figure", "attention_figure",
+    "pca_figure", "attention_figure", "hstack_panels",
 ]
 
 
@@ -454,8 +454,41 @@ def depth_preview(depth: Tensor | np.ndarray, *, caption: str | None = None, bar
         draw.line([(12, y), (16, y)], fill=_FG)
         draw.text((18, min(max(y - 6, 0), bar_h - 12)), f"{t:g}", fill=_FG, font=font)
         t += step
-    img = compose_grid([[panel, legend]], [["depth", "metres"]], caption)
+    # the map and the bar side by side, each its own width (a grid of equal cells would give the
+    # narrow bar a cell as wide as the map, leaving a blank strip at the right)
+    body = hstack_panels(compose_grid([[panel]], [["depth"]]), compose_grid([[legend]], [["metres"]]))
+    if not caption:
+        return body
+    # a small map gets a wider picture rather than a caption of one word per line
+    width = max(body.width, min(int(font.getlength(caption)) + 2 * PAD, 240))
+    lines = _wrap(caption, font, width - 2 * PAD)
+    img = Image.new("RGB", (width, body.height + LABEL_H * len(lines)), _BG)
+    draw = ImageDraw.Draw(img)
+    for i, line in enumerate(lines):
+        draw.text((PAD, PAD // 2 + i * LABEL_H), line, fill=_FG, font=font)
+    img.paste(body, (0, LABEL_H * len(lines)))
     return img
+
+
+def hstack_panels(*framed: Image.Image) -> Image.Image:
+    """Pictures framed by compose_grid (PAD around each) side by side on white, top-aligned, each
+    keeping its own width; neighbours share the PAD between them.
+
+    Examples:
+        >>> a, b = compose_grid([[Image.new("RGB", (20, 10))]]), compose_grid([[Image.new("RGB", (5, 30))]])
+        >>> hstack_panels(a, b).size == (20 + 5 + 3 * PAD, 30 + 2 * PAD)
+        True
+    """
+    if not framed:
+        raise ValueError("hstack_panels needs at least one picture")
+    out = Image.new("RGB", (sum(f.width for f in framed) - PAD * (len(framed) - 1), max(f.height for f in framed)), _BG)
+    x = 0
+    for f in framed:
+        out.paste(f.convert("RGB"), (x, 0))
+        x += f.width - PAD
+    return out
+
+
 # ------------------------------------------------------------------ open-vocabulary segmentation (dino.txt)
 # Twenty distinct colours for labels, in order (our own list: saturated first, then lighter tones).
 LABEL_COLOURS = [

@@ -421,7 +421,16 @@ def _dpt_from_huggingface(sd: dict[str, Any]) -> dict[str, Any]:
 
 def dpt_to_huggingface(sd: StateDict) -> StateDict:
     """An official `*_dd` depther's state dict -> DPTForDepthEstimation keys (loads there strictly;
-    the unused residual_layer1 of the coarsest fusion layer is written as zeros)."""
+    the unused residual_layer1 of the coarsest fusion layer is written as zeros).
+
+    Examples:
+        >>> from minidino.heads.depth import Depther, depth_config
+        >>> model = Depther(minidino.create_model("dinov2_vits14", depth=4, device="meta"),   # a 4-block DPT depther
+        ...                 depth_config("dinov2_vits14", "dpt", 384).replace(out_index=(0, 1, 2, 3)), device="meta")
+        >>> hf = dpt_to_huggingface(model.state_dict())
+        >>> sorted({k.split(".")[0] for k in hf}), tuple(hf["head.head.0.weight"].shape)   # (C/2, C, 3, 3)
+        (['backbone', 'head', 'neck'], (128, 256, 3, 3))
+    """
     backbone = {k.removeprefix("backbone."): v for k, v in sd.items() if k.startswith("backbone.")}
     out = {f"backbone.{k}": v for k, v in to_huggingface(backbone).items()}
     for key, value in sd.items():
@@ -438,7 +447,16 @@ def dpt_to_huggingface(sd: StateDict) -> StateDict:
 
 def huggingface_dpt_config(model: nn.Module) -> dict[str, Any]:
     """A transformers DPTConfig (as a dict) for a minidino `*_dd` depther: DPTConfig(**cfg) builds
-    the DPTForDepthEstimation that `save_weights(model, ..., layout="huggingface")` loads into."""
+    the DPTForDepthEstimation that `save_weights(model, ..., layout="huggingface")` loads into.
+
+    Examples:
+        >>> from minidino.heads.depth import Depther, depth_config
+        >>> model = Depther(minidino.create_model("dinov2_vits14", depth=4, device="meta"),   # a 4-block DPT depther
+        ...                 depth_config("dinov2_vits14", "dpt", 384).replace(out_index=(0, 1, 2, 3)), device="meta")
+        >>> cfg = huggingface_dpt_config(model)
+        >>> cfg["backbone_config"]["out_features"], cfg["neck_hidden_sizes"], cfg["max_depth"]
+        (['stage1', 'stage2', 'stage3', 'stage4'], [48, 96, 192, 384], 10.0)
+    """
     if not isinstance(model, Depther) or model.config.head != "dpt":
         raise TypeError("huggingface_dpt_config takes a DPT depther (*_dd)")
     backbone = huggingface_config(model.backbone.config)

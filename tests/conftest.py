@@ -37,3 +37,19 @@ def golden_model(model: str, depth: int, seed: int):
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+def small_depther(head: str = "dpt", seed: int = 0, layers: int = 4):
+    """A ViT-S/14 depther on a 4-block backbone (the hub's head and glue, a third of the backbone), with
+    generated weights: the head reads blocks (0, 1, 2, 3), or block 3 alone for layers=1. For tests
+    that check minidino against itself (export, interop); parity with the official depthers at full
+    depth is tests/test_depth_live.py's."""
+    import minidino
+    from minidino import golden
+    from minidino.heads.depth import Depther, depth_config
+
+    backbone = minidino.create_model("dinov2_vits14", depth=4, device="meta")
+    config = depth_config("dinov2_vits14", head, 384, layers=layers)
+    model = Depther(backbone, config.replace(out_index=(0, 1, 2, 3) if layers == 4 else (3,)), device="meta")
+    model.load_state_dict(golden.generate_for(model, seed), strict=True, assign=True)
+    return model.eval()

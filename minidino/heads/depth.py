@@ -58,7 +58,15 @@ LINEAR_HEAD_RANGE = (0.001, 80.0)
 
 @dataclass(frozen=True, kw_only=True)
 class DepthConfig:
-    """Every choice of a depth head, as plain values (the backbone has its own DinoConfig)."""
+    """Every choice of a depth head, as plain values (the backbone has its own DinoConfig).
+
+    Examples:
+        >>> c = DepthConfig(head="linear", out_index=(11,), max_depth=80.0)
+        >>> c.depth_range, c.n_bins
+        ((0.001, 80.0), 256)
+        >>> c.replace(out_index=(2, 5, 8, 11)).out_index
+        (2, 5, 8, 11)
+    """
 
     head: Literal["linear", "dpt"]
     out_index: tuple[int, ...]  # the blocks whose (un-normed) outputs feed the head, in block order
@@ -100,7 +108,15 @@ class DepthConfig:
 
 def depth_config(backbone: str, head: str, embed_dim: int, *, layers: int = 4, weights: str = "NYU",
                  depth_range: tuple[float, float] | None = None) -> DepthConfig:
-    """The head config of a hub depther: `head` is "linear" (`_ld`) or "dpt" (`_dd`)."""
+    """The head config of a hub depther: `head` is "linear" (`_ld`) or "dpt" (`_dd`).
+
+    Examples:
+        >>> c = depth_config("dinov2_vitb14", "dpt", 768, weights="KITTI")
+        >>> c.out_index, c.depth_range, c.post_process_channels       # 4 layers; P_i = D/8, D/4, D/2, D
+        ((2, 5, 8, 11), (0.001, 80.0), (96, 192, 384, 768))
+        >>> depth_config("dinov2_vits14", "linear", 384, layers=1).out_index
+        (11,)
+    """
     if backbone not in DEPTH_LAYERS:
         raise ValueError(f"no depth heads for {backbone!r}; the hub has them for {', '.join(DEPTH_LAYERS)}")
     if layers not in (1, 4) or isinstance(layers, bool):
@@ -129,7 +145,15 @@ def pad_to_patch_multiple(x: Tensor, patch_size: int) -> Tensor:
     """QUIRK (padding): the official depthers zero-pad the image to multiples of the patch size,
     the extra row/column split evenly with the odd one at the bottom/right, instead of resizing
     or cropping it. The depth map is then computed for the padded image and resized as a whole
-    back to (H, W) (see Depther.forward), so the border it sees is part of the picture."""
+    back to (H, W) (see Depther.forward), so the border it sees is part of the picture.
+
+    Examples:
+        >>> x = torch.ones(1, 3, 15, 30)
+        >>> tuple(pad_to_patch_multiple(x, 14).shape)         # (B, C, H, W) -> (B, C, Hp, Wp)
+        (1, 3, 28, 42)
+        >>> pad_to_patch_multiple(x, 14)[0, 0, :, 20].tolist()[5:8]   # 6 zero rows on top (13 = 6 + 7)
+        [0.0, 1.0, 1.0]
+    """
     B, C, H, W = x.shape
     p = patch_size
     ph, pw = (H + p - 1) // p * p - H, (W + p - 1) // p * p - W  # rows, columns to add (0 .. p-1)
@@ -159,6 +183,12 @@ class LinearDepthHead(nn.Module):
     Each chosen layer gives its patch map with its class token broadcast beside it, (B, 2D, h, w);
     the L maps are upsampled 4x (bilinear) and concatenated: (B, 2DL, 4h, 4w) -> (B, K, 4h, 4w)
     -> metres (B, 1, 4h, 4w).
+
+    Examples:
+        >>> head = LinearDepthHead(DepthConfig(head="linear", out_index=(0,), embed_dim=8)).init_weights()
+        >>> feats = [(torch.randn(2, 8, 3, 4), torch.randn(2, 8))]     # L x ((B, D, h, w), (B, D))
+        >>> tuple(head.features(feats).shape), tuple(head(feats).shape)   # (B, 2DL, 4h, 4w), (B, 1, 4h, 4w)
+        ((2, 16, 12, 16), (2, 1, 12, 16))
     """
 
     def __init__(self, config: DepthConfig, *, device: torch.device | str | None = None,
@@ -194,6 +224,22 @@ class Depther(nn.Module):
 
     forward(images (B, 3, H, W)) -> depth (B, 1, H, W) in metres, the official
     `whole_inference(images, img_meta=None, rescale=True)`.
+
+    Build one with `minidino.create_model("dinov2_vits14_dd")` (the hub's 8 names); below, a
+    1-block backbone with a linear head on its block 0, to keep the example cheap.
+
+    Examples:
+        >>> backbone = minidino.create_model("dinov2_vits14", depth=1)
+        >>> config = DepthConfig(head="linear", out_index=(0,), embed_dim=384, max_depth=80.0)
+        >>> model = Depther(backbone, config).init_weights().eval()
+        >>> x = torch.randn(2, 3, 30, 45)                      # any size: padded to 42 x 56 inside
+        >>> [tuple(t.shape) for t in model.features(x)[0]]     # (B, D, h, w), (B, D)
+        [(2, 384, 3, 4), (2, 384)]
+        >>> depth = model(x)
+        >>> tuple(depth.shape), model.depth_range              # (B, 1, H, W) metres
+        ((2, 1, 30, 45), (0.001, 80.0))
+        >>> bool(depth.min() >= 0.001 and depth.max() <= 80.0)
+        True
     """
 
     def __init__(self, backbone: DinoVisionTransformer, config: DepthConfig, *,

@@ -8,9 +8,9 @@ widths (D/8, D/4, D/2, D), and the four levels' grids 4h, 2h, h, ceil(h/2) (same
       -> reassemble_blocks: readout (cls) projected in, 1x1 conv to P_i, resized:
          (B, P0, 4h, 4w), (B, P1, 2h, 2w), (B, P2, h, w), (B, P3, ceil(h/2), ceil(w/2))
       -> convs: 3x3 to C each
-      -> fusion_blocks: coarse to fine, each upsampling 2x: (B, C, 8*ceil(h/2)-ish, ...)
+      -> fusion_blocks: coarse to fine, each upsampling 2x: (B, C, 16 ceil(h/2), 16 ceil(w/2))
       -> project (3x3 + ReLU), conv_depth (3x3 to C/2, 2x up, 3x3 to 32, ReLU, 1x1 to 1)
-      -> relu + min_depth: (B, 1, h', w') metres
+      -> relu + min_depth: (B, 1, h', w') metres, h' = 32 ceil(h/2), w' = 32 ceil(w/2)
 """
 
 from __future__ import annotations
@@ -28,7 +28,14 @@ __all__ = ["DPTHead", "ConvModule"]
 
 class ConvModule(nn.Module):
     """A conv with an optional ReLU before (`act_first`) or after it; keys `conv` (as the
-    official ConvModule, whose activation has no parameters)."""
+    official ConvModule, whose activation has no parameters).
+
+    Examples:
+        >>> m = ConvModule(3, 8, 3, padding=1, act=True)           # conv then ReLU
+        >>> y = m(torch.randn(1, 3, 5, 5))
+        >>> tuple(y.shape), bool((y >= 0).all()), list(m.state_dict())
+        ((1, 8, 5, 5), True, ['conv.weight', 'conv.bias'])
+    """
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int, *, padding: int = 0, bias: bool = True,
                  act: bool = False, act_first: bool = False, **factory: Any) -> None:
@@ -134,7 +141,16 @@ class _Upsample2x(nn.Module):
 
 
 class DPTHead(nn.Module):
-    """The `*_dd` head: reassemble 4 layers, fuse coarse to fine, regress depth (metres)."""
+    """The `*_dd` head: reassemble 4 layers, fuse coarse to fine, regress depth (metres).
+
+    Examples:
+        >>> cfg = DepthConfig(head="dpt", out_index=(0, 1, 2, 3), embed_dim=32, channels=16,
+        ...                   post_process_channels=(4, 8, 16, 32))          # tiny: D 32, C 16
+        >>> head = DPTHead(cfg).init_weights()
+        >>> feats = [(torch.randn(1, 32, 3, 4), torch.randn(1, 32)) for _ in range(4)]   # 4 x ((B, D, h, w), (B, D))
+        >>> tuple(head(feats).shape)                    # (B, 1, 32 ceil(h/2), 32 ceil(w/2))
+        (1, 1, 64, 64)
+    """
 
     def __init__(self, config: DepthConfig, *, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
