@@ -1,6 +1,7 @@
 """Parity with the official DINOv2 code through the vendored golden vectors.
 
-Tolerance: 1e-5 max abs per stored tensor. The aim is 0.0 (same operations in the same
+Tolerance: 1e-5 max abs per stored tensor (depth maps, in metres: 1e-5 of their largest value,
+see golden.CaseResult.scale). The aim is 0.0 (same operations in the same
 order); on this project's CI machine the float32 GEMM kernels round differently from the
 machine that produced the references, which leaves a few 1e-6 (the pure-MLP DINO head case
 alone shows 2e-7, so the residue is the BLAS, not the model). A bug, typically in the
@@ -48,8 +49,8 @@ def test_golden_outputs(case):
     for r in results:
         print(f"{r.case:28s} {r.tag:9s} max_abs={r.max_abs:.3e}  {r.output}")
     print(f"{golden.case_name(case)}: {len(results)} tensors, worst max abs {worst:.3e}")
-    bad = [r for r in results if not r.max_abs <= TOL]
-    assert not bad, "\n".join(f"{r.tag} {r.output}: {r.max_abs:.3e} > {TOL}" for r in bad)
+    bad = [r for r in results if not r.ok(TOL)]
+    assert not bad, "\n".join(f"{r.tag} {r.output}: {r.max_abs:.3e} > {TOL} x {max(1.0, r.scale):g}" for r in bad)
 
 
 def test_golden_detects_a_wrong_interpolation():
