@@ -22,6 +22,18 @@ from .errors import EXIT_BUSY, EXIT_IO, EXIT_USAGE, fail
 __all__ = ["check_output", "check_output_dir", "locked"]
 
 
+def _write_error(folder: Path) -> OSError | None:
+    """Why a file cannot be created in `folder`, or None. The real test, by creating and removing a probe
+    file: os.access is wrong on read-only mounts and for root."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".minidino.", suffix=".probe", dir=folder)
+    except OSError as e:
+        return e
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
 def check_output(path: str | os.PathLike, what: str = "--out") -> Path:
     """`path` as a Path, after checking that a file can be written there (nothing is left behind)."""
     path = Path(path)
@@ -36,11 +48,8 @@ def check_output(path: str | os.PathLike, what: str = "--out") -> Path:
     if not existing.is_dir():
         fail(f"minidino: {what} {path}: {existing} is not a folder", EXIT_USAGE)
     if existing == parent:
-        try:  # the real test (os.access is wrong on read-only mounts and for root)
-            fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as e:
+        e = _write_error(parent)
+        if e is not None:
             fail(f"minidino: {what} {path}: cannot write in {parent} ({e.strerror or e}); choose a writable folder",
                  EXIT_IO)
     elif not os.access(existing, os.W_OK):
@@ -77,11 +86,8 @@ def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     if not existing.is_dir():
         fail(f"minidino: {what} {path}: {existing} is not a folder", EXIT_USAGE)
     if existing == path:
-        try:  # the real test (os.access is wrong on read-only mounts and for root)
-            fd, probe = tempfile.mkstemp(prefix=".minidino.", suffix=".probe", dir=path)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as e:
+        e = _write_error(path)
+        if e is not None:
             fail(f"minidino: {what} {path}: cannot write in it ({e.strerror or e}); choose a writable folder", EXIT_IO)
     elif not os.access(existing, os.W_OK):
         fail(f"minidino: {what} {path}: cannot create it ({existing} is not writable); choose a writable folder", EXIT_IO)
