@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "atomic_write_files"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
@@ -29,6 +30,30 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     finally:
         if tmp.exists():
             tmp.unlink()
+    return path
+
+
+def atomic_write_files(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Like atomic_write, for writers that may put side files next to their output (an ONNX
+    exporter stores the weights of a large model in `NAME.onnx.data` beside `NAME.onnx`, and the
+    .onnx file refers to it by name): write(tmp) runs in a private folder beside `path` under the
+    final file name; then the side files, and `path` last, are moved beside `path`. A crash or an
+    exception leaves `path` as it was and removes the folder.
+
+    Examples:
+        >>> def write(p):  # an output and a side file it names
+        ...     p.with_name(p.name + ".data").write_text("weights")
+        ...     p.write_text("model -> " + p.name + ".data")
+        >>> atomic_write_files("m.onnx", write).read_text(), Path("m.onnx.data").read_text()
+        ('model -> m.onnx.data', 'weights')
+    """
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        write(staged)
+        for f in sorted(Path(tmp).iterdir(), key=lambda f: f == staged):  # side files first, the output last
+            os.chmod(f, 0o666 & ~_umask())
+            os.replace(f, path.with_name(f.name))
     return path
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .atomic import atomic_write_files
 from .heads import Depther, LinearClassifier
 from .model import DinoVisionTransformer
 
@@ -245,8 +246,8 @@ def export_onnx(
     x, shapes = _example_and_shapes(backbone, size, dynamic, isinstance(model, Depther))
     kwargs: dict[str, Any] = {} if opset is None else {"opset_version": opset}
     with _export_mode(model, None if dynamic else size):
-        torch.onnx.export(
-            _Exportable(model, outputs).eval(), (x,), str(path), dynamo=True, dynamic_shapes=shapes,
+        atomic_write_files(path, lambda tmp: torch.onnx.export(  # a failed export leaves no partial file
+            _Exportable(model, outputs).eval(), (x,), str(tmp), dynamo=True, dynamic_shapes=shapes,
             input_names=["x"], output_names=list(outputs), verbose=False, **kwargs,
-        )
+        ))
     return path

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .atomic import atomic_write_files
 from .export import _set_export_pos, _size_oblivious
 from .heads.dinotxt import DinoTxt
 
@@ -76,8 +77,9 @@ def _onnx_export(module: nn.Module, args: tuple[Any, ...], path: Path, shapes: A
                  outputs: list[str], opset: int | None) -> None:
     kwargs: dict[str, Any] = {} if opset is None else {"opset_version": opset}
     with _size_oblivious():
-        torch.onnx.export(module.eval(), args, str(path), dynamo=True, dynamic_shapes=shapes, input_names=inputs,
-                          output_names=outputs, verbose=False, **kwargs)
+        atomic_write_files(path, lambda tmp: torch.onnx.export(  # a failed export leaves no partial file
+            module.eval(), args, str(tmp), dynamo=True, dynamic_shapes=shapes, input_names=inputs,
+            output_names=outputs, verbose=False, **kwargs))
 
 
 def export_dinotxt_onnx(model: DinoTxt, image_path: str | Path | None = None, text_path: str | Path | None = None, *,

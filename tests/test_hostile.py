@@ -982,3 +982,20 @@ def test_segment_and_embed_text_outputs_are_checked_and_locked_before_the_work(t
         with pytest.raises(SystemExit, match="cannot write") as e:
             main(argv)
         assert e.value.code == errors.EXIT_IO
+
+
+def test_a_failed_onnx_export_leaves_no_file(tmp_path, monkeypatch):
+    """export_onnx stages the file (and any side file of external weights) in a private folder: an
+    exporter that dies half-way leaves neither a partial .onnx nor the folder."""
+    import torch
+
+    from minidino import create_model, export_onnx
+
+    def dies_half_way(module, args, f, **kwargs):
+        Path(f).write_bytes(b"half an onnx file")
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(torch.onnx, "export", dies_half_way)
+    with pytest.raises(RuntimeError, match="killed"):
+        export_onnx(create_model("dinov2_vits14", depth=1), tmp_path / "m.onnx", dynamic=False, size=(28, 28))
+    assert list(tmp_path.iterdir()) == []
