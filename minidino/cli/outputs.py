@@ -34,6 +34,23 @@ def _write_error(folder: Path) -> OSError | None:
     return None
 
 
+def _check_can_create_in(folder: Path, path: Path, what: str, it: str) -> None:
+    """Fail (one line) unless files can be written in `folder`: by a probe when it exists, else by
+    the rights on its nearest existing ancestor, where it would be created. `it` names the folder."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        fail(f"minidino: {what} {path}: {existing} is not a folder", EXIT_USAGE)
+    if existing == folder:
+        e = _write_error(folder)
+        if e is not None:
+            fail(f"minidino: {what} {path}: cannot write in {it} ({e.strerror or e}); choose a writable folder", EXIT_IO)
+    elif not os.access(existing, os.W_OK):
+        fail(f"minidino: {what} {path}: cannot create {it} ({existing} is not writable); choose a writable folder",
+             EXIT_IO)
+
+
 def check_output(path: str | os.PathLike, what: str = "--out") -> Path:
     """`path` as a Path, after checking that a file can be written there (nothing is left behind)."""
     path = Path(path)
@@ -42,19 +59,7 @@ def check_output(path: str | os.PathLike, what: str = "--out") -> Path:
     if path.exists() and not path.is_file():
         fail(f"minidino: {what} {path} exists and is not a regular file; give another name", EXIT_USAGE)
     parent = path.parent
-    existing = parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        fail(f"minidino: {what} {path}: {existing} is not a folder", EXIT_USAGE)
-    if existing == parent:
-        e = _write_error(parent)
-        if e is not None:
-            fail(f"minidino: {what} {path}: cannot write in {parent} ({e.strerror or e}); choose a writable folder",
-                 EXIT_IO)
-    elif not os.access(existing, os.W_OK):
-        fail(f"minidino: {what} {path}: cannot create {parent} ({existing} is not writable); choose a writable folder",
-             EXIT_IO)
+    _check_can_create_in(parent, path, what, str(parent))
     if path.exists() and not os.access(path, os.W_OK) and not os.access(parent, os.W_OK):
         fail(f"minidino: {what} {path} exists and cannot be replaced (permission denied)", EXIT_IO)
     return path
@@ -80,15 +85,5 @@ def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         fail(f"minidino: {what} {path} exists and is not a folder; give a folder (created if needed)", EXIT_USAGE)
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        fail(f"minidino: {what} {path}: {existing} is not a folder", EXIT_USAGE)
-    if existing == path:
-        e = _write_error(path)
-        if e is not None:
-            fail(f"minidino: {what} {path}: cannot write in it ({e.strerror or e}); choose a writable folder", EXIT_IO)
-    elif not os.access(existing, os.W_OK):
-        fail(f"minidino: {what} {path}: cannot create it ({existing} is not writable); choose a writable folder", EXIT_IO)
+    _check_can_create_in(path, path, what, "it")
     return path
