@@ -53,3 +53,17 @@ def small_depther(head: str = "dpt", seed: int = 0, layers: int = 4):
     model = Depther(backbone, config.replace(out_index=(0, 1, 2, 3) if layers == 4 else (3,)), device="meta")
     model.load_state_dict(golden.generate_for(model, seed), strict=True, assign=True)
     return model.eval()
+
+
+def offline_workdir(tmp_path: Path, monkeypatch, hint: str) -> Path:
+    """Make `tmp_path` the working folder, with an empty minidino cache, where opening a network
+    connection raises OSError(hint): the documentation examples run there."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError(hint)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("MINIDINO_HOME", str(tmp_path / "cache"))  # nothing from a real cache
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

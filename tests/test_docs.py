@@ -18,13 +18,14 @@ import importlib.util
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from conftest import offline_workdir
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -84,13 +85,8 @@ def run_python_blocks(blocks: list[Block], name: str) -> tuple[int, int]:
 @pytest.fixture
 def offline_tmp(tmp_path, monkeypatch):
     """A temporary working folder in which opening a network connection raises."""
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted by a docs example (mark it <!-- skip: needs network -->)")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setenv("MINIDINO_HOME", str(tmp_path / "cache"))  # nothing from a real cache
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return offline_workdir(tmp_path, monkeypatch,
+                           "network access attempted by a docs example (mark it <!-- skip: needs network -->)")
 
 
 def test_the_runner_fails_on_a_broken_block_and_honours_skip(offline_tmp):

@@ -14,12 +14,13 @@ import doctest
 import importlib
 import inspect
 import pkgutil
-import socket
 
 import pytest
 import torch
 
 import minidino
+
+from conftest import offline_workdir
 
 MODULES = sorted(
     {"minidino"} | {m.name for m in pkgutil.walk_packages(minidino.__path__, "minidino.")}
@@ -64,12 +65,7 @@ def _doctests(name: str) -> list[doctest.DocTest]:
 
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted by a docstring example (mark it # doctest: +SKIP)")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setenv("MINIDINO_HOME", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
+    offline_workdir(tmp_path, monkeypatch, "network access attempted by a docstring example (mark it # doctest: +SKIP)")
 
 
 @pytest.mark.parametrize("module", LIBRARY)
