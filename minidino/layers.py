@@ -245,3 +245,14 @@ class SwiGLUSplitFFN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.w3(F.silu(self.w1(x)) * self.w2(x))  # (B, N, F) gate * value -> (B, N, D)
+
+
+def init_linear_and_norm(m: nn.Module) -> None:
+    """The ViT init of one module: a Linear's weight truncated normal (std 0.02) and its bias zero;
+    a LayerNorm reset (weight 1, bias 0); any other module untouched."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        m.reset_parameters()

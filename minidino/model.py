@@ -22,7 +22,7 @@ from .attention import attention_maps, cls_attention_map
 from .checks import check_block_indices, check_images, check_list_masks, check_masks
 from .packing import Packing
 from .config import DinoConfig
-from .layers import Block, PatchEmbed
+from .layers import Block, PatchEmbed, init_linear_and_norm
 from .posembed import Method, PosEmbedCache
 
 __all__ = ["DinoVisionTransformer", "Features"]
@@ -94,13 +94,8 @@ class DinoVisionTransformer(nn.Module):
         nn.init.zeros_(self.mask_token)
         self.patch_embed.proj.reset_parameters()
         for name, m in self.named_modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                m.reset_parameters()
-            elif name.endswith(("ls1", "ls2")):
+            init_linear_and_norm(m)
+            if name.endswith(("ls1", "ls2")):
                 nn.init.constant_(m.gamma, self.config.layerscale_init)
         self._pos_cache.clear()
         return self

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import DinoConfig, closest_names
-from ..layers import Block
+from ..layers import Block, init_linear_and_norm
 from ..model import DinoVisionTransformer
 from .text_transformer import TextHead, TextTower, TextTransformer
 
@@ -260,12 +260,7 @@ class DinoTxt(nn.Module):
         D^-0.5 (2 layers)^-0.5 for the residual outputs, (2D)^-0.5 for fc1; FFN biases as nn.Linear's)."""
         self.visual_model.backbone.model.init_weights()
         for m in self.visual_model.head.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                m.reset_parameters()
+            init_linear_and_norm(m)
         for blk in self.visual_model.head.block_list:
             nn.init.constant_(blk.ls1.gamma, self.config.head_layerscale_init)
             nn.init.constant_(blk.ls2.gamma, self.config.head_layerscale_init)
