@@ -16,7 +16,7 @@ after warm-up, the order rotated each round, so a noisy machine slows all of the
   transformers       Dinov2Model / Dinov2WithRegistersModel built from a config; our weights,
                      converted by a small local key mapping (random init if that fails: said in the JSON)
   timm               timm.create_model(vit_*_patch14[_reg4]_dinov2, pretrained=False): random init
-  official           minidino.reference.official_model: torch.hub.load(PATH, name, source="local",
+  official           minidino.conformance.reference.official_model: torch.hub.load(PATH, name, source="local",
                      pretrained=False) with --official PATH, else the PyPI snapshot dinov2==0.0.1.dev2
                      (April-2023 official code, plain backbones) when installed; our state dict
   <peer>-compile     torch.compile(peer) with --compile
@@ -45,8 +45,8 @@ from typing import Any, Callable
 import torch
 
 import minidino
-from minidino.memory import peak_growth, prefer_mmap, proc_status_kib
-from minidino.reference import ReferenceUnavailable, official_model
+from minidino.utils.memory import peak_growth, prefer_mmap, proc_status_kib
+from minidino.conformance.reference import ReferenceUnavailable, official_model
 from minidino.weights import huggingface_config, to_huggingface
 
 RESULTS = Path(__file__).parent / "results"

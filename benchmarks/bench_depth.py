@@ -1,9 +1,9 @@
 """The depthers: minidino against the official hub depthers, side by side, CPU, in one run.
 
-Both get the same generated weights (minidino.golden) and the same images; the script checks the
+Both get the same generated weights (minidino.conformance.golden) and the same images; the script checks the
 outputs are identical (max abs), times eager inference interleaved (rounds alternate the two
 implementations, median per implementation) and measures the peak memory growth of one forward
-in a fresh process per implementation (minidino.memory: VmHWM over the call, mmap-backed
+in a fresh process per implementation (minidino.utils.memory: VmHWM over the call, mmap-backed
 allocations). Writes benchmarks/results/<tag>.json and .md.
 
     PYTHONPATH=. python benchmarks/bench_depth.py                     # ViT-S/B, DPT and linear, 266x350
@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import minidino  # noqa: E402
-from minidino import golden  # noqa: E402
-from minidino.memory import peak_growth, prefer_mmap  # noqa: E402
-from minidino.reference import official_model, official_repo  # noqa: E402
+from minidino.conformance import golden
+from minidino.utils.memory import peak_growth, prefer_mmap  # noqa: E402
+from minidino.conformance.reference import official_model, official_repo  # noqa: E402
 
 DEFAULT_MODELS = ["dinov2_vits14_dd", "dinov2_vits14_ld", "dinov2_vitb14_dd", "dinov2_vitb14_ld"]
 

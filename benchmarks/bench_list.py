@@ -1,6 +1,6 @@
 """Packed variable-size batches vs a per-image loop: `model.forward_features([x1, x2, ...])`.
 
-The packed call runs the blocks once over the token rows of all images (minidino/packing.py:
+The packed call runs the blocks once over the token rows of all images (minidino/models/packing.py:
 no padding, except inside attention, which pads to the longest sequence with a key mask); the
 loop runs each image alone. Same images, same model (ViT-S/14, 12
 blocks, random weights), warm-up first, then interleaved repeats (loop, packed, loop, ...)

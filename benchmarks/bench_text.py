@@ -8,7 +8,7 @@ encode_image (batch --image-batch at --size) and encode_text (batch --text-batch
 run interleaved, minidino, official, minidino, official ... after one warm-up call each, so a
 noisy machine slows both alike; throughput is items/s from the median call. Peak memory is the
 growth of the peak RSS during one call, each implementation and call in a fresh process
-(minidino.memory.peak_growth). Outputs are compared too (max abs; 0.0 expected).
+(minidino.utils.memory.peak_growth). Outputs are compared too (max abs; 0.0 expected).
 Writes benchmarks/results/cpu_<date>_dinotxt.{json,md}.
 """
 
@@ -29,8 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import minidino  # noqa: E402
-from minidino.memory import peak_growth, prefer_mmap  # noqa: E402
-from minidino.reference import official_dinotxt  # noqa: E402
+from minidino.utils.memory import peak_growth, prefer_mmap  # noqa: E402
+from minidino.conformance.reference import official_dinotxt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench import device_name  # noqa: E402

@@ -1,4 +1,4 @@
-"""mkdocs hook: links from the manual into the source tree (`../minidino/model.py#L99`, `../README.md`).
+"""mkdocs hook: links from the manual into the source tree (`../minidino/models/dinov2.py#L99`, `../README.md`).
 
 They are relative links so that they work where the markdown is read (a checkout, a code host). The
 site holds only docs/, so here they become links to `extra.source_url` (when mkdocs.yml sets one) or

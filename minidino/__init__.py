@@ -11,14 +11,14 @@ from typing import Any
 
 import torch
 
-from .config import DinoConfig
+from .models.config import DinoConfig
 from .names import get_config, is_dinotxt, list_models, split_depth_name, split_model_name
 from .heads import DINOHead, Depther, DinoTxt, LinearClassifier
-from .tokenizer import tokenize
-from .export import export_onnx, export_program  # onnx itself is imported only inside them
-from .model import DinoVisionTransformer
-from .weights import load_weights, save_weights
-from .optimize import optimize
+from .heads.tokenizer import tokenize
+from .export.program import export_onnx, export_program  # onnx itself is imported only inside them
+from .models.dinov2 import DinoVisionTransformer
+from .weights.load import load_weights, save_weights
+from .export.optimize import optimize
 
 __all__ = [
     "create_model", "list_models", "get_config", "DinoConfig", "DinoVisionTransformer", "LinearClassifier", "DINOHead", "Depther", "optimize",
@@ -58,7 +58,7 @@ def create_model(
     if split_depth_name(name) is not None:
         return _create_depther(name, pretrained=pretrained, device=device, dtype=dtype, **overrides)
     if isinstance(name, str) and is_dinotxt(name):
-        from .text_weights import create_dinotxt
+        from .weights.dinotxt import create_dinotxt
 
         return create_dinotxt(pretrained=pretrained, device=device, dtype=dtype, **overrides)
     backbone_name, is_lc = split_model_name(name)
@@ -77,7 +77,7 @@ def create_model(
             model.backbone.init_weights()
         model.init_weights()
     if pretrained is not False and pretrained is not None:
-        from .weights import load_pretrained  # weights reads the model, never the other way round
+        from .weights.load import load_pretrained  # weights reads the model, never the other way round
 
         load_pretrained(model, name, pretrained, cache_dir=cache_dir)
     return model.eval()
@@ -100,7 +100,7 @@ def _create_depther(name: str, *, pretrained: Any, device: Any, dtype: torch.dty
     if not meta:
         model.init_weights()
     if pretrained is not False and pretrained is not None:
-        from .weights import load_pretrained
+        from .weights.load import load_pretrained
 
         load_pretrained(model, name, pretrained, cache_dir=cache_dir)
     return model.eval()

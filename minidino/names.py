@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .config import PRESETS, DinoConfig, closest_names
+from .models.config import PRESETS, DinoConfig, closest_names
 
 __all__ = ["LC_SUFFIX", "DEPTH_HEADS", "DINOTXT_NAME", "DINOTXT_ALIASES", "list_models", "split_model_name",
            "split_depth_name", "get_config", "is_dinotxt"]

@@ -25,7 +25,7 @@ def official_shapes() -> dict:
 @functools.lru_cache(maxsize=4)
 def golden_model(model: str, depth: int, seed: int):
     """A minidino model at a golden case's architecture, loaded with its generated weights."""
-    from minidino import golden
+    from minidino.conformance import golden
 
     case = next(c for c in golden_index()["cases"] if c["model"] == model and c.get("depth") == depth
                 and c["weight_seed"] == seed)
@@ -45,7 +45,7 @@ def small_depther(head: str = "dpt", seed: int = 0, layers: int = 4):
     that check minidino against itself (export, interop); parity with the official depthers at full
     depth is tests/test_depth_live.py's."""
     import minidino
-    from minidino import golden
+    from minidino.conformance import golden
     from minidino.heads.depth import Depther, depth_config
 
     backbone = minidino.create_model("dinov2_vits14", depth=4, device="meta")

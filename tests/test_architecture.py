@@ -9,7 +9,7 @@ import torch
 
 import minidino
 from minidino import DinoConfig, create_model, get_config, list_models
-from minidino.config import PRESETS, swiglu_hidden_dim
+from minidino.models.config import PRESETS, swiglu_hidden_dim
 
 from conftest import official_shapes
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from minidino.cli import main
 from minidino.cli.embed import embed_transform, read_embeddings
-from minidino.model import DinoVisionTransformer
+from minidino.models.dinov2 import DinoVisionTransformer
 
 TINY = ["--config", "depth=1", "--config", "embed_dim=48", "--config", "num_heads=3", "--config", "ffn_hidden_dim=96"]
 ORIGINAL_FORWARD_FEATURES = DinoVisionTransformer.forward_features
@@ -79,8 +79,8 @@ def test_embed_folder_writes_every_good_image_and_names_the_bad_one(corpus, tmp_
     assert meta["model"] == "dinov2_vits14" and meta["weights"] == "random:7" and meta["config"]["depth"] == 1
     assert not (tmp_path / "emb.safetensors.parts").exists()  # checkpoints removed after the final write
     # The stored rows are the model's outputs for those files, in that order.
-    from minidino.golden import random_model
-    from minidino.transforms import load_image
+    from minidino.conformance.golden import random_model
+    from minidino.utils.transforms import load_image
 
     model = random_model("dinov2_vits14", 7, depth=1, embed_dim=48, num_heads=3, ffn_hidden_dim=96)
     x = torch.stack([embed_transform(28)(load_image(n)) for n in names])
@@ -254,7 +254,7 @@ def test_info_prints_the_published_figures(capsys):
         main(["info", "dinov2_vits14", "--size", "225"])
 
 
-@pytest.mark.skipif(not __import__("minidino.memory").memory.cpu_peak_supported(), reason="needs Linux /proc")
+@pytest.mark.skipif(not __import__("minidino.utils.memory").utils.memory.cpu_peak_supported(), reason="needs Linux /proc")
 @pytest.mark.parametrize("name, size, batch", [("dinov2_vits14", "224", 4), ("dinov2_vitg14", "126x98", 2)])
 def test_info_memory_estimate_agrees_with_the_measurement(name, size, batch):
     """The estimate (activations + outputs) within 20% of the measured peak, for both attention paths.

@@ -75,7 +75,7 @@ def offline(monkeypatch):
 
 
 def test_sample_images_are_distinct_reproducible_scenes():
-    from minidino.demo import sample_images
+    from minidino.cli.demo_scenes import sample_images
 
     a, b = sample_images(112), sample_images(112)
     assert list(a) == ["ball", "house", "star", "boat"]
@@ -88,8 +88,8 @@ def test_sample_images_are_distinct_reproducible_scenes():
 
 
 def test_run_demo_writes_labelled_pictures_and_a_similarity_table(tmp_path, offline):
-    from minidino import viz
-    from minidino.demo import run_demo
+    from minidino.utils import viz
+    from minidino.cli.demo_scenes import run_demo
 
     lines = []
     out = run_demo(tmp_path, golden_tiny("dinov2_vits14_reg"), weights_label="RANDOM WEIGHTS test",
@@ -138,7 +138,7 @@ def _halves(path: Path, size: int = 112) -> Path:
 
 
 def test_pca_command_splits_halves_side_by_side(tmp_path, offline):
-    from minidino import viz
+    from minidino.utils import viz
     from minidino.cli import main
 
     img, out = _halves(tmp_path / "halves.png"), tmp_path / "pca.png"
@@ -157,7 +157,7 @@ def test_pca_command_splits_halves_side_by_side(tmp_path, offline):
 
 
 def test_pca_command_foreground_blacks_out_the_background(tmp_path, offline):
-    from minidino import viz
+    from minidino.utils import viz
     from minidino.cli import main
 
     a = np.full((112, 112, 3), (40, 140, 60), np.uint8)
@@ -177,7 +177,7 @@ def test_pca_command_foreground_blacks_out_the_background(tmp_path, offline):
 
 
 def test_attention_command_grid(tmp_path, offline, capsys):
-    from minidino import viz
+    from minidino.utils import viz
     from minidino.cli import main
 
     img, out = _halves(tmp_path / "halves.png", 56), tmp_path / "att.png"

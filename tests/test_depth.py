@@ -13,8 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 import minidino
-import minidino.reference
-from minidino import golden, hub
+import minidino.conformance.reference
+from minidino.conformance import golden
+from minidino.weights import download as hub
 from minidino.heads.depth import DEPTH_LAYERS, Depther, pad_to_patch_multiple
 from minidino.weights import WeightsMismatchError
 
@@ -207,7 +208,7 @@ def test_depth_command_refuses_a_backbone_name(tmp_path):
         main(["depth", str(tmp_path), "--out", str(tmp_path / "o"), "--model", "dinov2_vits14", "--weights", "random"])
 
 
-@pytest.mark.skipif(not minidino.reference.official_repo(), reason="no official hub code (../shared/official)")
+@pytest.mark.skipif(not minidino.conformance.reference.official_repo(), reason="no official hub code (../shared/official)")
 def test_bench_depth_runs_and_writes_results(tmp_path):
     import importlib.util
     import json

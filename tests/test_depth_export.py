@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import minidino
-from minidino import golden
+from minidino.conformance import golden
 
 from conftest import small_depther
 

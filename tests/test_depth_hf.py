@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 import minidino
-from minidino import golden
-from minidino.reference import official_model, official_repo
+from minidino.conformance import golden
+from minidino.conformance.reference import official_model, official_repo
 from minidino.weights import huggingface_dpt_config
 
 transformers = pytest.importorskip("transformers")

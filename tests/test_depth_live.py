@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import minidino
-from minidino.reference import official_model, official_repo
+from minidino.conformance.reference import official_model, official_repo
 
 REPO = official_repo()
 needs_repo = pytest.mark.skipif(

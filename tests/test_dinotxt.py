@@ -17,11 +17,11 @@ import pytest
 import torch
 
 import minidino
-from minidino import hub
+from minidino.weights import download as hub
 from minidino.heads.dinotxt import DinoTxt, patch_text_similarity
-from minidino.reference import ReferenceUnavailable, max_abs_difference, official_dinotxt, official_repo, official_tokenizer
-from minidino.text_weights import TEXT_ENCODER_PIN, VISION_HEAD_PIN
-from minidino.tokenizer import VOCAB_PIN, Tokenizer, tokenize, vocab_path
+from minidino.conformance.reference import ReferenceUnavailable, max_abs_difference, official_dinotxt, official_repo, official_tokenizer
+from minidino.weights.dinotxt import TEXT_ENCODER_PIN, VISION_HEAD_PIN
+from minidino.heads.tokenizer import VOCAB_PIN, Tokenizer, tokenize, vocab_path
 from minidino.weights import WeightsMismatchError
 
 from test_download import server  # noqa: F401  (the local http server fixture)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from minidino import golden
-from minidino.export_text import export_dinotxt_onnx
+from minidino.conformance import golden
+from minidino.export.dinotxt import export_dinotxt_onnx
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

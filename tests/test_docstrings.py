@@ -27,7 +27,7 @@ MODULES = sorted(
     - {"minidino.__main__"}
 )
 LIBRARY = [m for m in MODULES if not m.startswith("minidino.cli")]  # the command line documents itself (--help)
-MAIN_CLASS_METHODS = "minidino.model.DinoVisionTransformer"
+MAIN_CLASS_METHODS = "minidino.models.dinov2.DinoVisionTransformer"
 
 
 def public_objects() -> dict[str, object]:

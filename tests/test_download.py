@@ -17,7 +17,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from minidino import create_model, golden, hub, load_weights
+from minidino import create_model, load_weights
+
+from minidino.conformance import golden
+
+from minidino.weights import download as hub
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

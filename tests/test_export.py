@@ -125,7 +125,7 @@ def test_cli_export_static(tmp_path, monkeypatch, capsys):
 
 def test_cli_export_defaults_to_official_weights_and_labels_random_ones(tmp_path, monkeypatch, capsys):
     """No --weights means the published checkpoint (as in every other command), never a silent random init."""
-    from minidino import weights as W
+    from minidino.weights import load as W
 
     asked = []
     monkeypatch.setattr(W, "load_pretrained", lambda model, name, pretrained, **kw: asked.append((name, pretrained)))

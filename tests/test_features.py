@@ -36,7 +36,7 @@ def test_list_of_equal_sizes_is_one_plain_batch():
 
 
 def test_packing_pads_only_for_attention_and_takes_the_rows_back():
-    from minidino.packing import Packing
+    from minidino.models.packing import Packing
 
     p = Packing.of([3, 1, 2])
     rows = torch.arange(6.0)[:, None].repeat(1, 2)  # (T=6, C=2), row i holds i
@@ -47,8 +47,8 @@ def test_packing_pads_only_for_attention_and_takes_the_rows_back():
 
 
 def test_drop_path_on_packed_rows_drops_whole_images():
-    from minidino.layers import DropPath
-    from minidino.packing import Packing
+    from minidino.models.layers import DropPath
+    from minidino.models.packing import Packing
 
     p = Packing.of([3, 5, 2, 4])
     dp = DropPath(0.5).train()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from minidino import golden
+from minidino.conformance import golden
 
 from conftest import GOLDEN_DIR, golden_index
 

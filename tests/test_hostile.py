@@ -30,11 +30,11 @@ import torch
 from PIL import Image
 
 import minidino
-from minidino import hub
+from minidino.weights import download as hub
 from minidino.cli import errors, main
 from minidino.cli.embed import read_embeddings
 from minidino.cli.inputs import display_name, expand_inputs, read_one
-from minidino.model import DinoVisionTransformer
+from minidino.models.dinov2 import DinoVisionTransformer
 from minidino.weights import CheckpointError, load_weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -506,7 +506,7 @@ def _env() -> dict[str, str]:
 def test_second_run_refuses_while_the_first_holds_the_output_and_a_killed_holder_leaves_no_stuck_lock(tmp_path, good):
     out = tmp_path / "e.safetensors"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom minidino.lock import output_lock\n"
+        [sys.executable, "-c", "import sys, time\nfrom minidino.utils.lock import output_lock\n"
          "with output_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)\n", str(out)],
         stdout=subprocess.PIPE, text=True, env=_env())
     try:
@@ -693,7 +693,7 @@ def test_info_measure_refuses_what_cannot_fit(monkeypatch, capsys):
 
 # ------------------------------------------------------------------ slow modes say so
 def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch):
-    from minidino import hardware
+    from minidino.utils import hardware
 
     m = minidino.create_model("dinov2_vits14", depth=1, embed_dim=48, num_heads=3, ffn_hidden_dim=96)
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
@@ -709,7 +709,7 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch):
 # ------------------------------------------------------------------ later findings
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this OS")
 def test_library_load_image_refuses_a_fifo_instead_of_blocking(tmp_path):
-    from minidino.transforms import UnreadableImageError, load_image
+    from minidino.utils.transforms import UnreadableImageError, load_image
 
     os.mkfifo(tmp_path / "p.png")
     with pytest.raises(UnreadableImageError, match="not a regular file"):
@@ -876,7 +876,7 @@ def test_depth_bad_arguments_fail_first_and_leave_nothing(tmp_path, good, option
 
 def test_depth_out_a_file_unwritable_or_occupied_fails_before_the_work(tmp_path, good, monkeypatch):
     import minidino.cli.outputs as outputs
-    from minidino.lock import output_lock
+    from minidino.utils.lock import output_lock
 
     no_work(monkeypatch)
     (tmp_path / "file").write_text("x")
@@ -955,7 +955,7 @@ def test_segment_bad_arguments_fail_first_and_leave_nothing(tmp_path, good, opti
 
 def test_segment_and_embed_text_outputs_are_checked_and_locked_before_the_work(tmp_path, good, monkeypatch):
     import minidino.cli.outputs as outputs
-    from minidino.lock import output_lock
+    from minidino.utils.lock import output_lock
 
     no_work(monkeypatch)
     (tmp_path / "dir.png").mkdir()

@@ -10,7 +10,7 @@ import torch
 
 import minidino
 from minidino.heads import LinearClassifier
-from minidino.model import DinoVisionTransformer
+from minidino.models.dinov2 import DinoVisionTransformer
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(depth=1, embed_dim=48, num_heads=3, ffn_hidden_dim=96)
@@ -77,7 +77,7 @@ def test_lc_default_layers_4_and_layers_1():
 
 def test_pretrained_default_loads_the_official_checkpoint(monkeypatch):
     calls = []
-    monkeypatch.setattr(minidino.weights, "load_pretrained", lambda model, name, pretrained, **kw: calls.append((name, pretrained)))
+    monkeypatch.setattr(minidino.weights.load, "load_pretrained", lambda model, name, pretrained, **kw: calls.append((name, pretrained)))
     _load("dinov2_vits14", **TINY)
     _load("dinov2_vitb14_lc", **TINY)
     assert calls == [("dinov2_vits14", True), ("dinov2_vitb14_lc", True)]

@@ -1,6 +1,6 @@
 """Live parity against the official DINOv2 code, run side by side on this machine.
 
-Two sources of the official code (minidino.reference, black-box: imported and called, never read):
+Two sources of the official code (minidino.conformance.reference, black-box: imported and called, never read):
 
 - the PyPI snapshot `dinov2==0.0.1.dev2` (April 2023, installed by .ci/run with --no-deps; the
   four plain backbones, explicit attention): compared with attn_impl="explicit", which must be
@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 
 import minidino
 from minidino.names import list_models
-from minidino.reference import compare, official_pair, official_repo, snapshot_available
-from minidino.reference import max_abs_difference as max_diff
+from minidino.conformance.reference import compare, official_pair, official_repo, snapshot_available
+from minidino.conformance.reference import max_abs_difference as max_diff
 
 REPO = official_repo()  # $MINIDINO_OFFICIAL_REPO, else ../shared/official/dinov2-*.tar.gz, else None
 # The depthers have their own live tests (tests/test_depth_live.py), dino.txt too (test_dinotxt.py).

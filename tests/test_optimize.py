@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import minidino
-from minidino.optimize import OptimizedModel, fold_layerscale
+from minidino.export.optimize import OptimizedModel, fold_layerscale
 
 KEYS = ("x_norm_clstoken", "x_norm_regtokens", "x_norm_patchtokens", "x_prenorm")
 
@@ -65,7 +65,7 @@ def test_folded_layerscale_agrees_with_eager(name):
     print(f"{name}: LayerScale folded, float32: max abs {worst:.3e}, min cosine {cos:.8f}")
     assert worst <= 1e-5
     assert all(isinstance(b.ls1, torch.nn.Identity) and isinstance(b.ls2, torch.nn.Identity) for b in o.model.blocks)
-    assert isinstance(m.blocks[0].ls1, minidino.layers.LayerScale), "the original model must be left untouched"
+    assert isinstance(m.blocks[0].ls1, minidino.models.layers.LayerScale), "the original model must be left untouched"
     assert torch.equal(o(x), out["x_norm_clstoken"])
 
 
@@ -110,7 +110,7 @@ def test_compile_wiring_agrees_with_eager():
 
 
 def test_compile_auto_compiles_on_cuda_or_when_asked_not_on_cpu():
-    from minidino.optimize import _Forward
+    from minidino.export.optimize import _Forward
 
     m = _model(depth=1)
     assert isinstance(minidino.optimize(m)._fn, _Forward)  # CPU: measured no gain, so not compiled

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from minidino import create_model
-from minidino.posembed import resize_matrices, resize_pos_embed, resize_taps
+from minidino.models.posembed import resize_matrices, resize_pos_embed, resize_taps
 
 M = 37
 MODES = {"offset (plain models)": (0.1, False), "antialias (register models)": (0.0, True)}

@@ -1,4 +1,4 @@
-"""minidino.reference: how the official code is found, and the clear errors when it is not."""
+"""minidino.conformance.reference: how the official code is found, and the clear errors when it is not."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from minidino import reference
-from minidino.reference import ReferenceUnavailable, max_abs_difference, official_model
+from minidino.conformance import reference
+from minidino.conformance.reference import ReferenceUnavailable, max_abs_difference, official_model
 
 
 @pytest.mark.parametrize("name", ["dinov2_vits14_reg", "dinov2_vitg14_reg", "dinov2_vits14_lc"])

@@ -1,4 +1,4 @@
-"""minidino.transforms against Pillow's own resize/crop done by hand, and decoding of odd files."""
+"""minidino.utils.transforms against Pillow's own resize/crop done by hand, and decoding of odd files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from minidino.transforms import (
+from minidino.utils.transforms import (
     IMAGENET_MEAN, IMAGENET_STD, UnreadableImageError, classification_transform, dense_size, dense_transform,
     load_batch, load_image, normalize, to_tensor,
 )
@@ -173,7 +173,7 @@ def test_16_bit_greyscale_is_rescaled_not_clipped(tmp_path):
     a = np.asarray(load_image(path))[..., 0].astype(int)
     assert np.abs(a - g / 257).max() <= 0.5
     assert a[0].tolist() == [0, 1, 128, 255]  # Pillow's convert("L") would give 255 for all but the first two
-    from minidino.transforms import to_rgb
+    from minidino.utils.transforms import to_rgb
 
     assert np.array_equal(np.asarray(to_rgb(Image.fromarray(g.astype(np.int32), "I")))[..., 0], a)
     f = np.asarray(to_rgb(Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32), "F")))[..., 0]

@@ -1,4 +1,4 @@
-"""Feature pictures (minidino.viz and the `pca` / `attention` commands) on tiny random models."""
+"""Feature pictures (minidino.utils.viz and the `pca` / `attention` commands) on tiny random models."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from minidino import golden, viz
+from minidino.conformance import golden
+
+from minidino.utils import viz
 
 TINY = dict(depth=2, embed_dim=48, num_heads=3, ffn_hidden_dim=96)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -1,6 +1,6 @@
 """Checkpoint layouts: every layout loads to identical outputs, transformers agrees, bad files are refused.
 
-Weights come from the golden generator (minidino.golden), on truncated models, so nothing is
+Weights come from the golden generator (minidino.conformance.golden), on truncated models, so nothing is
 downloaded and the file runs in seconds. "Identical" means max abs difference 0.0.
 """
 
@@ -17,9 +17,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import minidino
-from minidino import DINOHead, create_model, golden, load_weights, save_weights
-from minidino import weights as W
-from minidino.config import swiglu_hidden_dim
+from minidino import DINOHead, create_model, load_weights, save_weights
+from minidino.conformance import golden
+from minidino.weights import load as W
+from minidino.models.config import swiglu_hidden_dim
 
 # Truncated architectures: GELU without registers, GELU with registers, a narrow SwiGLU giant with registers.
 ARCHS = {
@@ -479,7 +480,7 @@ def test_broken_files_name_the_file_and_the_problem(tmp_path):
 
 
 def test_vendored_pins_are_the_shared_catalogue():
-    from minidino import hub
+    from minidino.weights import download as hub
 
     pins = hub.load_pins()
     assert len([k for k in pins["backbones"]]) == 8

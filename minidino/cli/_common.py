@@ -3,11 +3,11 @@
     add_model_args(parser)       --model, --weights, --random-weights, --config, --device, --dtype
     model = model_from_args(args)
     describe_weights(args)       a one-line label of the weights, for logs and pictures
-    ProgressBar(...)             (minidino.progress) an images/s counter on stderr
+    ProgressBar(...)             (minidino.utils.progress) an images/s counter on stderr
 
 --weights takes `official` (the published checkpoint, downloaded once and verified), a file
 path or an http(s) URL, or `random[:SEED]`: weights from the golden-vector generator
-(minidino.golden), random but identical on every machine and made without any download. Random
+(minidino.conformance.golden), random but identical on every machine and made without any download. Random
 weights check a pipeline (decoding, shapes, speed, plumbing); they are not DINOv2 features, and
 every label says so.
 """
@@ -212,7 +212,7 @@ def estimate_memory(args: argparse.Namespace, depth: int, batch: int = 0, H: int
 
 def _vision_backbone(model: Any) -> Any:
     """The DinoVisionTransformer inside a model: itself, a head's `.backbone`, or dino.txt's vision trunk."""
-    from ..model import DinoVisionTransformer
+    from ..models.dinov2 import DinoVisionTransformer
 
     if isinstance(model, DinoVisionTransformer):
         return model
@@ -242,7 +242,7 @@ def check_memory(args: argparse.Namespace, depth: int, batch: int = 0, H: int = 
 def build_model(name: str, weights: str, overrides: dict[str, Any] | None = None, *, device: Any = "cpu",
                 dtype: Any = None) -> Any:
     """Model `name` with weights `weights` (a weights_spec string), in eval mode on device/dtype."""
-    from .. import create_model, golden
+    from .. import create_model; from ..conformance import golden
 
     overrides = dict(overrides or {})
     try:
@@ -251,7 +251,7 @@ def build_model(name: str, weights: str, overrides: dict[str, Any] | None = None
         else:
             model = create_model(name, pretrained=True if weights == "official" else weights, **overrides)
     except (ValueError, TypeError) as e:  # unknown name or config field, weights that do not fit
-        from ..weights import CheckpointError, WeightsMismatchError
+        from ..weights.load import CheckpointError, WeightsMismatchError
 
         if isinstance(e, (CheckpointError, WeightsMismatchError)):
             raise  # exit status 3 (minidino.cli.errors), not a usage error
@@ -263,7 +263,7 @@ def model_from_args(args: argparse.Namespace) -> Any:
     """The model the options of `add_model_args` describe (eval mode, on --device, in --dtype)."""
     if not args.model:
         raise SystemExit("minidino: --model is required")
-    from ..hardware import slow_dtype_message
+    from ..utils.hardware import slow_dtype_message
 
     device, dtype = resolve_device(args.device), parse_dtype(args.dtype)
     slow = slow_dtype_message(dtype, device)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import weights
-    from ..config import PRESETS
+    from ..weights import load as weights
+    from ..models.config import PRESETS
 
     from .outputs import check_output
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..config import PRESETS
+    from ..models.config import PRESETS
 
     p = sub.add_parser(
         "convert", help="convert a DINOv2 checkpoint (official, Hugging Face, timm, training...) to safetensors",

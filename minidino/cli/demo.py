@@ -1,4 +1,4 @@
-"""`minidino demo`: the offline demo on synthetic scenes (the pipeline is minidino/demo.py)."""
+"""`minidino demo`: the offline demo on synthetic scenes (the pipeline is minidino/cli/demo_scenes.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..demo import run_demo
+    from .demo_scenes import run_demo
     from ._common import describe_weights, model_from_args, weights_spec
 
     from pathlib import Path

@@ -40,7 +40,7 @@ def model_size(W0: int, H0: int, size: int | None) -> tuple[int, int]:
 def preprocess(img: Any, size: int | None) -> Any:
     """PIL image -> normalised (3, H, W): shorter side resized to `size` (bicubic; None keeps the size).
     Any H and W work: the depther pads to whole patches itself."""
-    from ..transforms import _resize, normalize, to_tensor
+    from ..utils.transforms import _resize, normalize, to_tensor
 
     if size is not None:
         img = _resize(img, model_size(*img.size, size))
@@ -73,7 +73,7 @@ def check_args(args: argparse.Namespace) -> tuple[list[str], list[tuple[str, str
     Returns the input paths and the inputs that could not be listed (minidino.cli.inputs.expand_inputs)."""
     from .. import create_model
     from ..names import split_depth_name
-    from ..transforms import IMAGE_EXTENSIONS
+    from ..utils.transforms import IMAGE_EXTENSIONS
     from ._common import config_overrides
     from .inputs import display_name, expand_inputs
     from .outputs import check_output_dir
@@ -114,7 +114,7 @@ def build_depther(name: str, weights: str, device: Any, dtype: Any, overrides: d
     """The depther and a label of its weights. weights: NYU | KITTI (official files) | random[:SEED] | PATH | URL;
     overrides: config fields (--config), e.g. embed_dim=48 for a tiny random depther."""
     overrides = dict(overrides or {})
-    from .. import create_model, golden, load_weights
+    from .. import create_model, load_weights; from ..conformance import golden
     from ..names import split_depth_name
 
     if split_depth_name(name) is None:
@@ -136,7 +136,7 @@ def build_depther(name: str, weights: str, device: Any, dtype: Any, overrides: d
                                  "backbone and the depth head (backbone.* and decode_head.* keys) in one file")
             label = f"weights: {weights}"
     except (ValueError, TypeError, OSError) as e:
-        from ..weights import CheckpointError, WeightsMismatchError
+        from ..weights.load import CheckpointError, WeightsMismatchError
 
         if isinstance(e, (CheckpointError, WeightsMismatchError)):
             raise  # exit status 3 (minidino.cli.errors), not a usage error
@@ -161,7 +161,7 @@ def write_outputs(out: Path, stem: str, depth: Any, *, npy: bool, caption: str) 
     import numpy as np
     from PIL import Image
 
-    from ..viz import depth_preview
+    from ..utils.viz import depth_preview
 
     d = depth.detach().float().cpu().numpy()
     mm = np.clip(np.round(d * 1000.0), 0, MM_MAX).astype(np.uint16)
@@ -200,7 +200,7 @@ def _run_locked(args: argparse.Namespace, out: Path, paths: list[str], failures:
     import torch
     import torch.nn.functional as F
 
-    from ..progress import ProgressBar
+    from ..utils.progress import ProgressBar
     from ._common import config_overrides
     from .errors import EXIT_PARTIAL
     from .inputs import DENSE_LIMITS, display_name, read_one, report_failures

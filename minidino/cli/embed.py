@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write
+from ..utils.atomic import atomic_write
 from ._common import HelpFormatter, add_model_args
 from .inputs import display_name, report_failures
 
@@ -176,7 +176,7 @@ def read_embeddings(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
 def embed_transform(size: int) -> Any:
     """The preprocessing of `embed`: the ImageNet evaluation recipe scaled to `size` (shorter side
     to size * 256 / 224, bicubic; centre crop size x size; ImageNet normalisation)."""
-    from ..transforms import classification_transform
+    from ..utils.transforms import classification_transform
     from .inputs import DEFAULT_LIMITS, InputError
 
     resize = round(size * 256 / 224)
@@ -266,7 +266,7 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def _embed_locked(args: argparse.Namespace, out: Path, shard: tuple[int, int] | None, target: Path) -> int:
-    from ..progress import ProgressBar
+    from ..utils.progress import ProgressBar
     from ._common import config_overrides, describe_weights, model_from_args, parse_dtype, weights_spec
     from .errors import ResumeHint
     from .inputs import expand_inputs, report_failures
@@ -275,7 +275,7 @@ def _embed_locked(args: argparse.Namespace, out: Path, shard: tuple[int, int] | 
     paths, list_failures = expand_inputs(args.inputs)
     report_failures(list_failures)
     if not paths:  # a wrong folder would otherwise give an empty file and status 0
-        from ..transforms import IMAGE_EXTENSIONS
+        from ..utils.transforms import IMAGE_EXTENSIONS
 
         raise SystemExit(f"minidino embed: no image files in {', '.join(map(display_name, args.inputs))} (folders are "
                          f"searched for {' '.join(IMAGE_EXTENSIONS)}; .txt files list paths); nothing was written")

@@ -82,8 +82,8 @@ def _one_line(text: str) -> str:
 
 def exit_status(e: BaseException) -> tuple[int, str]:
     """(status, message) for an exception escaping a command."""
-    from ..hub import ChecksumError, DownloadError
-    from ..weights import CheckpointError, WeightsMismatchError
+    from ..weights.download import ChecksumError, DownloadError
+    from ..weights.load import CheckpointError, WeightsMismatchError
 
     msg = _one_line(str(e)) or type(e).__name__
     if isinstance(e, (DownloadError, ChecksumError)) or type(e).__name__ in ("URLError", "HTTPError", "TimeoutError"):

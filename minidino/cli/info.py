@@ -177,10 +177,10 @@ def available_memory(device: Any) -> int | None:
 
 
 def measure(backbone: Any, H: int, W: int, B: int, device_name: str) -> None:
-    """Peak memory of one forward_features call, measured (see minidino.memory), both attention paths."""
+    """Peak memory of one forward_features call, measured (see minidino.utils.memory), both attention paths."""
     import torch
 
-    from ..memory import cpu_peak_supported, peak_growth, prefer_mmap
+    from ..utils.memory import cpu_peak_supported, peak_growth, prefer_mmap
     from ._common import resolve_device
 
     device = resolve_device(device_name)

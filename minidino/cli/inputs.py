@@ -33,7 +33,7 @@ Contract of `read_one` / `read_images` (what a caller can rely on):
 - A transform may raise InputError itself: its reason is reported as the input's.
 - Decoding: the first frame of animations and multi-page files; EXIF orientation applied
   (a corrupt EXIF block is ignored, the pixels are kept); CMYK, palette, 16-bit, greyscale,
-  alpha: converted to 8-bit RGB by `minidino.transforms.to_rgb` (alpha on white). Truncated
+  alpha: converted to 8-bit RGB by `minidino.utils.transforms.to_rgb` (alpha on white). Truncated
   files fail (Pillow's LOAD_TRUNCATED_IMAGES is not touched).
 - The transform's own failures (any Exception, MemoryError included) are failures of that
   input. The value returned is whatever `transform(img)` returned (a PIL image when
@@ -119,13 +119,13 @@ def expand_inputs(inputs: Sequence[str], extensions: Sequence[str] | None = None
     """Files, folders and .txt lists -> (ordered paths without duplicates, failures).
 
     Folders are walked recursively in sorted order, keeping files whose name ends in one of
-    `extensions` (default: minidino.transforms.IMAGE_EXTENSIONS); symbolic links to folders are
+    `extensions` (default: minidino.utils.transforms.IMAGE_EXTENSIONS); symbolic links to folders are
     not followed (no loops); a sub-folder that cannot be listed is a failure. A .txt file lists
     one path a line (blank lines and lines starting with # ignored, relative paths relative to
     the list's folder; bytes that are not UTF-8 are kept as they are). Anything else is taken as
     a file: whether it can be read is `read_one`'s business.
     """
-    from ..transforms import IMAGE_EXTENSIONS
+    from ..utils.transforms import IMAGE_EXTENSIONS
 
     exts = tuple(e.lower() for e in (extensions or IMAGE_EXTENSIONS))
     out: list[str] = []
@@ -225,7 +225,7 @@ def open_image(path: str | os.PathLike, limits: Limits = DEFAULT_LIMITS) -> Any:
     """Decode one image file to an upright 8-bit RGB PIL image, or raise InputError (see the module docstring)."""
     from PIL import Image, ImageOps
 
-    from ..transforms import to_rgb
+    from ..utils.transforms import to_rgb
 
     path = os.fspath(path)
     check_file(path)
@@ -301,9 +301,9 @@ def read_one(path: str | os.PathLike, transform: Callable[[Any], T] | None = Non
 
 def dense_transform_checked(size: int | None, mode: str = "resize", patch_size: int = 14,
                             limits: Limits = DENSE_LIMITS) -> Callable[[Any], Any]:
-    """minidino.transforms.dense_transform(size=, mode=, patch_size=) as a transform for `read_one`, which
+    """minidino.utils.transforms.dense_transform(size=, mode=, patch_size=) as a transform for `read_one`, which
     refuses an image whose resized size would exceed `limits.max_output_pixels` BEFORE resizing it."""
-    from ..transforms import dense_size, dense_transform
+    from ..utils.transforms import dense_size, dense_transform
 
     def transform(img: Any) -> Any:
         W0, H0 = img.size

@@ -3,7 +3,7 @@
     out = check_output(args.out, "--out")   # before any work: not a folder, its folder writable
     out = check_output_dir(args.out)        # the same for an output folder (depth): nothing is created
     with locked(out):                       # another run writing `out` -> one line, exit status 5
-        ... compute, then write atomically (minidino.atomic) ...
+        ... compute, then write atomically (minidino.utils.atomic) ...
 
 A failed check exits with a one-line message (status 2 for a wrong path, 7 for a folder that
 cannot be written), so a run never computes for an hour and then fails to save.
@@ -67,8 +67,8 @@ def check_output(path: str | os.PathLike, what: str = "--out") -> Path:
 
 @contextmanager
 def locked(path: str | os.PathLike) -> Iterator[Path]:
-    """minidino.lock.output_lock, with a held lock reported as one line and exit status 5."""
-    from ..lock import OutputLockedError, output_lock
+    """minidino.utils.lock.output_lock, with a held lock reported as one line and exit status 5."""
+    from ..utils.lock import OutputLockedError, output_lock
 
     with ExitStack() as stack:
         try:

@@ -13,9 +13,9 @@ from ._common import add_model_args
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .. import viz
-    from ..atomic import atomic_write
-    from ..transforms import IMAGENET_MEAN, IMAGENET_STD
+    from ..utils import viz
+    from ..utils.atomic import atomic_write
+    from ..utils.transforms import IMAGENET_MEAN, IMAGENET_STD
     from ._common import model_from_args, preflight_model
     from .errors import EXIT_PARTIAL
     from .inputs import DENSE_LIMITS, dense_transform_checked, display_name, read_images, report_failures

@@ -7,7 +7,7 @@ import time
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import golden
+    from ..conformance import golden
 
     index = golden.load_index(args.golden)
     print(f"{'case':30s} {'tensors':>7s} {'max abs diff':>13s} {'time':>6s}  status")
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
 def live(args: argparse.Namespace) -> int:
     """The official code itself, side by side on this machine, when it is available: must be 0.0."""
-    from ..reference import ReferenceUnavailable, official_repo, side_by_side, side_by_side_depth, snapshot_available
+    from ..conformance.reference import ReferenceUnavailable, official_repo, side_by_side, side_by_side_depth, snapshot_available
 
     try:
         repo = official_repo(args.official)  # --official, $MINIDINO_OFFICIAL_REPO or ../shared/official
@@ -60,7 +60,7 @@ def live(args: argparse.Namespace) -> int:
         what = name + (f" (first {kw['depth']} blocks)" if "depth" in kw else f" layers={kw['layers']}" if kw else "")
         print(f"  {what:36s} {len(rows)} inputs, max abs {worst:.3e}  {'ok' if worst == 0.0 else 'FAIL'}")
     if repo is not None:  # dino.txt: built from the hub code's own classes (its entry point always downloads)
-        from ..golden_text import side_by_side as dinotxt_side_by_side
+        from ..conformance.golden_text import side_by_side as dinotxt_side_by_side
 
         rows = dinotxt_side_by_side(repo)
         worst = max(d for _, d in rows)

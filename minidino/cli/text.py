@@ -79,7 +79,7 @@ def encode_texts(model: Any, texts: list[str], vocab: str | None) -> Any:
     """(T, E) unit-length text embeddings."""
     import torch
 
-    from ..tokenizer import tokenize
+    from ..heads.tokenizer import tokenize
 
     try:
         ids = tokenize(texts, model.config.text_context_length, vocab_file=vocab)
@@ -189,10 +189,10 @@ def run_segment(args: argparse.Namespace) -> int:
 
     import sys
 
-    from .. import viz
-    from ..atomic import atomic_write
+    from ..utils import viz
+    from ..utils.atomic import atomic_write
     from ..heads.dinotxt import patch_text_similarity
-    from ..transforms import IMAGENET_MEAN, IMAGENET_STD
+    from ..utils.transforms import IMAGENET_MEAN, IMAGENET_STD
     from ._common import describe_weights
     from .errors import EXIT_PARTIAL
     from .inputs import DENSE_LIMITS, dense_transform_checked, read_images, report_failures

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..model import DinoVisionTransformer
+from ..models.dinov2 import DinoVisionTransformer
 
 __all__ = ["LinearClassifier"]
 

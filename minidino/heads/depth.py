@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..model import DinoVisionTransformer
+from ..models.dinov2 import DinoVisionTransformer
 
 __all__ = [
     "DepthConfig", "Depther", "LinearDepthHead", "DEPTH_LAYERS", "DEPTH_RANGES", "DEPTH_WEIGHTS", "LINEAR_HEAD_RANGE",
@@ -276,7 +276,7 @@ class Depther(nn.Module):
         return list(out)
 
     def forward(self, images: Tensor) -> Tensor:
-        from ..checks import check_images
+        from ..models.checks import check_images
 
         # any H, W >= 1 (the image is padded): patch_size=1 checks shape, channels and dtype only
         check_images(images, in_chans=self.backbone.config.in_chans, patch_size=1,

@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import DinoConfig, closest_names
-from ..layers import Block, init_linear_and_norm
-from ..model import DinoVisionTransformer
+from ..models.config import DinoConfig, closest_names
+from ..models.layers import Block, init_linear_and_norm
+from ..models.dinov2 import DinoVisionTransformer
 from .text_transformer import TextHead, TextTower, TextTransformer
 
 __all__ = ["DinoTxtConfig", "DINOTXT_PRESET", "DinoTxt", "VisionHead", "VisionTower", "BackboneWrapper",

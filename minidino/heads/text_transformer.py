@@ -5,7 +5,7 @@ Shape legend for this file:
     nh heads, hd head dim (D / nh), F FFN hidden width (4 D), E joint embedding width (2048),
     V vocabulary size (49408).
 
-A text arrives as L token ids (see minidino/tokenizer.py): <start of text>, the byte-pair
+A text arrives as L token ids (see minidino/heads/tokenizer.py): <start of text>, the byte-pair
 tokens, <end of text>, then zeros up to the context length. <end of text> has the largest id
 of the vocabulary (49407), which is how the pooling below finds it.
 
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..layers import Attention, Mlp
+from ..models.layers import Attention, Mlp
 
 __all__ = ["CausalAttentionBlock", "TextTransformer", "TextHead", "TextTower", "causal_mask"]
 

@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python tests/golden/make_depth_golden.py      # needs ../shared/official (or $MINIDINO_OFFICIAL_REPO)
 
-Weights: the splitmix64 generator of minidino/golden.py over the official model's own state-dict
+Weights: the splitmix64 generator of minidino/conformance/golden.py over the official model's own state-dict
 keys (sorted), with one added key rule: decode_head.conv_depth.head.4.bias centred at 2.0 (so the
 DPT depth is not clamped to min_depth). Inputs: generated images of sizes that are not multiples
 of 14 (the official model pads). Output: `TAG/depth` = whole_inference(x, img_meta=None, rescale=True).
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from minidino import golden
-from minidino.reference import official_model, official_repo
+from minidino.conformance import golden
+from minidino.conformance.reference import official_model, official_repo
 
 HERE = Path(__file__).resolve().parent
 CASES = [("dinov2_vits14_ld", 1, 21), ("dinov2_vits14_ld", 4, 22), ("dinov2_vits14_dd", None, 23),

@@ -5,15 +5,15 @@
 The official model is built from the hub code's own classes at reduced size (backbone 2 blocks,
 text transformer 2 layers of width 256; the vision head as published), loaded with the
 splitmix64 weights of the case and run on its generated images and token ids
-(minidino.golden_text.make_case). The case is then written (or replaced) in index.json.
+(minidino.conformance.golden_text.make_case). The case is then written (or replaced) in index.json.
 """
 
 import json
 from pathlib import Path
 
-from minidino import golden
-from minidino.golden_text import make_case
-from minidino.reference import official_dinotxt
+from minidino.conformance import golden
+from minidino.conformance.golden_text import make_case
+from minidino.conformance.reference import official_dinotxt
 
 HERE = Path(__file__).resolve().parent
 CASE = {"model": "dinotxt", "depth": 2, "text_width": 256, "text_num_heads": 4, "text_layers": 2, "weight_seed": 11,

@@ -1,6 +1,6 @@
 """The offline demo: synthetic sample scenes, embedded and pictured with any backbone.
 
-`minidino demo` runs it with weights from the golden splitmix64 generator (minidino.golden,
+`minidino demo` runs it with weights from the golden splitmix64 generator (minidino.conformance.golden,
 `--weights random:0`), so it needs no network: the pictures then check the pipeline (decode, preprocess, forward,
 PCA, attention, similarity), not what DINOv2 has learned. The same run with the official
 weights gives the real features. The sample scenes are drawn by code (no photos), so they
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from . import viz
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, dense_transform
+from ..utils import viz
+from ..utils.transforms import IMAGENET_MEAN, IMAGENET_STD, dense_transform
 
 __all__ = ["sample_images", "run_demo", "similarity_table"]
 
@@ -142,7 +142,7 @@ def run_demo(
     tokens). weights_label is printed on every picture. Returns paths, embeddings and timings.
 
     Examples:
-        >>> from minidino.golden import random_model
+        >>> from minidino.conformance.golden import random_model
         >>> out = run_demo("demo_out", random_model("dinov2_vits14", depth=1), weights_label="RANDOM", size=56, log=lambda s: None)
         >>> out["pca"].name, tuple(out["embeddings"].shape), tuple(out["similarity"].shape)
         ('pca.png', (4, 384), (4, 4))
@@ -193,8 +193,8 @@ def depth_panel(out: Path, scenes: dict[str, Any], *, size: int, seed: int = 0, 
     """depth.png: each scene beside the depth map of a ViT-S/14 DPT depther with RANDOM weights
     (the golden generator; offline), with a scale bar in metres. It shows the pipeline and the
     picture, not real depth: the label on the picture says so."""
-    from . import golden
-    from .viz import compose_grid, depth_preview, hstack_panels
+    from ..conformance import golden
+    from ..utils.viz import compose_grid, depth_preview, hstack_panels
 
     t0 = time.perf_counter()
     model = golden.random_model("dinov2_vits14_dd", seed)

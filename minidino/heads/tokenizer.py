@@ -14,7 +14,7 @@ The steps, for each text:
    text encoder's end-of-text pooling still finds it.
 
 The vocabulary is CLIP's `bpe_simple_vocab_16e6.txt.gz` (1.3 MB), handled like weights:
-downloaded once into the cache (see minidino.hub) from the official dinov2 URL and checked
+downloaded once into the cache (see minidino.weights.download) from the official dinov2 URL and checked
 against its SHA-256. `ftfy` and `regex` are the optional extra `minidino[text]`.
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from .hub import Pin
+from ..weights.download import Pin
 
 __all__ = ["Tokenizer", "tokenize", "get_tokenizer", "vocab_path", "VOCAB_PIN", "SOT", "EOT"]
 
@@ -179,7 +179,7 @@ def vocab_path(*, cache_dir: str | os.PathLike | None = None, base: str | None =
         >>> vocab_path().name                             # downloads it once  # doctest: +SKIP
         'bpe_simple_vocab_16e6.txt.gz'
     """
-    from .hub import fetch
+    from ..weights.download import fetch
 
     return fetch(VOCAB_PIN, cache_dir=cache_dir, base=base, progress=progress)
 

@@ -53,7 +53,7 @@ def build_dinotxt_case(case: dict[str, Any]) -> tuple[torch.nn.Module, dict[str,
     weights, in eval mode, and those weights as a state dict.
 
     Examples:
-        >>> from minidino.golden import load_index, weights_sha256
+        >>> from minidino.conformance.golden import load_index, weights_sha256
         >>> case = next(c for c in load_index()["cases"] if c["model"] == "dinotxt")
         >>> case["depth"], case["text_width"], case["text_num_heads"], case["text_layers"]
         (2, 256, 4, 2)
@@ -64,7 +64,7 @@ def build_dinotxt_case(case: dict[str, Any]) -> tuple[torch.nn.Module, dict[str,
         (The build is skipped in the doctests for time: about 2 s, the ViT-L width; tests/test_golden.py
         builds and runs it.)
     """
-    from . import create_model  # late import: golden modules are leaves otherwise
+    from .. import create_model  # late import: golden modules are leaves otherwise
 
     model = create_model("dinotxt", device="meta", **_overrides(case))
     sd = generate_for(model, case["weight_seed"])
@@ -107,14 +107,14 @@ def run_dinotxt_case(case: dict[str, Any], ref: dict[str, Tensor], model: torch.
 
     Examples:
         A made-up case and a reference made by the same model, to show the format (the stored
-        case runs with `minidino.golden.run_case(case)`, as tests/test_golden.py does):
+        case runs with `minidino.conformance.golden.run_case(case)`, as tests/test_golden.py does):
 
         >>> model = minidino.create_model("dinotxt", depth=1, vision_embed_dim=64, vision_num_heads=2,
         ...                               embed_dim=128, text_width=64, text_num_heads=2, text_layers=1)
         >>> inp = {"tag": "r28x42", "shape": [1, 3, 28, 42], "image_stream": 1000, "token_stream": 3000,
         ...        "text_lengths": [3, 5], "context_length": 8}
         >>> case = {"model": "dinotxt", "weight_seed": 0, "inputs": [inp]}
-        >>> images = minidino.golden.generate_images(0, 1000, (1, 3, 28, 42))
+        >>> images = minidino.conformance.golden.generate_images(0, 1000, (1, 3, 28, 42))
         >>> ids = generate_token_ids(0, 3000, [3, 5], 8)
         >>> ref = {f"r28x42/{k}": v for k, v in outputs_of(model, images, ids).items()} | {"r28x42/token_ids": ids}
         >>> results = run_dinotxt_case(case, ref, model)
@@ -141,10 +141,10 @@ def make_case(out_dir: str | Path, official: torch.nn.Module, case: dict[str, An
     generated weights and inputs; write `case["file"]` into out_dir; return the case with its digest.
 
     Examples:
-        This needs the official hub code (minidino.reference), hence skipped here:
+        This needs the official hub code (minidino.conformance.reference), hence skipped here:
 
-        >>> from minidino.golden import load_index
-        >>> from minidino.reference import official_dinotxt
+        >>> from minidino.conformance.golden import load_index
+        >>> from minidino.conformance.reference import official_dinotxt
         >>> case = next(c for c in load_index()["cases"] if c["model"] == "dinotxt")
         >>> official = official_dinotxt(depth=2, text_width=256, text_num_heads=4, text_layers=2)   # doctest: +SKIP
         >>> made = make_case(".", official, case)                                                 # doctest: +SKIP
@@ -163,14 +163,14 @@ def make_case(out_dir: str | Path, official: torch.nn.Module, case: dict[str, An
         tensors[f"{inp['tag']}/token_ids"] = ids
         for key, value in outputs_of(official.eval(), images, ids).items():
             tensors[f"{inp['tag']}/{key}"] = value.clone().contiguous()  # logits_per_text is a view of the other
-    save_file(tensors, str(Path(out_dir) / case["file"]), metadata={"made_by": "official dino.txt (minidino.golden_text.make_case)"})
+    save_file(tensors, str(Path(out_dir) / case["file"]), metadata={"made_by": "official dino.txt (minidino.conformance.golden_text.make_case)"})
     return dict(case, weights_sha256=weights_sha256(sd))
 
 
 def side_by_side(repo: str | Path | None = None, seed: int = 0) -> list[tuple[str, float]]:
     """The official dino.txt (reduced: backbone 2 blocks, text 2 layers of width 128) and minidino's,
     same generated weights and inputs, on this machine: (output, max abs difference) per output."""
-    from . import create_model
+    from .. import create_model
     from .reference import official_dinotxt
 
     sizes = {"depth": 2, "text_width": 128, "text_num_heads": 2, "text_layers": 2}

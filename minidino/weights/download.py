@@ -41,7 +41,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .progress import ProgressBar
+from ..utils.progress import ProgressBar
 
 __all__ = [
     "Pin", "DownloadError", "ChecksumError", "default_cache_dir", "base_url", "load_pins", "pin_for",
@@ -251,7 +251,7 @@ def depth_head_pin(name: str, weights: str, layers: int = 4) -> Pin:
         >>> pin.path, pin.sha256
         ('dinov2_vitl14/dinov2_vitl14_nyu_linear_head.pth', None)
     """
-    from .names import split_depth_name
+    from ..names import split_depth_name
 
     parts = split_depth_name(name)
     if parts is None:
@@ -351,7 +351,7 @@ def download(
 
 
 def _read_as_checkpoint(path: Path) -> None:
-    from .weights import read_checkpoint
+    from .load import read_checkpoint
 
     read_checkpoint(path)
 

@@ -41,14 +41,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .names import get_config, split_model_name
+from ..names import get_config, split_model_name
 
 __all__ = ["OfficialModel", "ReferenceUnavailable", "official_model", "official_pair", "official_repo",
            "snapshot_available", "max_abs_difference", "compare", "side_by_side", "side_by_side_depth"]
 
 REPO_ENV = "MINIDINO_OFFICIAL_REPO"  # a folder (or .tar.gz) of the official hub code
 # Where a minidino checkout finds the shared snapshot of the official hub code (CI has it there too).
-SHARED_SNAPSHOTS = Path(__file__).resolve().parents[1].parent / "shared" / "official"
+SHARED_SNAPSHOTS = Path(__file__).resolve().parents[2].parent / "shared" / "official"
 
 # The PyPI snapshot names its fused SwiGLU "swiglufused" (hidden width rounded to a multiple
 # of 8, as our config.swiglu_hidden_dim); the hub builds ViT-g with it.
@@ -245,7 +245,7 @@ def official_pair(name: str, repo: str | os.PathLike | None = None, *, layers: i
     Examples:
         >>> if official_repo() or snapshot_available():
         ...     ref, ours = official_pair("dinov2_vits14", depth=2)
-        ...     from minidino.golden import generate_for
+        ...     from minidino.conformance.golden import generate_for
         ...     sd = generate_for(ours, 0)
         ...     _ = ours.load_state_dict(sd), ref.module.load_state_dict(sd)
         ...     print(compare(ref.module, ours, torch.randn(1, 3, 28, 28)))
@@ -253,7 +253,7 @@ def official_pair(name: str, repo: str | os.PathLike | None = None, *, layers: i
         ...     print(0.0)
         0.0
     """
-    from . import create_model
+    from .. import create_model
 
     ref = official_model(name, repo=repo, layers=layers, pypi=pypi, **overrides)
     kw = {"layers": layers} if layers is not None else {}
@@ -284,7 +284,7 @@ def compare(official: nn.Module, ours: nn.Module, x: torch.Tensor, masks: torch.
     """Max abs difference of forward_features and get_intermediate_layers (first and last block).
 
     Examples:
-        >>> from minidino.golden import random_model
+        >>> from minidino.conformance.golden import random_model
         >>> a = random_model("dinov2_vits14", depth=2)
         >>> b = random_model("dinov2_vits14", depth=2)     # the same generated weights
         >>> compare(a, b, torch.randn(1, 3, 28, 28))
@@ -337,7 +337,7 @@ def side_by_side_depth(name: str, repo: str | os.PathLike | None = None, seed: i
         >>> side_by_side_depth("dinov2_vits14_ld", layers=1)   # doctest: +SKIP
         [('2x3x47x61', 0.0), ('1x3x70x42', 0.0)]
     """
-    from . import create_model
+    from .. import create_model
     from .golden import generate_for, generate_images
 
     hub = official_repo(repo)

@@ -34,11 +34,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from .atomic import atomic_write
-from .config import PRESETS, DinoConfig, swiglu_hidden_dim
-from .names import split_model_name
-from .heads import DINOHead, Depther, LinearClassifier
-from .model import DinoVisionTransformer
+from ..utils.atomic import atomic_write
+from ..models.config import PRESETS, DinoConfig, swiglu_hidden_dim
+from ..names import split_model_name
+from ..heads import DINOHead, Depther, LinearClassifier
+from ..models.dinov2 import DinoVisionTransformer
 
 __all__ = [
     "CheckpointError", "UnsafeCheckpointError", "WeightsMismatchError", "LoadReport", "read_checkpoint",
@@ -81,7 +81,7 @@ class WeightsMismatchError(ValueError):
     """A checkpoint does not fit the model: shapes differ, or keys are missing or unexpected.
 
     Examples:
-        >>> from minidino.golden import generate_for
+        >>> from minidino.conformance.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> model = minidino.create_model("dinov2_vitb14", depth=1)
         >>> try:
@@ -97,7 +97,7 @@ class LoadReport:
     """What `load_weights` did: the layout it recognised and what it loaded or left out.
 
     Examples:
-        >>> from minidino.golden import generate_for
+        >>> from minidino.conformance.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> report = load_weights(minidino.create_model("dinov2_vits14", depth=1), sd)
         >>> report.layout, report.loaded, report.missing
@@ -118,7 +118,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     folder (single file or shards) without running any code.
 
     Examples:
-        >>> from minidino.golden import generate_for
+        >>> from minidino.conformance.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> save_weights(sd, "w.safetensors").name
         'w.safetensors'
@@ -219,7 +219,7 @@ def _read_source(source: Any, cache_dir: str | os.PathLike | None, progress: boo
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         if text.startswith(("http://", "https://")):
-            from .hub import fetch_url
+            from .download import fetch_url
 
             path = fetch_url(text, cache_dir=cache_dir, progress=progress)
             return read_checkpoint(path), text
@@ -518,7 +518,7 @@ def detect_layout(sd: StateDict) -> str:
     """The layout of a backbone state dict (prefixes already removed).
 
     Examples:
-        >>> from minidino.golden import generate_for
+        >>> from minidino.conformance.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> detect_layout(sd), detect_layout(to_huggingface(sd))
         ('official', 'huggingface')
@@ -536,7 +536,7 @@ def to_official(sd: StateDict) -> tuple[StateDict, str]:
     """A backbone state dict in any layout -> (official keys, the layout's name).
 
     Examples:
-        >>> from minidino.golden import generate_for
+        >>> from minidino.conformance.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> hf = to_huggingface(sd)
         >>> back, layout = to_official(hf)
@@ -558,7 +558,7 @@ def to_huggingface(sd: StateDict, *, hub_names: bool = False) -> StateDict:
     """Official keys -> transformers' Dinov2Model keys (`hub_names=True`: the older names of the hub repos).
 
     Examples:
-        >>> from minidino.golden import generate_for
+        >>> from minidino.conformance.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> hf = to_huggingface(sd)
         >>> tuple(hf["embeddings.cls_token"].shape), "encoder.layer.0.attention.q_proj.weight" in hf
@@ -602,7 +602,7 @@ def guess_hub_name(sd: StateDict) -> str:
     """Which hub model an official-layout backbone state dict looks like, for error messages.
 
     Examples:
-        >>> from minidino.golden import generate_for
+        >>> from minidino.conformance.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> guess_hub_name(sd)
         'dinov2_vits14 truncated to depth 1'
@@ -625,7 +625,7 @@ def infer_config(sd: StateDict, num_heads: int | None = None) -> DinoConfig:
     else D // 64 (every DINOv2 model has 64-wide heads).
 
     Examples:
-        >>> from minidino.golden import generate_for
+        >>> from minidino.conformance.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> c = infer_config(sd)
         >>> c.embed_dim, c.depth, c.num_heads
@@ -742,7 +742,7 @@ def load_weights(model: nn.Module, source: Any, *, strict: bool = True, network:
     lists what differs. A model built on the meta device is materialised on the CPU.
 
     Examples:
-        >>> from minidino.golden import generate_for
+        >>> from minidino.conformance.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> model = minidino.create_model("dinov2_vits14", depth=1)
         >>> load_weights(model, to_huggingface(sd)).layout          # any layout: a dict, a file, a folder, a URL
@@ -752,10 +752,10 @@ def load_weights(model: nn.Module, source: Any, *, strict: bool = True, network:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a minidino model (nn.Module), got {type(model).__name__}")
-    from .heads.dinotxt import DinoTxt
+    from ..heads.dinotxt import DinoTxt
 
     if isinstance(model, DinoTxt):  # its three official files (or one whole state dict): text_weights.py
-        from .text_weights import PARTS, load_dinotxt_weights
+        from .dinotxt import PARTS, load_dinotxt_weights
 
         load_dinotxt_weights(model, source, cache_dir=cache_dir, progress=progress)
         parts = [p for p in PARTS if p in source] if isinstance(source, Mapping) and set(source) <= set(PARTS) else ["dinotxt"]
@@ -867,14 +867,14 @@ def load_pretrained(model: nn.Module, name: str, pretrained: Any, *, cache_dir: 
     or state dict is loaded with `load_weights`.
 
     Examples:
-        >>> from minidino.golden import generate_for
+        >>> from minidino.conformance.golden import generate_for
         >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)   # official keys
         >>> torch.save(sd, "vits14_depth1.pth")
         >>> model = minidino.create_model("dinov2_vits14", depth=1)
         >>> load_pretrained(model, "dinov2_vits14", "vits14_depth1.pth", progress=False).loaded
         ['backbone']
     """
-    from . import hub
+    from . import download as hub
 
     if pretrained is True and isinstance(model, Depther):
         return _load_pretrained_depther(model, name, cache_dir, progress)
@@ -896,8 +896,8 @@ def load_pretrained(model: nn.Module, name: str, pretrained: Any, *, cache_dir: 
 def _load_pretrained_depther(model: Depther, name: str, cache_dir: str | os.PathLike | None, progress: bool) -> LoadReport:
     """The backbone's pretrain file (pinned, verified) and the official head file of `name`,
     `weights` and `layers` (no published checksums: unverified, loaded tensor-only)."""
-    from . import hub
-    from .names import split_depth_name
+    from . import download as hub
+    from ..names import split_depth_name
 
     backbone_name, _ = split_depth_name(name)  # type: ignore[misc]
     report = load_weights(model, hub.fetch(hub.backbone_pin(backbone_name), cache_dir=cache_dir, progress=progress))

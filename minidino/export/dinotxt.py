@@ -1,6 +1,6 @@
 """ONNX export of dino.txt's two encoders, each to its own graph.
 
-    minidino.export_text.export_dinotxt_onnx(model, image_path="dinotxt_image.onnx", text_path="dinotxt_text.onnx")
+    minidino.export.dinotxt.export_dinotxt_onnx(model, image_path="dinotxt_image.onnx", text_path="dinotxt_text.onnx")
 
 Image graph: input "x" (B, 3, H, W) float32, batch and size free (sides multiples of 14; the
 position embedding in its exportable "matrix" form, see export.py), outputs
@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .atomic import atomic_write_files
-from .export import _set_export_pos, _size_oblivious
-from .heads.dinotxt import DinoTxt
+from ..utils.atomic import atomic_write_files
+from .program import _set_export_pos, _size_oblivious
+from ..heads.dinotxt import DinoTxt
 
 __all__ = ["export_dinotxt_onnx", "ImageEncoder", "TextEncoder"]
 

@@ -31,9 +31,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .atomic import atomic_write_files
-from .heads import Depther, LinearClassifier
-from .model import DinoVisionTransformer
+from ..utils.atomic import atomic_write_files
+from ..heads import Depther, LinearClassifier
+from ..models.dinov2 import DinoVisionTransformer
 
 __all__ = ["export_onnx", "export_program", "default_outputs"]
 
@@ -82,7 +82,7 @@ def _backbone(model: nn.Module) -> DinoVisionTransformer:
         return model
     raise TypeError(
         f"can only export a minidino backbone or *_lc classifier (or a depther), got {type(model).__name__}; "
-        "build one with minidino.create_model(name) (dino.txt: minidino.export_text.export_dinotxt_onnx)"
+        "build one with minidino.create_model(name) (dino.txt: minidino.export.dinotxt.export_dinotxt_onnx)"
     )
 
 

@@ -129,7 +129,7 @@ def random_model(name: str, seed: int = 0, **overrides: Any) -> torch.nn.Module:
         >>> tuple(model(generate_images(0, 1, (1, 3, 28, 28))).shape)
         (1, 384)
     """
-    from . import create_model  # late import: golden is a leaf module otherwise
+    from .. import create_model  # late import: golden is a leaf module otherwise
 
     model = create_model(name, device="meta", **overrides)
     model.load_state_dict(generate_for(model, seed), strict=True, assign=True)
@@ -179,7 +179,7 @@ def default_golden_dir() -> Path:
         >>> (default_golden_dir() / "index.json").is_file()
         True
     """
-    return Path(__file__).resolve().parent.parent / "tests" / "golden"
+    return Path(__file__).resolve().parents[2] / "tests" / "golden"
 
 
 def load_index(golden_dir: str | Path | None = None) -> dict[str, Any]:
@@ -214,8 +214,8 @@ def build_case(case: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Tensor]
         >>> weights_sha256(sd) == case["weights_sha256"], type(model).__name__
         (True, 'DINOHead')
     """
-    from . import create_model  # late import: golden is a leaf module otherwise
-    from .heads import DINOHead
+    from .. import create_model  # late import: golden is a leaf module otherwise
+    from ..heads import DINOHead
 
     if case["model"] == "dinotxt":  # its own case format: golden_text.py
         from .golden_text import build_dinotxt_case

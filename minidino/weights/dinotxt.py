@@ -21,10 +21,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .heads.dinotxt import DINOTXT_BACKBONE, DINOTXT_PRESET, DinoTxt, DinoTxtConfig
-from .hub import Pin
-from .names import DINOTXT_NAME, get_config
-from .weights import WeightsMismatchError, load_weights, read_checkpoint
+from ..heads.dinotxt import DINOTXT_BACKBONE, DINOTXT_PRESET, DinoTxt, DinoTxtConfig
+from .download import Pin
+from ..names import DINOTXT_NAME, get_config
+from .load import WeightsMismatchError, load_weights, read_checkpoint
 
 __all__ = ["create_dinotxt", "load_dinotxt_weights", "VISION_HEAD_PIN", "TEXT_ENCODER_PIN", "PARTS"]
 
@@ -103,13 +103,13 @@ def load_dinotxt_weights(model: DinoTxt, source: Any, *, cache_dir: str | os.Pat
         >>> load_dinotxt_weights(b, {"vision_head": {}})
         Traceback (most recent call last):
         ...
-        minidino.weights.WeightsMismatchError: the vision-head file does not fit the dino.txt model: missing [...]
+        minidino.weights.load.WeightsMismatchError: the vision-head file does not fit the dino.txt model: missing [...]
         >>> load_dinotxt_weights(b, True)      # downloads the three official files once  # doctest: +SKIP
     """
     if not isinstance(model, DinoTxt):
         raise TypeError(f"expected a DinoTxt model, got {type(model).__name__}")
     if source is True:
-        from . import hub
+        from . import download as hub
 
         source = {
             "backbone": hub.fetch(hub.backbone_pin(DINOTXT_BACKBONE), cache_dir=cache_dir, progress=progress),

@@ -12,7 +12,7 @@ stated here with what it does to the numbers:
   (after folding, which is done in float32) and the inputs. bf16 runs on tensor cores on GPUs
   and on AMX / AVX512_BF16 on recent x86 CPUs; on a CPU without them bf16 is emulated and
   SLOWER than float32 (about 3x for ViT-S/14 on such a CPU), and `optimize` warns
-  (minidino.hardware). Not exact: bf16 keeps 8 bits of mantissa (cosine similarity to
+  (minidino.utils.hardware). Not exact: bf16 keeps 8 bits of mantissa (cosine similarity to
   float32 > 0.999, max abs stated by the benchmark and the tests).
 * compile (default "auto": on CUDA only): torch.compile (inductor) of the whole forward pass:
   norms, GELU, bias and residual adds fused. On CPU with weight freezing (oneDNN prepacked
@@ -39,8 +39,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .layers import Block, Mlp, SwiGLUFFN
-from .model import DinoVisionTransformer, Features
+from ..models.layers import Block, Mlp, SwiGLUFFN
+from ..models.dinov2 import DinoVisionTransformer, Features
 
 __all__ = ["optimize", "OptimizedModel", "fold_layerscale"]
 
@@ -57,7 +57,7 @@ def fold_layerscale(model: DinoVisionTransformer) -> DinoVisionTransformer:
 
     Examples:
         >>> import copy
-        >>> from minidino.golden import random_model
+        >>> from minidino.conformance.golden import random_model
         >>> model = random_model("dinov2_vits14", depth=1)
         >>> folded = fold_layerscale(copy.deepcopy(model))
         >>> x = torch.randn(1, 3, 28, 28)
@@ -220,7 +220,7 @@ def optimize(
     itself (saves memory for ViT-g; the model is then folded and cast).
 
     Examples:
-        >>> from minidino.golden import random_model
+        >>> from minidino.conformance.golden import random_model
         >>> model = random_model("dinov2_vits14", depth=1)
         >>> fast = optimize(model, compile=False)             # LayerScale folded, float32
         >>> x = torch.randn(2, 3, 28, 28)
@@ -252,7 +252,7 @@ def optimize(
     if model.attn_impl != "fused":
         raise ValueError(f"optimize runs the fused attention path; the model has attn_impl={model.attn_impl!r}")
     if dtype is not None:
-        from .hardware import slow_dtype_message
+        from ..utils.hardware import slow_dtype_message
 
         slow = slow_dtype_message(dtype, weight.device)
         if slow is not None:  # said, not silently slow (the caller may still want the numbers of this dtype)

@@ -35,7 +35,7 @@ def check_images(x: Any, *, in_chans: int, patch_size: int, weight_dtype: torch.
             f"got {tuple(x.shape)}. Channels-last images need x.permute(0, 3, 1, 2)."
         )
     if not x.is_floating_point():
-        raise TypeError(f"{what} has dtype {x.dtype}; convert to float and normalise (see minidino.transforms)")
+        raise TypeError(f"{what} has dtype {x.dtype}; convert to float and normalise (see minidino.utils.transforms)")
     p = patch_size
     for side, n in (("height", H), ("width", W)):
         if n < p or n % p:

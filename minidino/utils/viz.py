@@ -208,7 +208,7 @@ def denormalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Image
     """A normalised (3, H, W) image tensor back to an RGB PIL image (x * std + mean).
 
     Examples:
-        >>> from minidino.transforms import IMAGENET_MEAN, IMAGENET_STD
+        >>> from minidino.utils.transforms import IMAGENET_MEAN, IMAGENET_STD
         >>> denormalize(torch.zeros(3, 28, 42), IMAGENET_MEAN, IMAGENET_STD).size     # (W, H)
         (42, 28)
     """
@@ -347,8 +347,8 @@ def pca_figure(
     "cls" (len(xs), D) class tokens, "patch_tokens" [(h*w, D)].
 
     Examples:
-        >>> from minidino.transforms import IMAGENET_MEAN, IMAGENET_STD
-        >>> from minidino.golden import random_model
+        >>> from minidino.utils.transforms import IMAGENET_MEAN, IMAGENET_STD
+        >>> from minidino.conformance.golden import random_model
         >>> model = random_model("dinov2_vits14", depth=1)
         >>> pic, info = pca_figure(model, [torch.randn(3, 56, 56), torch.randn(3, 28, 42)], mean=IMAGENET_MEAN, std=IMAGENET_STD)
         >>> info["grids"], tuple(info["cls"].shape)
@@ -393,8 +393,8 @@ def attention_figure(
     attended), registers skipped. Returns the picture and the (nh, h, w) attention weights.
 
     Examples:
-        >>> from minidino.transforms import IMAGENET_MEAN, IMAGENET_STD
-        >>> from minidino.golden import random_model
+        >>> from minidino.utils.transforms import IMAGENET_MEAN, IMAGENET_STD
+        >>> from minidino.conformance.golden import random_model
         >>> model = random_model("dinov2_vits14", depth=1)
         >>> pic, attn = attention_figure(model, torch.randn(3, 28, 42), mean=IMAGENET_MEAN, std=IMAGENET_STD)
         >>> tuple(attn.shape)                                   # (nh, h, w)
