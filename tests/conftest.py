@@ -46,11 +46,12 @@ def small_depther(head: str = "dpt", seed: int = 0, layers: int = 4):
     depth is tests/test_depth_live.py's."""
     import minidino
     from minidino.conformance import golden
-    from minidino.heads.depth import Depther, depth_config
+    from minidino.heads import Depther
+    from minidino.heads.depth_config import depth_config
 
     backbone = minidino.create_model("dinov2_vits14", depth=4, device="meta")
-    config = depth_config("dinov2_vits14", head, 384, layers=layers)
-    model = Depther(backbone, config.replace(out_index=(0, 1, 2, 3) if layers == 4 else (3,)), device="meta")
+    config = depth_config({1: (3,), 4: (0, 1, 2, 3)}, head, 384, layers=layers)
+    model = Depther(backbone, config, device="meta")
     model.load_state_dict(golden.generate_for(model, seed), strict=True, assign=True)
     return model.eval()
 

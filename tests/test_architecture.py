@@ -9,11 +9,12 @@ import torch
 
 import minidino
 from minidino import DinoConfig, create_model, get_config, list_models
-from minidino.models.config import PRESETS, swiglu_hidden_dim
+from minidino.catalogue import list_models
+from minidino.models.config import swiglu_hidden_dim
 
 from conftest import official_shapes
 
-BACKBONES = list(PRESETS)
+BACKBONES = list_models(False, False)
 PARAMS_M = {"s": 22.06, "b": 86.58, "l": 304.37, "g": 1136.48}
 
 

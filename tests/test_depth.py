@@ -16,7 +16,8 @@ import minidino
 import minidino.conformance.reference
 from minidino.conformance import golden
 from minidino.weights import download as hub
-from minidino.heads.depth import DEPTH_LAYERS, Depther, pad_to_patch_multiple
+from minidino.catalogue import lookup
+from minidino.heads.depth import Depther, pad_to_patch_multiple
 from minidino.weights import WeightsMismatchError
 
 from conftest import GOLDEN_DIR, golden_index
@@ -31,7 +32,7 @@ def test_the_8_depthers_are_listed_and_build_on_meta():
         m = minidino.create_model(name, device="meta")
         assert isinstance(m, Depther) and m.depth_range == ((0.001, 80.0) if name.endswith("_ld") else (0.001, 10.0))
         assert {k.split(".")[0] for k in m.state_dict()} == {"backbone", "decode_head"}
-        assert m.config.out_index == DEPTH_LAYERS[name[:-3]][4]
+        assert m.config.out_index == lookup(name).head["blocks"][4]
     ld1 = minidino.create_model("dinov2_vitl14_ld", layers=1, device="meta")
     assert ld1.config.out_index == (23,) and ld1.decode_head.conv_depth.weight.shape == (256, 2 * 1024, 1, 1)
     dd = minidino.create_model("dinov2_vitl14_dd", device="meta")
@@ -140,10 +141,13 @@ def test_a_head_file_of_another_model_is_refused(small_dd, tmp_path):
 
 
 def test_head_urls_follow_the_hubs_naming():
-    assert hub.depth_head_pin("dinov2_vitb14_dd", "KITTI").path == "dinov2_vitb14/dinov2_vitb14_kitti_dpt_head.pth"
-    assert hub.depth_head_pin("dinov2_vits14_ld", "NYU", 4).path == "dinov2_vits14/dinov2_vits14_nyu_linear4_head.pth"
-    assert hub.depth_head_pin("dinov2_vitg14_ld", "NYU", 1).path == "dinov2_vitg14/dinov2_vitg14_nyu_linear_head.pth"
-    assert hub.depth_head_pin("dinov2_vitg14_ld", "NYU", 1).sha256 is None  # none published: unverified
+    from minidino.weights import weight_files
+
+    assert weight_files("dinov2_vitb14_dd", "KITTI")["decode_head"].path == "dinov2_vitb14/dinov2_vitb14_kitti_dpt_head.pth"
+    assert weight_files("dinov2_vits14_ld", "NYU", layers=4)["decode_head"].path == "dinov2_vits14/dinov2_vits14_nyu_linear4_head.pth"
+    assert weight_files("dinov2_vitg14_ld", "NYU", layers=1)["decode_head"].path == "dinov2_vitg14/dinov2_vitg14_nyu_linear_head.pth"
+    assert weight_files("dinov2_vitg14_ld", "NYU", layers=1)["decode_head"].sha256 is None  # none published: unverified
+    assert weight_files("dinov2_vitg14_ld")["backbone"].sha256 == hub.pin("dinov2_vitg14/dinov2_vitg14_pretrain.pth").sha256
 
 
 def test_pretrained_true_downloads_backbone_and_head(server, tmp_path, monkeypatch, capsys):  # noqa: F811

@@ -19,9 +19,13 @@ import torch
 import minidino
 from minidino.weights import download as hub
 from minidino.heads.dinotxt import DinoTxt, patch_text_similarity
-from minidino.conformance.reference import ReferenceUnavailable, max_abs_difference, official_dinotxt, official_repo, official_tokenizer
-from minidino.weights.dinotxt import TEXT_ENCODER_PIN, VISION_HEAD_PIN
-from minidino.heads.tokenizer import VOCAB_PIN, Tokenizer, tokenize, vocab_path
+from minidino.conformance.compare import max_abs_difference
+from minidino.conformance.reference import ReferenceUnavailable, official_dinotxt, official_repo, official_tokenizer
+from minidino.heads.tokenizer import Tokenizer
+from minidino.weights import weight_files
+from minidino.weights.vocab import tokenize, vocab_path, vocab_pin
+
+VOCAB_PIN = vocab_pin()
 from minidino.weights import WeightsMismatchError
 
 from test_download import server  # noqa: F401  (the local http server fixture)
@@ -154,7 +158,7 @@ def test_official_head_and_text_encoder_files_load_as_they_are(tmp_path, monkeyp
     # pretrained=True asks the cache for exactly those three files
     asked = []
     monkeypatch.setattr(hub, "fetch", lambda pin, **kw: asked.append(pin.path) or files[
-        {VISION_HEAD_PIN.path: "vision_head", TEXT_ENCODER_PIN.path: "text_encoder"}.get(pin.path, "backbone")])
+        {p.path: part for part, p in weight_files(NAME).items()}[pin.path]])
     minidino.create_model(NAME, pretrained=True, **SMALL)
     assert asked == ["dinov2_vitl14/dinov2_vitl14_reg4_pretrain.pth",
                      "dinov2_vitl14/dinov2_vitl14_reg4_dinotxt_tet1280d20h24l_vision_head.pth",

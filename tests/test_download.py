@@ -218,7 +218,7 @@ def test_create_model_refuses_a_file_that_is_not_the_pinned_one(server, tmp_path
     monkeypatch.setenv("MINIDINO_BASE_URL", server.url)
     with pytest.raises(hub.ChecksumError) as e:
         create_model("dinov2_vits14", pretrained=True, depth=1, cache_dir=tmp_path)
-    assert hub.backbone_pin("dinov2_vits14").sha256 in str(e.value)  # the real pin, untouched
+    assert hub.pin(PATH).sha256 in str(e.value)  # the real pin, untouched
     assert files_in(tmp_path) == []
 
 
@@ -234,14 +234,17 @@ def test_weights_from_a_url_are_cached(server, tmp_path):
 
 
 def test_catalogue_paths_follow_the_official_pattern():
-    assert hub.backbone_pin("dinov2_vitb14_reg").path == "dinov2_vitb14/dinov2_vitb14_reg4_pretrain.pth"
-    assert hub.head_pin("dinov2_vitl14_reg", 4).path == "dinov2_vitl14/dinov2_vitl14_reg4_linear4_head.pth"
-    assert hub.head_pin("dinov2_vits14", 1).sha256 == hub.load_pins()["linear_heads"]["dinov2_vits14_linear_head"]["sha256"]
-    assert hub.pin_for("dinov2_vitg14_reg4_pretrain.pth") == hub.backbone_pin("dinov2_vitg14_reg")
+    from minidino.weights import weight_files
+
+    assert weight_files("dinov2_vitb14_reg")["backbone"].path == "dinov2_vitb14/dinov2_vitb14_reg4_pretrain.pth"
+    assert weight_files("dinov2_vitl14_reg_lc", layers=4)["linear_head"].path == "dinov2_vitl14/dinov2_vitl14_reg4_linear4_head.pth"
+    assert weight_files("dinov2_vits14_lc", layers=1)["linear_head"].sha256 == \
+        hub.load_pins()["linear_heads"]["dinov2_vits14_linear_head"]["sha256"]
+    assert hub.pin_for("dinov2_vitg14_reg4_pretrain.pth") == weight_files("dinov2_vitg14_reg")["backbone"]
     with pytest.raises(ValueError, match="layers must be 1 or 4"):
-        hub.head_pin("dinov2_vits14", 2)
-    with pytest.raises(ValueError, match="no official checkpoint"):
-        hub.backbone_pin("dinov2_vits16")
+        create_model("dinov2_vits14_lc", layers=2, device="meta")
+    with pytest.raises(ValueError, match="unknown model name 'dinov2_vits17'"):
+        weight_files("dinov2_vits17")
 
 
 def test_base_url_and_cache_dir_defaults_and_overrides(monkeypatch, tmp_path):

@@ -110,7 +110,7 @@ def test_cli_export_static(tmp_path, monkeypatch, capsys):
     source = small_model("dinov2_vits14")
     minidino.save_weights(source, weights)
     real_create = minidino.create_model  # the command builds the small architecture, then loads the file
-    monkeypatch.setattr(minidino, "create_model", lambda name, **kw: real_create(name, **SMALL, **kw))
+    monkeypatch.setattr(minidino.factory, "create_model", lambda name, **kw: real_create(name, **SMALL, **kw))
     out = tmp_path / "cli.onnx"
     assert main(["export", "dinov2_vits14", "--onnx", str(out), "--static", "28x42", "--weights", str(weights)]) == 0
     assert "28x42 only" in capsys.readouterr().out
@@ -125,10 +125,9 @@ def test_cli_export_static(tmp_path, monkeypatch, capsys):
 
 def test_cli_export_defaults_to_official_weights_and_labels_random_ones(tmp_path, monkeypatch, capsys):
     """No --weights means the published checkpoint (as in every other command), never a silent random init."""
-    from minidino.weights import load as W
-
     asked = []
-    monkeypatch.setattr(W, "load_pretrained", lambda model, name, pretrained, **kw: asked.append((name, pretrained)))
+    monkeypatch.setattr(minidino.factory, "load_pretrained",
+                        lambda model, entry, weights, pretrained, **kw: asked.append((entry.name, pretrained)))
     monkeypatch.setattr(minidino, "export_onnx", lambda model, path, **kw: path)
     assert main(["export", "dinov2_vits14", "--onnx", str(tmp_path / "a.onnx")]) == 0
     assert asked == [("dinov2_vits14", True)]

@@ -36,6 +36,7 @@ from minidino.cli.embed import read_embeddings
 from minidino.cli.inputs import display_name, expand_inputs, read_one
 from minidino.models.dinov2 import DinoVisionTransformer
 from minidino.weights import CheckpointError, load_weights
+from minidino.utils import memory
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--config", "depth=1", "--config", "embed_dim=48", "--config", "num_heads=3", "--config", "ffn_hidden_dim=96"]
@@ -679,7 +680,7 @@ def test_get_intermediate_layers_never_returns_fewer_outputs_than_asked():
 def test_info_measure_refuses_what_cannot_fit(monkeypatch, capsys):
     from minidino.cli import info
 
-    monkeypatch.setattr(info, "available_memory", lambda device: 2**20)  # a machine with 1 MiB free
+    monkeypatch.setattr(memory, "available_memory", lambda device: 2**20)  # a machine with 1 MiB free
     monkeypatch.setattr(info, "measure", lambda *a, **k: pytest.fail("the forward ran"))
     with pytest.raises(SystemExit) as e:
         main(["info", "dinov2_vits14", "--measure"])
@@ -796,7 +797,7 @@ def test_a_model_or_batch_too_large_for_the_machine_is_refused_before_it_is_buil
     with pytest.raises(SystemExit, match="GiB available") as e:  # ~6.8 TB of weights: the kernel would kill the build
         main(["embed", *good, "--out", str(tmp_path / "e.npz"), *RUN, "--config", "depth=1000000000"])
     assert e.value.code == errors.EXIT_RESOURCES and time.perf_counter() - t0 < 10
-    monkeypatch.setattr(info, "available_memory", lambda device: 50 * 2**20)  # a machine with 50 MiB free
+    monkeypatch.setattr(memory, "available_memory", lambda device: 50 * 2**20)  # a machine with 50 MiB free
     with pytest.raises(SystemExit, match="with --batch-size 100000") as e:
         main(["embed", *good, "--out", str(tmp_path / "e.npz"), *RUN, "--batch-size", "100000"])
     assert e.value.code == errors.EXIT_RESOURCES

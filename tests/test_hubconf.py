@@ -77,7 +77,8 @@ def test_lc_default_layers_4_and_layers_1():
 
 def test_pretrained_default_loads_the_official_checkpoint(monkeypatch):
     calls = []
-    monkeypatch.setattr(minidino.weights.load, "load_pretrained", lambda model, name, pretrained, **kw: calls.append((name, pretrained)))
+    monkeypatch.setattr(minidino.factory, "load_pretrained",
+                        lambda model, entry, weights, pretrained, **kw: calls.append((entry.name, pretrained)))
     _load("dinov2_vits14", **TINY)
     _load("dinov2_vitb14_lc", **TINY)
     assert calls == [("dinov2_vits14", True), ("dinov2_vitb14_lc", True)]

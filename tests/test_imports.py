@@ -1,8 +1,13 @@
-"""The package's import graph has no cycle.
+"""The package's import graph has no cycle, and data flows one way through its folders.
 
-The graph is read from the source (ast): every import a module makes when it is imported,
-including those under `if TYPE_CHECKING:` (a cycle there is still two modules that need each
-other), but not the imports inside function bodies, which run only when called.
+The graph is read from the source (ast): every import a module makes, anywhere in it: at
+module level, under `if TYPE_CHECKING:`, and inside function bodies. A lazy import that closes
+a circle still makes two modules that need each other, so it counts.
+
+The layers, bottom to top (a module may import its own layer or those below, never above):
+
+    utils  <  models.config  <  catalogue  <  models  <  heads  <  weights  <  factory
+           <  export, conformance  <  cli, the package's public face (__init__, __main__)
 """
 
 from __future__ import annotations
@@ -12,6 +17,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "minidino"
+
+# Module-name prefixes by layer, bottom first; the first matching prefix in this order wins.
+LAYERS: list[tuple[str, ...]] = [
+    ("minidino.utils",),
+    ("minidino.models.config",),
+    ("minidino.catalogue",),
+    ("minidino.models",),
+    ("minidino.heads",),
+    ("minidino.weights",),
+    ("minidino.factory",),
+    ("minidino.export", "minidino.conformance"),
+    ("minidino.cli", "minidino.__main__", "minidino"),
+]
 
 
 def module_name(path: Path) -> str:
@@ -23,18 +41,11 @@ def modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def _top_level_imports(tree: ast.Module):
-    """Import statements executed at import time: module level, inside if/try/with, not in def/class bodies."""
-    todo: list[ast.AST] = list(tree.body)
-    while todo:
-        node = todo.pop()
+def _all_imports(tree: ast.Module):
+    """Every import statement of a module, wherever it stands (module level, if/try/with, functions, classes)."""
+    for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             yield node
-        elif isinstance(node, (ast.If, ast.Try, ast.With)):
-            for field in ("body", "orelse", "finalbody", "handlers"):
-                todo.extend(getattr(node, field, []))
-        elif isinstance(node, ast.ExceptHandler):
-            todo.extend(node.body)
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -44,7 +55,7 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for name, path in mods.items():
         is_pkg = path.name == "__init__.py"
-        for node in _top_level_imports(ast.parse(path.read_text())):
+        for node in _all_imports(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             else:
@@ -85,20 +96,38 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_find_cycle_detects_a_cycle():  # the checker itself can fail
+def layer_of(module: str) -> int:
+    for i, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return i
+    raise AssertionError(f"{module} is in no layer: add its folder to LAYERS")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{m} -> {n}" for m, targets in graph.items() for n in targets if layer_of(n) > layer_of(m))
+
+
+def test_the_checkers_can_fail():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+    assert upward_imports({"minidino.models.layers": {"minidino.weights.load"}, "minidino.weights.load": set()}) == \
+        ["minidino.models.layers -> minidino.weights.load"]
 
 
-def test_import_graph_sees_the_package():
+def test_import_graph_sees_the_package_and_the_lazy_imports():
     graph = import_graph()
     assert "minidino.models.dinov2" in graph["minidino"]  # __init__ imports the model
     assert "minidino.models.attention" in graph["minidino.models.dinov2"]
+    assert "minidino.factory" in graph["minidino.cli._common"]  # imported inside a function there
 
 
 def test_no_import_cycle_between_modules():
     graph = import_graph()
     cycle = find_cycle(graph)
-    print(f"{len(graph)} modules, {sum(map(len, graph.values()))} import edges, no cycle" if not cycle else "")
+    print(f"{len(graph)} modules, {sum(map(len, graph.values()))} import edges (lazy ones included), no cycle" if not cycle else "")
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
+
+def test_no_module_imports_a_layer_above_its_own():
+    graph = import_graph()
+    assert upward_imports(graph) == []

@@ -29,9 +29,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import minidino
-from minidino.names import list_models
-from minidino.conformance.reference import compare, official_pair, official_repo, snapshot_available
-from minidino.conformance.reference import max_abs_difference as max_diff
+from minidino.catalogue import list_models
+from minidino.conformance.compare import max_abs_difference as max_diff
+from minidino.conformance.reference import official_repo, snapshot_available
+from minidino.conformance.side_by_side import compare, official_pair
 
 REPO = official_repo()  # $MINIDINO_OFFICIAL_REPO, else ../shared/official/dinov2-*.tar.gz, else None
 # The depthers have their own live tests (tests/test_depth_live.py), dino.txt too (test_dinotxt.py).

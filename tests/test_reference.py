@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from minidino.conformance import reference
-from minidino.conformance.reference import ReferenceUnavailable, max_abs_difference, official_model
+from minidino.conformance.compare import max_abs_difference
+from minidino.conformance.reference import ReferenceUnavailable, official_model
 
 
 @pytest.mark.parametrize("name", ["dinov2_vits14_reg", "dinov2_vitg14_reg", "dinov2_vits14_lc"])
@@ -85,6 +86,7 @@ def test_selftest_live_section_fails_on_any_difference(monkeypatch, capsys):
     import argparse
 
     from minidino.cli import selftest
+    from minidino.conformance import side_by_side
 
     args = argparse.Namespace(official=None)
     monkeypatch.setattr(reference, "official_repo", lambda repo=None: None)
@@ -92,11 +94,11 @@ def test_selftest_live_section_fails_on_any_difference(monkeypatch, capsys):
     assert selftest.live(args) == 0
     assert "skipped" in capsys.readouterr().out
     monkeypatch.setattr(reference, "snapshot_available", lambda: True)
-    monkeypatch.setattr(reference, "side_by_side", lambda name, repo=None, **kw: [("1x3x14x14", 0.0), ("2x3x28x28", 2e-7)])
+    monkeypatch.setattr(side_by_side, "side_by_side", lambda name, repo=None, **kw: [("1x3x14x14", 0.0), ("2x3x28x28", 2e-7)])
     assert selftest.live(args) == 4  # four models, each with one input off by 2e-7
     out = capsys.readouterr().out
     assert "FAIL" in out and "2.000e-07" in out
-    monkeypatch.setattr(reference, "side_by_side", lambda name, repo=None, **kw: [("1x3x14x14", 0.0)])
+    monkeypatch.setattr(side_by_side, "side_by_side", lambda name, repo=None, **kw: [("1x3x14x14", 0.0)])
     assert selftest.live(args) == 0
 
 

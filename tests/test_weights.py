@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 import minidino
 from minidino import DINOHead, create_model, load_weights, save_weights
 from minidino.conformance import golden
-from minidino.weights import load as W
+from minidino import weights as W
 from minidino.models.config import swiglu_hidden_dim
 
 # Truncated architectures: GELU without registers, GELU with registers, a narrow SwiGLU giant with registers.
@@ -481,6 +481,7 @@ def test_broken_files_name_the_file_and_the_problem(tmp_path):
 
 def test_vendored_pins_are_the_shared_catalogue():
     from minidino.weights import download as hub
+    from minidino.weights import weight_files
 
     pins = hub.load_pins()
     assert len([k for k in pins["backbones"]]) == 8
@@ -488,5 +489,5 @@ def test_vendored_pins_are_the_shared_catalogue():
     if shared.is_file():
         assert json.loads(shared.read_text()) == pins
     for name in minidino.list_models(include_classifiers=False, include_depthers=False):
-        pin = hub.backbone_pin(name)
+        pin = weight_files(name)["backbone"]
         assert pin.sha256 and len(pin.sha256) == 64 and pin.bytes and pin.path.endswith("_pretrain.pth")

@@ -164,19 +164,17 @@ def resolve_device(name: str | None) -> Any:
 def preflight_model(args: argparse.Namespace) -> Any:
     """Check the model options before any work (no weights read, nothing allocated): the name, the --config
     overrides, the --dtype, the --device and a --weights file. Returns the backbone's DinoConfig."""
-    from .. import create_model, get_config
-    from ..names import is_dinotxt, split_model_name
+    from ..factory import build, resolve, vision_backbone
 
     if not getattr(args, "model", None):
         raise SystemExit("minidino: --model is required")
-    overrides = config_overrides(args)
     try:
-        if is_dinotxt(args.model):  # dino.txt: its fields are checked by building it on meta (nothing allocated)
-            config = _vision_backbone(create_model(args.model, device="meta", **overrides)).config
-        else:
-            backbone, is_lc = split_model_name(args.model)
-            overrides.pop("layers", None) if is_lc else None
-            config = get_config(backbone).replace(**overrides)
+        spec = resolve(args.model, **config_overrides(args))
+        if spec.entry.task == "depther":
+            raise ValueError(f"{args.model} is a depther: use `minidino depth IMAGES --model {args.model}`")
+        config = spec.config
+        if spec.entry.task == "dinotxt":  # the widths of its parts must agree: checked by building it on meta
+            config = vision_backbone(build(spec, device="meta")).config
     except (ValueError, TypeError, KeyError) as e:
         raise SystemExit(f"minidino: {' '.join(str(e).split())}") from None
     parse_dtype(args.dtype)
@@ -195,41 +193,29 @@ def estimate_memory(args: argparse.Namespace, depth: int, batch: int = 0, H: int
     images of H x W, the inputs, the peak activations of one block (fused attention) and the outputs."""
     import torch
 
-    from .. import create_model
-    from .info import model_cost
+    from ..factory import create_model, vision_backbone
+    from ..models.cost import model_cost
 
     overrides = config_overrides(args)
     one, two = (create_model(args.model, device="meta", **{**overrides, "depth": d}) for d in (1, 2))
     p1, p2 = (sum(p.numel() for p in m.parameters()) for m in (one, two))
     total = (p1 + (depth - 1) * (p2 - p1)) * 4  # embeddings and head once, then one block's worth per block
     if batch:
-        cost = model_cost(_vision_backbone(one), H, W)  # the activation peak is that of one block, whatever the depth
-        D = _vision_backbone(one).config.embed_dim
+        cost = model_cost(vision_backbone(one), H, W)  # the activation peak is that of one block, whatever the depth
+        D = vision_backbone(one).config.embed_dim
         per_value = torch.empty((), dtype=parse_dtype(args.dtype)).element_size()
         total += batch * (3 * H * W + cost.act_values_fused + 2 * cost.tokens * D) * per_value
     return int(total)
 
 
-def _vision_backbone(model: Any) -> Any:
-    """The DinoVisionTransformer inside a model: itself, a head's `.backbone`, or dino.txt's vision trunk."""
-    from ..models.dinov2 import DinoVisionTransformer
-
-    if isinstance(model, DinoVisionTransformer):
-        return model
-    inner = getattr(model, "backbone", None)
-    if isinstance(inner, DinoVisionTransformer):
-        return inner
-    return next(m for m in model.modules() if isinstance(m, DinoVisionTransformer))
-
-
 def check_memory(args: argparse.Namespace, depth: int, batch: int = 0, H: int = 224, W: int = 224, *,
                  what: str = "") -> None:
     """Exit with status 6 (one line, before any work) when `estimate_memory` exceeds the memory available."""
+    from ..utils import memory
     from .errors import EXIT_RESOURCES, fail
-    from .info import available_memory
 
     device = resolve_device(getattr(args, "device", "cpu"))
-    have = available_memory(device)
+    have = memory.available_memory(device)
     if have is None:
         return
     need = estimate_memory(args, depth, batch, H, W)
@@ -242,7 +228,8 @@ def check_memory(args: argparse.Namespace, depth: int, batch: int = 0, H: int = 
 def build_model(name: str, weights: str, overrides: dict[str, Any] | None = None, *, device: Any = "cpu",
                 dtype: Any = None) -> Any:
     """Model `name` with weights `weights` (a weights_spec string), in eval mode on device/dtype."""
-    from .. import create_model; from ..conformance import golden
+    from ..conformance import golden
+    from ..factory import create_model
 
     overrides = dict(overrides or {})
     try:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..weights import load as weights
-    from ..models.config import PRESETS
+    from .. import weights
+    from ..catalogue import get_config
+    from ..weights.load import _prepare
 
     from .outputs import check_output
 
@@ -18,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.dst, "DST")  # before the source is read: a read-only folder fails now, not after
     elif Path(args.dst).is_dir():
         check_output(Path(args.dst) / "model.safetensors", "DST")
-    parts, layout, name = weights._prepare(args.src, args.network, None, True)
+    parts, layout, name = _prepare(args.src, args.network, None, True)
     if "backbone" not in parts:
         print(f"error: {name} holds no backbone ({', '.join(sorted(parts))}); nothing to convert", file=sys.stderr)
         return 2
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     dst = Path(args.dst)
     if args.layout != "official" and (dst.is_dir() or args.dst.endswith(("/", "\\"))):
         dst = dst / "model.safetensors"  # a Hugging Face model folder: weights + config.json
-        heads = PRESETS[args.model].num_heads if args.model else args.num_heads
+        heads = get_config(args.model).num_heads if args.model else args.num_heads
         config = weights.huggingface_config(weights.infer_config(sd, num_heads=heads))
         dst.parent.mkdir(parents=True, exist_ok=True)
         (dst.parent / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..models.config import PRESETS
+    from ..catalogue import list_models
 
     p = sub.add_parser(
         "convert", help="convert a DINOv2 checkpoint (official, Hugging Face, timm, training...) to safetensors",
@@ -65,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "Dinov2Model names; huggingface_hub: the older names stored in the facebook/dinov2-* repos")
     p.add_argument("--network", choices=["teacher", "student"], default="teacher",
                    help="which network of a training checkpoint to convert (default: teacher)")
-    p.add_argument("--model", default=None, choices=sorted(PRESETS), metavar="NAME",
+    p.add_argument("--model", default=None, choices=sorted(list_models(False, False, family="dinov2")), metavar="NAME",
                    help="hub name whose head count config.json uses (default: the model the weights look like)")
     p.add_argument("--num-heads", type=int, default=None, metavar="N",
                    help="attention heads, for widths no hub model has (default: width // 64, as in every DINOv2)")

@@ -72,14 +72,14 @@ def check_args(args: argparse.Namespace) -> tuple[list[str], list[tuple[str, str
     """Check every argument and --out before any work (nothing is read, built or written).
     Returns the input paths and the inputs that could not be listed (minidino.cli.inputs.expand_inputs)."""
     from .. import create_model
-    from ..names import split_depth_name
+    from ..catalogue import task_of
     from ..utils.transforms import IMAGE_EXTENSIONS
     from ._common import config_overrides
     from .inputs import display_name, expand_inputs
     from .outputs import check_output_dir
     from .pca import check_dense_size
 
-    if split_depth_name(args.model) is None:
+    if task_of(args.model) != "depther":
         raise SystemExit(f"minidino: --model {args.model!r} is not a depther; choose one of dinov2_vit{{s,b,l,g}}14_{{dd,ld}}")
     try:  # the --config fields, on the meta device: nothing allocated
         create_model(args.model, device="meta", **config_overrides(args))
@@ -115,9 +115,9 @@ def build_depther(name: str, weights: str, device: Any, dtype: Any, overrides: d
     overrides: config fields (--config), e.g. embed_dim=48 for a tiny random depther."""
     overrides = dict(overrides or {})
     from .. import create_model, load_weights; from ..conformance import golden
-    from ..names import split_depth_name
+    from ..catalogue import task_of
 
-    if split_depth_name(name) is None:
+    if task_of(name) != "depther":
         raise SystemExit(f"minidino: --model {name!r} is not a depther; choose one of dinov2_vit{{s,b,l,g}}14_{{dd,ld}}")
     try:
         if weights.upper() in ("NYU", "KITTI"):

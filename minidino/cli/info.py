@@ -9,27 +9,11 @@ are under 1% at these widths), the convention of torch.utils.flop_counter.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from typing import Any
 
+from ..models.cost import ModelCost, model_cost
+from ..utils import memory
 from ._common import HelpFormatter, parse_hw
-
-
-@dataclass(frozen=True)
-class ModelCost:
-    """Analytic cost of one image (B = 1) at H x W pixels."""
-
-    params: int
-    head_params: int
-    grid: tuple[int, int]  # (h, w) patches
-    tokens: int  # N = 1 + R + h*w
-    flops: dict[str, int]  # per part, per image
-    act_values_fused: int  # peak live activation values per image, fused attention
-    act_values_explicit: int  # the same when attention maps are materialised
-
-    @property
-    def total_flops(self) -> int:
-        return sum(self.flops.values())
 
 
 def parse_size(text: str, patch: int) -> tuple[int, int]:
@@ -38,39 +22,6 @@ def parse_size(text: str, patch: int) -> tuple[int, int]:
         return parse_hw(text, patch)
     except ValueError as e:
         raise SystemExit(f"minidino info: --size: {e}") from None
-
-
-def model_cost(model: Any, H: int, W: int) -> ModelCost:
-    """Parameters, tokens, FLOPs and activation sizes of `model` (a backbone or *_lc classifier) at H x W."""
-    backbone = getattr(model, "backbone", model)
-    c = backbone.config
-    P, D, L, nh, Hf, R = c.patch_size, c.embed_dim, c.depth, c.num_heads, c.ffn_hidden_dim, c.num_register_tokens
-    h, w = H // P, W // P
-    N = 1 + R + h * w
-    ffn_matmul = 3 * N * D * Hf if c.ffn_layer == "swiglu" else 2 * N * D * Hf  # multiply-adds: w12 + w3 / fc1 + fc2
-    flops = {
-        "patch embedding": 2 * h * w * (c.in_chans * P * P) * D,
-        "qkv + output projections": L * 2 * (3 * N * D * D + N * D * D),
-        "attention (q k^T, a v)": L * 2 * (2 * N * N * D),
-        "FFN": L * 2 * ffn_matmul,
-    }
-    head_params = 0
-    if backbone is not model:
-        head = model.linear_head
-        flops["linear head"] = 2 * head.in_features * head.out_features
-        head_params = sum(p.numel() for p in head.parameters())
-    params = sum(p.numel() for p in model.parameters())
-    # Peak live values inside one block in inference (the residual x and its norm, plus the larger
-    # branch), checked against `--measure` (tests/test_cli.py):
-    # attention: qkv (3ND) + merged heads (ND) + projection (ND); the explicit path also holds the
-    # logits and the softmax weights (2 nh N N) at once;
-    # FFN: GELU MLP, the hidden state once (in-place GELU) + fc2's output (ND); SwiGLU, w12's 2F,
-    # silu(a) and the product (4NF).
-    ffn_live = 4 * N * Hf if c.ffn_layer == "swiglu" else N * Hf + N * D
-    base = 2 * N * D
-    fused = base + max(5 * N * D, ffn_live)
-    explicit = base + max(5 * N * D + 2 * nh * N * N, ffn_live)
-    return ModelCost(params, head_params, (h, w), N, flops, fused, explicit)
 
 
 def _si(n: float, unit: str = "") -> str:
@@ -85,25 +36,29 @@ def _mib(values: float, bytes_per: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import create_model
+    from ..catalogue import FAMILIES, lookup
+    from ..factory import create_model, vision_backbone
     from ._common import config_overrides
 
     try:
         model = create_model(args.name, device="meta", **config_overrides(args))
     except (ValueError, TypeError) as e:
         raise SystemExit(f"minidino info: {e}") from e
-    backbone = getattr(model, "backbone", model)
+    entry = lookup(args.name)
+    backbone = vision_backbone(model)
     c = backbone.config
     H, W = parse_size(args.size, c.patch_size)
     if args.batch_size < 1:
         raise SystemExit(f"minidino info: --batch-size must be >= 1, got {args.batch_size}")
-    cost = model_cost(model, H, W)
+    cost = model_cost(model, H, W, backbone=backbone)
     B = args.batch_size
     h, w = cost.grid
     ffn = f"SwiGLU {c.ffn_hidden_dim}" if c.ffn_layer == "swiglu" else f"GELU MLP {c.ffn_hidden_dim}"
     print(f"{args.name}: {c.depth} blocks, width D {c.embed_dim}, {c.num_heads} heads of {c.head_dim}, {ffn}, "
           f"{c.num_register_tokens} registers, patch {c.patch_size}")
-    head = f" (backbone {cost.params - cost.head_params:,} + linear head {cost.head_params:,})" if cost.head_params else ""
+    print(f"  {entry.summary}; weights {', '.join(w.name for w in entry.weights)} ({FAMILIES[entry.family].weights_license})")
+    part = {"classifier": "linear head", "depther": "depth head"}.get(entry.task, "heads and text encoder")
+    head = f" (backbone {cost.params - cost.head_params:,} + {part} {cost.head_params:,})" if cost.head_params else ""
     print(f"  parameters      {cost.params:,} ({cost.params / 1e6:.2f} M){head}")
     print(f"  input           {H}x{W} px -> {h}x{w} = {h * w} patches")
     print(f"  tokens          {cost.tokens} = 1 class + {c.num_register_tokens} registers + {h * w} patches")
@@ -121,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.measure:
         device = _measure_device(args.device)
         need = measure_estimate(backbone, cost, B, H, W, device)
-        have = available_memory(device)
+        have = memory.available_memory(device)
         if have is not None and need > have and not args.force:
             from .errors import EXIT_RESOURCES, fail
 
@@ -144,36 +99,6 @@ def measure_estimate(backbone: Any, cost: ModelCost, B: int, H: int, W: int, dev
     c = backbone.config
     values = cost.params + B * 3 * H * W + B * cost.act_values_explicit + 2 * B * cost.tokens * c.embed_dim
     return int(values * bytes_per)
-
-
-def available_memory(device: Any) -> int | None:
-    """Bytes free for a new allocation: MemAvailable (Linux) and the cgroup limit on CPU, free memory on CUDA."""
-    import torch
-
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    if device.type != "cpu":
-        return None
-    avail = None
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                avail = int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        try:
-            limit = open(limit_file).read().strip()
-            usage = int(open(usage_file).read().strip())
-        except (OSError, ValueError):
-            continue
-        if limit.isdigit() and int(limit) < 2**60:
-            room = int(limit) - usage
-            avail = room if avail is None else min(avail, room)
-        break
-    return avail
 
 
 def measure(backbone: Any, H: int, W: int, B: int, device_name: str) -> None:

@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
 
 def live(args: argparse.Namespace) -> int:
     """The official code itself, side by side on this machine, when it is available: must be 0.0."""
-    from ..conformance.reference import ReferenceUnavailable, official_repo, side_by_side, side_by_side_depth, snapshot_available
+    from ..conformance.reference import ReferenceUnavailable, official_repo, snapshot_available
+    from ..conformance.side_by_side import side_by_side, side_by_side_depth
 
     try:
         repo = official_repo(args.official)  # --official, $MINIDINO_OFFICIAL_REPO or ../shared/official

@@ -76,7 +76,7 @@ def run_text(args: argparse.Namespace) -> int:
     import torch
     import torch.nn.functional as F
 
-    from ..names import is_dinotxt
+    from ..catalogue import task_of
     from ._common import build_model, parse_dtype, resolve_device
     from .embed import read_embeddings
     from .text import encode_texts
@@ -84,7 +84,7 @@ def run_text(args: argparse.Namespace) -> int:
     if args.query is not None:
         raise SystemExit("minidino similar: give either a QUERY image or --text, not both")
     tensors, meta = read_embeddings(args.index)
-    if not is_dinotxt(str(meta.get("model"))) or "cls" not in tensors:
+    if task_of(str(meta.get("model"))) != "dinotxt" or "cls" not in tensors:
         raise SystemExit(f"minidino similar --text: {args.index} was made with {meta.get('model')}; text search needs "
                          "an index of dino.txt image embeddings: minidino embed IMAGES --model dinotxt --out INDEX")
     if args.top < 1:

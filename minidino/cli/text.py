@@ -26,10 +26,10 @@ DEFAULT_TEMPLATE = "{}"
 def check_args(args: argparse.Namespace, command: str) -> Any:
     """Check the options every text command shares, before any work: --model is dino.txt, its other model
     options (minidino.cli._common.preflight_model), and --vocab. Returns the vision trunk's DinoConfig."""
-    from ..names import is_dinotxt
+    from ..catalogue import task_of
     from ._common import preflight_model
 
-    if not args.model or not is_dinotxt(args.model):
+    if not args.model or task_of(args.model) != "dinotxt":
         raise SystemExit(f"minidino {command}: {args.model} has no text encoder; use --model dinotxt")
     if args.vocab is not None and not Path(args.vocab).is_file():
         raise SystemExit(f"minidino {command}: --vocab {args.vocab}: no such file; give CLIP's "
@@ -79,7 +79,7 @@ def encode_texts(model: Any, texts: list[str], vocab: str | None) -> Any:
     """(T, E) unit-length text embeddings."""
     import torch
 
-    from ..heads.tokenizer import tokenize
+    from ..weights.vocab import tokenize
 
     try:
         ids = tokenize(texts, model.config.text_context_length, vocab_file=vocab)

@@ -2,7 +2,7 @@
 
 A case (tests/golden/index.json, "model": "dinotxt") is a reduced dino.txt (backbone `depth`,
 text transformer `text_width` / `text_num_heads` / `text_layers`), its weights from the
-splitmix64 generator of golden.py (same rule as every case: sorted keys, key k uses stream k),
+splitmix64 generator (generator.py) (same rule as every case: sorted keys, key k uses stream k),
 images from `generate_images` and token ids from `generate_token_ids`. Stored outputs are
 named after the call that gives them (see OUTPUTS); `make_case` ran the OFFICIAL model on
 those weights and inputs to write the reference file.
@@ -16,7 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .golden import CaseResult, generate_for, generate_images, uniform
+from ..factory import create_model
+from .compare import CaseResult
+from .generator import generate_for, generate_images, uniform, weights_sha256
+from .reference import official_dinotxt
 
 __all__ = ["OUTPUTS", "generate_token_ids", "build_dinotxt_case", "run_dinotxt_case", "make_case", "outputs_of"]
 
@@ -64,8 +67,6 @@ def build_dinotxt_case(case: dict[str, Any]) -> tuple[torch.nn.Module, dict[str,
         (The build is skipped in the doctests for time: about 2 s, the ViT-L width; tests/test_golden.py
         builds and runs it.)
     """
-    from .. import create_model  # late import: golden modules are leaves otherwise
-
     model = create_model("dinotxt", device="meta", **_overrides(case))
     sd = generate_for(model, case["weight_seed"])
     model.load_state_dict(sd, strict=True, assign=True)
@@ -153,7 +154,6 @@ def make_case(out_dir: str | Path, official: torch.nn.Module, case: dict[str, An
     """
     from safetensors.torch import save_file
 
-    from .golden import weights_sha256
 
     _, sd = build_dinotxt_case(case)
     official.load_state_dict(sd, strict=True)
@@ -170,8 +170,6 @@ def make_case(out_dir: str | Path, official: torch.nn.Module, case: dict[str, An
 def side_by_side(repo: str | Path | None = None, seed: int = 0) -> list[tuple[str, float]]:
     """The official dino.txt (reduced: backbone 2 blocks, text 2 layers of width 128) and minidino's,
     same generated weights and inputs, on this machine: (output, max abs difference) per output."""
-    from .. import create_model
-    from .reference import official_dinotxt
 
     sizes = {"depth": 2, "text_width": 128, "text_num_heads": 2, "text_layers": 2}
     official = official_dinotxt(repo, **sizes)

@@ -41,10 +41,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..names import get_config, split_model_name
+from ..catalogue import lookup
 
-__all__ = ["OfficialModel", "ReferenceUnavailable", "official_model", "official_pair", "official_repo",
-           "snapshot_available", "max_abs_difference", "compare", "side_by_side", "side_by_side_depth"]
+__all__ = ["OfficialModel", "ReferenceUnavailable", "official_model", "official_repo", "snapshot_available",
+           "official_dinotxt", "official_tokenizer"]
 
 REPO_ENV = "MINIDINO_OFFICIAL_REPO"  # a folder (or .tar.gz) of the official hub code
 # Where a minidino checkout finds the shared snapshot of the official hub code (CI has it there too).
@@ -214,9 +214,9 @@ def official_model(name: str, repo: str | os.PathLike | None = None, *, layers: 
             if not meta:
                 module = module.to_empty(device="cpu")
         return OfficialModel(module.eval(), f"official hub code at {hub} (torch.hub)", "fused")
-    backbone, is_lc = split_model_name(name)
-    config = get_config(backbone).replace(**overrides)
-    if is_lc or config.num_register_tokens:
+    entry = lookup(name)
+    config = entry.config.replace(**overrides)
+    if entry.task != "backbone" or config.num_register_tokens:
         raise ReferenceUnavailable(
             f"{name}: the PyPI dinov2 snapshot (April 2023) has no register tokens or linear heads; "
             "pass repo= a checkout of facebookresearch/dinov2")
@@ -236,128 +236,6 @@ def official_model(name: str, repo: str | os.PathLike | None = None, *, layers: 
     return OfficialModel(module.eval(), f"PyPI dinov2 {version} (April-2023 snapshot of the official code)", "explicit")
 
 
-def official_pair(name: str, repo: str | os.PathLike | None = None, *, layers: int | None = None,
-                  pypi: bool = False, **overrides: Any) -> tuple[OfficialModel, nn.Module]:
-    """The official model (see official_model) and minidino's, in eval mode, minidino set to the
-    attention path that performs the official operations. Weights: each its own init; load the
-    same state dict into both (their keys are the same) before comparing.
-
-    Examples:
-        >>> if official_repo() or snapshot_available():
-        ...     ref, ours = official_pair("dinov2_vits14", depth=2)
-        ...     from minidino.conformance.golden import generate_for
-        ...     sd = generate_for(ours, 0)
-        ...     _ = ours.load_state_dict(sd), ref.module.load_state_dict(sd)
-        ...     print(compare(ref.module, ours, torch.randn(1, 3, 28, 28)))
-        ... else:
-        ...     print(0.0)
-        0.0
-    """
-    from .. import create_model
-
-    ref = official_model(name, repo=repo, layers=layers, pypi=pypi, **overrides)
-    kw = {"layers": layers} if layers is not None else {}
-    ours = create_model(name, **kw, **overrides)
-    getattr(ours, "backbone", ours).attn_impl = ref.attn_impl  # a *_lc classifier: its backbone's blocks
-    return ref, ours
-
-
-def max_abs_difference(a: Any, b: Any) -> float:
-    """Largest |a - b| over nested tensors / dicts / tuples (bool tensors: the count that differ).
-
-    Examples:
-        >>> max_abs_difference({"a": torch.zeros(2), "b": (torch.ones(1), torch.zeros(1))},
-        ...                    {"a": torch.tensor([0.0, 0.5]), "b": (torch.ones(1), torch.zeros(1))})
-        0.5
-    """
-    if isinstance(a, torch.Tensor):
-        if a.dtype == torch.bool:  # masks, passed through
-            return float((a != b).sum())
-        return 0.0 if a.numel() == 0 else float((a.float() - b.float()).abs().max())
-    if isinstance(a, dict):
-        return max(max_abs_difference(a[k], b[k]) for k in a if a[k] is not None)
-    return max(max_abs_difference(x, y) for x, y in zip(a, b, strict=True))
-
-
-@torch.no_grad()
-def compare(official: nn.Module, ours: nn.Module, x: torch.Tensor, masks: torch.Tensor | None = None) -> float:
-    """Max abs difference of forward_features and get_intermediate_layers (first and last block).
-
-    Examples:
-        >>> from minidino.conformance.golden import random_model
-        >>> a = random_model("dinov2_vits14", depth=2)
-        >>> b = random_model("dinov2_vits14", depth=2)     # the same generated weights
-        >>> compare(a, b, torch.randn(1, 3, 28, 28))
-        0.0
-    """
-    d = max_abs_difference(official.forward_features(x, masks=masks), ours.forward_features(x, masks=masks))
-    kw = dict(n=[0, len(ours.blocks) - 1], reshape=True, return_class_token=True)
-    return max(d, max_abs_difference(official.get_intermediate_layers(x, **kw), ours.get_intermediate_layers(x, **kw)))
-
-
-def side_by_side(name: str, repo: str | os.PathLike | None = None, seed: int = 0, *, pypi: bool = False,
-                 **overrides: Any) -> list[tuple[str, float]]:
-    """Run the official code and minidino with the same golden-generator weights on a few inputs.
-
-    Returns (input description, max abs difference) per input; minidino runs the attention
-    path whose operations the official code performs, so every figure should be 0.0.
-
-    Examples:
-        >>> for inputs, d in side_by_side("dinov2_vits14", depth=2):   # doctest: +SKIP
-        ...     print(inputs, d)
-        2x3x224x224 0.0
-        1x3x518x518 0.0
-        2x3x182x308 masks p=0.4 0.0
-        1x3x28x14 0.0
-
-        (Needs the official code; docs/parity.md runs it where it is present.)
-    """
-    from .golden import generate_for, generate_images, generate_masks
-
-    ref, ours = official_pair(name, repo=repo, pypi=pypi, **overrides)
-    sd = generate_for(ours, seed)
-    ours.load_state_dict(sd)
-    ref.module.load_state_dict(sd)
-    out = []
-    for i, (B, H, W, p) in enumerate([(2, 224, 224, None), (1, 518, 518, None), (2, 182, 308, 0.4), (1, 28, 14, None)]):
-        x = generate_images(seed, 100 + i, (B, 3, H, W))
-        masks = generate_masks(seed, 200 + i, B, (H // 14) * (W // 14), p) if p else None
-        out.append((f"{B}x3x{H}x{W}" + (f" masks p={p}" if p else ""), compare(ref.module, ours, x, masks)))
-    return out
-
-
-@torch.no_grad()
-def side_by_side_depth(name: str, repo: str | os.PathLike | None = None, seed: int = 0, *,
-                       layers: int | None = None) -> list[tuple[str, float]]:
-    """A depther (`*_ld`, `*_dd`) of the official hub code and minidino's, same generated weights
-    (the golden generator and its depth rule), on images whose sides are not multiples of 14:
-    (input description, max abs of the depth maps) per input; every figure should be 0.0.
-
-    Examples:
-        >>> side_by_side_depth("dinov2_vits14_ld", layers=1)   # doctest: +SKIP
-        [('2x3x47x61', 0.0), ('1x3x70x42', 0.0)]
-    """
-    from .. import create_model
-    from .golden import generate_for, generate_images
-
-    hub = official_repo(repo)
-    if hub is None:
-        raise ReferenceUnavailable("the depthers need the official hub code (repo=, $MINIDINO_OFFICIAL_REPO or ../shared/official)")
-    kw = {"layers": layers} if layers is not None else {}
-    ref = official_model(name, hub, meta=True, **kw).module
-    ours = create_model(name, device="meta", **kw)
-    sd = generate_for(ref, seed)
-    ref.load_state_dict(sd, strict=True, assign=True)
-    ours.load_state_dict(sd, strict=True, assign=True)
-    out = []
-    for i, (B, H, W) in enumerate([(2, 47, 61), (1, 70, 42)]):
-        x = generate_images(seed, 300 + i, (B, 3, H, W))
-        want = ref.eval().whole_inference(x, img_meta=None, rescale=True)
-        out.append((f"{B}x3x{H}x{W}", max_abs_difference(want, ours.eval()(x))))
-    return out
-# ---------------------------------------------------------------------------- dino.txt
-# The configuration the official entry point `dinov2_vitl14_reg4_dinotxt_tet1280d20h24l` builds
-# (read from the `model_config` attribute of the model it returns, not from its source).
 _DINOTXT_CONFIG = dict(
     embed_dim=2048, vision_model_freeze_backbone=True, vision_model_train_img_size=224, vision_model_use_class_token=True,
     vision_model_use_patch_tokens=True, vision_model_num_head_blocks=2, vision_model_head_blocks_drop_path=0.3,
@@ -373,7 +251,13 @@ def official_dinotxt(repo: str | os.PathLike | None = None, *, depth: int | None
     entry point's configuration, without downloading anything: the entry point itself always
     downloads the published weights. Official random init, except that depth= cuts the backbone
     (which is then UNINITIALISED: load a state dict); text_* reduce the text transformer (the official class takes them as arguments).
-    Raises ReferenceUnavailable without the hub code."""
+    Raises ReferenceUnavailable without the hub code.
+
+    Examples:
+        >>> if official_repo():                                    # the official code may be absent (a fresh clone)
+        ...     ref = official_dinotxt(depth=1, text_width=64, text_num_heads=2, text_layers=1)
+        ...     print(type(ref).__name__ == "DinoTxt" or type(ref).__name__)  # doctest: +SKIP
+    """
     hub = official_repo(repo)
     if hub is None:
         raise ReferenceUnavailable("no official hub code: ../shared/official/dinov2-*.tar.gz not found and "
@@ -396,7 +280,13 @@ def official_dinotxt(repo: str | os.PathLike | None = None, *, depth: int | None
 
 def official_tokenizer(vocab_file: str | os.PathLike, repo: str | os.PathLike | None = None) -> Any:
     """The official dino.txt tokenizer (`get_tokenizer()` of the hub code) over a local vocabulary
-    file: its download (a `requests.get` of the official URL) is answered with the file's bytes."""
+    file: its download (a `requests.get` of the official URL) is answered with the file's bytes.
+
+    Examples:
+        >>> tok = official_tokenizer("bpe_simple_vocab_16e6.txt.gz")   # CLIP's file, a local copy  # doctest: +SKIP
+        >>> tok.tokenize(["a dog"])[0, :4].tolist()                    # doctest: +SKIP
+        [49406, 320, 1929, 49407]
+    """
     hub = official_repo(repo)
     if hub is None:
         raise ReferenceUnavailable("no official hub code for the tokenizer")

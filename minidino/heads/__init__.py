@@ -9,7 +9,8 @@
 
 from .classifier import LinearClassifier
 from .dino_head import DINOHead, WeightNormLinear
-from .depth import DepthConfig, Depther, LinearDepthHead
+from .depth import Depther, LinearDepthHead
+from .depth_config import DepthConfig
 from .dinotxt import DinoTxt, DinoTxtConfig
 from .dpt import DPTHead
 

@@ -40,6 +40,8 @@ class LinearClassifier(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> "LinearClassifier":
+        """The backbone's official init, then the head's (truncated normal 0.02, zero bias)."""
+        self.backbone.init_weights()
         nn.init.trunc_normal_(self.linear_head.weight, std=0.02)
         nn.init.zeros_(self.linear_head.bias)
         return self

@@ -11,134 +11,22 @@ K depth bins (256), C head channels.
       -> clamp to [min_depth, max_depth], resize to (B, 1, H, W)    Depther.forward
 
 Every choice of the official depthers that decides the numbers is a plain value in
-`DepthConfig` (per-size layers, ranges: `DEPTH_LAYERS`, `DEPTH_RANGES`) or one of the
+`DepthConfig` (heads/depth_config.py: ranges, training sets; the blocks per size are in the
+catalogue) or one of the
 functions marked QUIRK below, each with why it is there.
 """
 
 from __future__ import annotations
-
-import dataclasses
-import math
-from dataclasses import dataclass
-from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.dinov2 import DinoVisionTransformer
+from .depth_config import DepthConfig
+from .dpt import DPTHead
 
-__all__ = [
-    "DepthConfig", "Depther", "LinearDepthHead", "DEPTH_LAYERS", "DEPTH_RANGES", "DEPTH_WEIGHTS", "LINEAR_HEAD_RANGE",
-    "depth_config", "pad_to_patch_multiple",
-]
-
-# Which blocks feed the head, per backbone and `layers` (the hub's choice: 4 evenly spaced blocks
-# ending with the last, or the last alone). The DPT heads always take the 4.
-DEPTH_LAYERS: dict[str, dict[int, tuple[int, ...]]] = {
-    "dinov2_vits14": {1: (11,), 4: (2, 5, 8, 11)},
-    "dinov2_vitb14": {1: (11,), 4: (2, 5, 8, 11)},
-    "dinov2_vitl14": {1: (23,), 4: (4, 11, 17, 23)},
-    "dinov2_vitg14": {1: (39,), 4: (9, 19, 29, 39)},
-}
-# The training sets of the published heads and the depth range (metres) each was trained for.
-DEPTH_WEIGHTS = ("NYU", "KITTI")
-# The DPT depthers (`*_dd`) take their range from `weights=` (measured on the hub with
-# pretrained=True: NYU 10 m, KITTI 80 m; `depth_range=` overrides it). The hub's pretrained=False
-# ignores `weights=` there (always 10 m); minidino applies the named range either way, so a model
-# built with weights="KITTI" behaves like the KITTI one once its weights are loaded.
-DEPTH_RANGES: dict[str, tuple[float, float]] = {"NYU": (0.001, 10.0), "KITTI": (0.001, 80.0)}
-# QUIRK (range of the linear heads): the official `*_ld` entry points build their head with
-# min_depth=0.001, max_depth=80 whatever `weights=` or `depth_range=` say (measured: the hub
-# model's decode_head.max_depth is 80 for NYU, KITTI and any depth_range). The bins, and the
-# final clamp, therefore span 0.001..80 m; we keep that by default so the numbers are the
-# official ones. Unlike the hub, an explicit `depth_range=` is honoured, not silently dropped.
-LINEAR_HEAD_RANGE = (0.001, 80.0)
-
-
-@dataclass(frozen=True, kw_only=True)
-class DepthConfig:
-    """Every choice of a depth head, as plain values (the backbone has its own DinoConfig).
-
-    Examples:
-        >>> c = DepthConfig(head="linear", out_index=(11,), max_depth=80.0)
-        >>> c.depth_range, c.n_bins
-        ((0.001, 80.0), 256)
-        >>> c.replace(out_index=(2, 5, 8, 11)).out_index
-        (2, 5, 8, 11)
-    """
-
-    head: Literal["linear", "dpt"]
-    out_index: tuple[int, ...]  # the blocks whose (un-normed) outputs feed the head, in block order
-    min_depth: float = 0.001  # metres; the output is clamped to [min_depth, max_depth]
-    max_depth: float = 10.0
-    embed_dim: int = 384  # D of the backbone
-    # linear ("bins") head
-    n_bins: int = 256  # K: depth = sum_k p_k * bin_k, bins evenly spaced over [min_depth, max_depth]
-    upsample: int = 4  # the head runs on the patch grid upsampled 4x
-    bins_eps: float = 0.1  # added to relu(logits) before they are normalised into weights
-    # DPT head
-    channels: int = 256  # C of the fusion stage
-    post_process_channels: tuple[int, ...] = ()  # reassembled widths per level: D/8, D/4, D/2, D
-    align_corners: bool = False  # of the final resize back to the image size
-    weights: str = "NYU"  # the training set of the head ("NYU" indoor, "KITTI" driving): names the official file
-
-    def __post_init__(self) -> None:
-        if self.head not in ("linear", "dpt"):
-            raise ValueError(f"head must be 'linear' or 'dpt', got {self.head!r}")
-        if not (math.isfinite(self.min_depth) and math.isfinite(self.max_depth)) or not 0 <= self.min_depth < self.max_depth:
-            raise ValueError(f"depth range must satisfy 0 <= min < max, got ({self.min_depth}, {self.max_depth})")
-        if self.head == "dpt" and len(self.out_index) != 4:
-            raise ValueError(f"the DPT head takes 4 layers, got out_index={self.out_index}")
-        if self.head == "linear" and len(self.out_index) not in (1, 4):
-            raise ValueError(f"layers must be 1 or 4 (the published heads), got {len(self.out_index)}")
-        if self.weights not in DEPTH_WEIGHTS:
-            raise ValueError(f"unknown depth weights {self.weights!r}; the published heads are {', '.join(DEPTH_WEIGHTS)}")
-
-    @property
-    def depth_range(self) -> tuple[float, float]:
-        return (self.min_depth, self.max_depth)
-
-    def replace(self, **changes: Any) -> "DepthConfig":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def depth_config(backbone: str, head: str, embed_dim: int, *, layers: int = 4, weights: str = "NYU",
-                 depth_range: tuple[float, float] | None = None) -> DepthConfig:
-    """The head config of a hub depther: `head` is "linear" (`_ld`) or "dpt" (`_dd`).
-
-    Examples:
-        >>> c = depth_config("dinov2_vitb14", "dpt", 768, weights="KITTI")
-        >>> c.out_index, c.depth_range, c.post_process_channels       # 4 layers; P_i = D/8, D/4, D/2, D
-        ((2, 5, 8, 11), (0.001, 80.0), (96, 192, 384, 768))
-        >>> depth_config("dinov2_vits14", "linear", 384, layers=1).out_index
-        (11,)
-    """
-    if backbone not in DEPTH_LAYERS:
-        raise ValueError(f"no depth heads for {backbone!r}; the hub has them for {', '.join(DEPTH_LAYERS)}")
-    if layers not in (1, 4) or isinstance(layers, bool):
-        raise ValueError(f"layers must be 1 or 4 (the published heads), got {layers!r}")
-    if head == "dpt" and layers != 4:
-        raise ValueError("the DPT depthers (*_dd) always take 4 layers; `layers` applies to the linear ones (*_ld)")
-    name = str(getattr(weights, "name", weights)).upper()  # an official Weights enum member, or its name
-    if name not in DEPTH_RANGES:
-        raise ValueError(f"unknown depth weights {weights!r}; the published heads are {', '.join(DEPTH_WEIGHTS)}")
-    if depth_range is not None:
-        try:
-            lo, hi = (float(v) for v in depth_range)
-        except (TypeError, ValueError):
-            raise ValueError(f"depth_range must be (min, max) in metres, got {depth_range!r}") from None
-    else:
-        lo, hi = LINEAR_HEAD_RANGE if head == "linear" else DEPTH_RANGES[name]
-    if not (math.isfinite(lo) and math.isfinite(hi)) or not 0 <= lo < hi:
-        raise ValueError(f"depth_range must satisfy 0 <= min < max (metres), got ({lo}, {hi})")
-    extra = {"post_process_channels": tuple(embed_dim // 2 ** (3 - i) for i in range(4))} if head == "dpt" else {}
-    return DepthConfig(head=head, out_index=DEPTH_LAYERS[backbone][layers], min_depth=lo, max_depth=hi,  # type: ignore[arg-type]
-                       embed_dim=embed_dim, weights=name, **extra)
-
+__all__ = ["Depther", "LinearDepthHead", "pad_to_patch_multiple", "bins_to_metres"]
 
 # ---------------------------------------------------------------------------- the quirks
 def pad_to_patch_multiple(x: Tensor, patch_size: int) -> Tensor:
@@ -164,7 +52,13 @@ def pad_to_patch_multiple(x: Tensor, patch_size: int) -> Tensor:
 def bins_to_metres(logits: Tensor, min_depth: float, max_depth: float, eps: float) -> Tensor:
     """QUIRK (bins to metres, the "UD" bins with "linear" normalisation of the official BNHead):
     K bin centres evenly spaced over [min_depth, max_depth]; weights relu(logit) + eps, divided
-    by their sum (not a softmax); depth = the weighted mean of the centres. (B, K, h, w) -> (B, 1, h, w)."""
+    by their sum (not a softmax); depth = the weighted mean of the centres. (B, K, h, w) -> (B, 1, h, w).
+
+    Examples:
+        >>> logits = torch.full((1, 3, 1, 1), -1.0)                    # relu -> 0: equal weights eps / (3 eps)
+        >>> round(float(bins_to_metres(logits, 1.0, 3.0, eps=0.1)), 5)  # the mean of the bins 1, 2, 3
+        2.0
+    """
     bins = torch.linspace(min_depth, max_depth, logits.shape[1], device=logits.device)  # (K,)
     p = torch.relu(logits) + eps
     p = p / p.sum(dim=1, keepdim=True)  # (B, K, h, w), sums to 1 over K
@@ -254,8 +148,6 @@ class Depther(nn.Module):
         if config.head == "linear":
             self.decode_head: nn.Module = LinearDepthHead(config, device=device, dtype=dtype)
         else:
-            from .dpt import DPTHead
-
             self.decode_head = DPTHead(config, device=device, dtype=dtype)
 
     @property

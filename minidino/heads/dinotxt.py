@@ -39,7 +39,7 @@ from ..models.layers import Block, init_linear_and_norm
 from ..models.dinov2 import DinoVisionTransformer
 from .text_transformer import TextHead, TextTower, TextTransformer
 
-__all__ = ["DinoTxtConfig", "DINOTXT_PRESET", "DinoTxt", "VisionHead", "VisionTower", "BackboneWrapper",
+__all__ = ["DinoTxtConfig", "DinoTxt", "VisionHead", "VisionTower", "BackboneWrapper",
            "patch_text_similarity", "check_token_ids"]
 
 
@@ -48,7 +48,7 @@ class DinoTxtConfig:
     """Everything dino.txt adds to its backbone, as plain values (the backbone has its DinoConfig).
 
     Examples:
-        >>> c = DinoTxtConfig()                      # the published model (DINOTXT_PRESET)
+        >>> c = DinoTxtConfig()                      # the published model (its defaults)
         >>> c.embed_dim, c.text_width, c.text_ffn_hidden_dim   # E = 2 * 1024, D_text, F = 4 * D_text
         (2048, 1280, 5120)
         >>> c.replace(text_width=64, text_num_heads=2, text_layers=1).text_ffn_hidden_dim
@@ -97,8 +97,6 @@ class DinoTxtConfig:
         return dataclasses.replace(self, **overrides)
 
 
-DINOTXT_BACKBONE = "dinov2_vitl14_reg"  # the frozen backbone, a minidino preset
-DINOTXT_PRESET = DinoTxtConfig()
 
 
 def check_token_ids(token_ids: Any, vocab_size: int, context_length: int) -> None:

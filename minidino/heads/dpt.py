@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .depth import DepthConfig
+from .depth_config import DepthConfig
 
 __all__ = ["DPTHead", "ConvModule"]
 

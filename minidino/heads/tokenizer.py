@@ -26,20 +26,12 @@ import html
 import os
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..weights.download import Pin
 
-__all__ = ["Tokenizer", "tokenize", "get_tokenizer", "vocab_path", "VOCAB_PIN", "SOT", "EOT"]
-
-# The official tokenizer downloads this file from <base>/thirdparty/; the digest and size are those of
-# the file CLIP ships (openai/CLIP, also inside the clip-anytorch 2.6.0 wheel), with which the official
-# tokenizer gives the ids that minidino's tests compare against.
-VOCAB_PIN = Pin(path="thirdparty/bpe_simple_vocab_16e6.txt.gz", bytes=1356917,
-                sha256="924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a")
+__all__ = ["Tokenizer", "bytes_to_unicode", "SOT", "EOT"]
 NUM_MERGES = 49152 - 256 - 2  # merges used from the file: 48894 (the vocabulary is 49408 in all)
 SOT, EOT = "<|startoftext|>", "<|endoftext|>"
 _PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
@@ -72,7 +64,7 @@ class Tokenizer:
     """CLIP's byte-pair tokenizer over a vocabulary file (the official `get_tokenizer()` equivalent).
 
     Examples:
-        The vocabulary is CLIP's file (downloaded by vocab_path(), or a local copy), hence skipped here:
+        The vocabulary is CLIP's file (minidino.weights.vocab.vocab_path(), or a local copy), hence skipped here:
 
         >>> tok = Tokenizer("bpe_simple_vocab_16e6.txt.gz")                  # doctest: +SKIP
         >>> tok.vocab_size, tok.bpe("dog"), tok.encode("a dog"), tok.decode([320, 1929])   # doctest: +SKIP
@@ -168,58 +160,3 @@ class Tokenizer:
                 ids[-1] = self.eot_id  # keep the <end of text> the pooling looks for
             out[i, : len(ids)] = torch.tensor(ids)
         return out
-
-
-def vocab_path(*, cache_dir: str | os.PathLike | None = None, base: str | None = None, progress: bool = True) -> Path:
-    """The cached vocabulary file, downloaded (once) and checked against its digest.
-
-    Examples:
-        >>> VOCAB_PIN.path, VOCAB_PIN.bytes              # under the official base URL (hub.base_url())
-        ('thirdparty/bpe_simple_vocab_16e6.txt.gz', 1356917)
-        >>> vocab_path().name                             # downloads it once  # doctest: +SKIP
-        'bpe_simple_vocab_16e6.txt.gz'
-    """
-    from ..weights.download import fetch
-
-    return fetch(VOCAB_PIN, cache_dir=cache_dir, base=base, progress=progress)
-
-
-@functools.lru_cache(maxsize=4)
-def _tokenizer_for(path: str) -> Tokenizer:
-    return Tokenizer(path)
-
-
-def get_tokenizer(vocab_file: str | os.PathLike | None = None, *, cache_dir: str | os.PathLike | None = None) -> Tokenizer:
-    """The tokenizer over `vocab_file`, or over the cached official vocabulary (downloaded once if absent).
-
-    One Tokenizer per file is kept (reading the vocabulary takes a moment).
-
-    Examples:
-        >>> tok = get_tokenizer()                         # the cached vocabulary  # doctest: +SKIP
-        >>> tok is get_tokenizer(), tok.vocab_size        # doctest: +SKIP
-        (True, 49408)
-        >>> get_tokenizer("missing.txt.gz")
-        Traceback (most recent call last):
-        ...
-        FileNotFoundError: vocabulary file missing.txt.gz does not exist
-    """
-    path = Path(vocab_file) if vocab_file is not None else vocab_path(cache_dir=cache_dir)
-    if not path.is_file():
-        raise FileNotFoundError(f"vocabulary file {path} does not exist")
-    return _tokenizer_for(str(path.resolve()))
-
-
-def tokenize(texts: str | Sequence[str], context_length: int = 77, *, vocab_file: str | os.PathLike | None = None,
-             cache_dir: str | os.PathLike | None = None) -> torch.Tensor:
-    """Texts -> (B, context_length) int64 token ids for DinoTxt.encode_text (the official tokenizer's output).
-
-    Examples:
-        The vocabulary is downloaded once (or give vocab_file=), hence skipped here:
-
-        >>> ids = tokenize(["a photo of a cat", "a dog"])    # doctest: +SKIP
-        >>> tuple(ids.shape), ids[:, :8].tolist()            # (B, 77): <sot> ... <eot>, zeros  # doctest: +SKIP
-        ((2, 77), [[49406, 320, 1125, 539, 320, 2368, 49407, 0], [49406, 320, 1929, 49407, 0, 0, 0, 0]])
-        >>> tokenize("a dog", context_length=3).tolist()     # cut, still ending in <eot>  # doctest: +SKIP
-        [[49406, 320, 49407]]
-    """
-    return get_tokenizer(vocab_file, cache_dir=cache_dir).tokenize(texts, context_length)

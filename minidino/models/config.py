@@ -1,8 +1,8 @@
 """Architecture configuration: one frozen dataclass, the hub presets as plain data.
 
 Every architectural choice of a DINOv2 backbone is a plain value here, so a
-config can be printed, compared, hashed and written to JSON. Presets are the
-eight torch.hub backbones (SPEC.md section 1).
+config can be printed, compared, hashed and written to JSON. The presets, one per
+entry point, are rows of minidino.catalogue (SPEC.md section 1).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["DinoConfig", "PRESETS", "closest_names", "swiglu_hidden_dim"]
+__all__ = ["DinoConfig", "closest_names", "swiglu_hidden_dim"]
 
 
 def swiglu_hidden_dim(embed_dim: int) -> int:
@@ -111,30 +111,6 @@ class DinoConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _preset(embed_dim: int, depth: int, num_heads: int, registers: bool, ffn_layer: str = "mlp") -> DinoConfig:
-    hidden = swiglu_hidden_dim(embed_dim) if ffn_layer == "swiglu" else 4 * embed_dim
-    return DinoConfig(
-        embed_dim=embed_dim, depth=depth, num_heads=num_heads, ffn_layer=ffn_layer,  # type: ignore[arg-type]
-        ffn_hidden_dim=hidden,
-        num_register_tokens=4 if registers else 0,
-        interpolate_offset=0.0 if registers else 0.1,
-        interpolate_antialias=registers,
-    )
-
-
-# The eight torch.hub backbones (SPEC.md section 1).
-PRESETS: dict[str, DinoConfig] = {
-    "dinov2_vits14": _preset(384, 12, 6, False),
-    "dinov2_vitb14": _preset(768, 12, 12, False),
-    "dinov2_vitl14": _preset(1024, 24, 16, False),
-    "dinov2_vitg14": _preset(1536, 40, 24, False, "swiglu"),
-    "dinov2_vits14_reg": _preset(384, 12, 6, True),
-    "dinov2_vitb14_reg": _preset(768, 12, 12, True),
-    "dinov2_vitl14_reg": _preset(1024, 24, 16, True),
-    "dinov2_vitg14_reg": _preset(1536, 40, 24, True, "swiglu"),
-}
 
 
 def closest_names(name: str, choices: list[str], n: int = 3) -> list[str]:

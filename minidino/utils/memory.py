@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["prefer_mmap", "peak_growth", "cpu_peak_supported", "proc_status_kib"]
+__all__ = ["prefer_mmap", "peak_growth", "cpu_peak_supported", "proc_status_kib", "available_memory"]
 
 
 def prefer_mmap(threshold: int = 64 * 1024) -> bool:
@@ -90,3 +90,39 @@ def peak_growth(fn: Callable[[], Any], device: torch.device | str) -> int | None
     peak = (proc_status_kib("VmHWM") - before) * 1024
     del out
     return peak
+
+
+def available_memory(device: Any) -> int | None:
+    """Bytes free for a new allocation: MemAvailable (Linux) and the cgroup limit on CPU, free memory on CUDA.
+
+    Examples:
+        >>> free = available_memory(torch.device("cpu"))
+        >>> free is None or free > 0                             # None where the machine does not say
+        True
+    """
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    avail = None
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = open(limit_file).read().strip()
+            usage = int(open(usage_file).read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 2**60:
+            room = int(limit) - usage
+            avail = room if avail is None else min(avail, room)
+        break
+    return avail

@@ -9,6 +9,9 @@ the colours on the foreground patches only, leaving the background black.
 
 The maths is on tensors and numpy arrays; Pillow is used only to compose pictures.
 Shapes: N images, h w patch grid, D width, nh heads, H W pixels.
+
+Over 400 lines on purpose: every picture minidino draws (PCA, attention, depth, segmentation)
+shares the colour map, the font, the captions and the panel layout here, so they look alike.
 """
 
 from __future__ import annotations

@@ -1,8 +1,12 @@
-"""Downloads: the checkpoint catalogue, the cache, SHA-256 verification and a progress bar.
+"""Downloads: the pins, the cache, SHA-256 verification and a progress bar.
+
+Over 400 lines on purpose: one concern, getting a file safely. Pins, cache, timeouts, retries,
+checksums and sidecars are each a few lines, and a reviewer checks the guarantees below best
+with all of them on one page.
 
 The official DINOv2 files live at https://dl.fbaipublicfiles.com/dinov2 (SPEC.md section 6).
 Meta publishes no checksums; the sizes and SHA-256 digests in `checkpoints.json` (next to
-this module) are third-party pins (see docs/weights.md for where each comes from).
+this module, keyed by the paths minidino/catalogue.py names) are third-party pins (see docs/weights.md for where each comes from).
 
 Guarantees:
 * A download goes to a temporary file in the cache folder and is renamed into place only
@@ -41,15 +45,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..catalogue import FAMILIES
 from ..utils.progress import ProgressBar
+from .read import read_checkpoint
 
 __all__ = [
-    "Pin", "DownloadError", "ChecksumError", "default_cache_dir", "base_url", "load_pins", "pin_for",
-    "backbone_pin", "head_pin", "depth_head_pin", "download", "fetch", "fetch_url", "sha256_file", "ProgressBar",
+    "Pin", "DownloadError", "ChecksumError", "default_cache_dir", "base_url", "load_pins", "pin", "pin_for",
+    "download", "fetch", "fetch_url", "sha256_file", "ProgressBar",
     "DownloadTimeout", "BadDownload", "timeouts",
 ]
 
-DEFAULT_BASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
 CHUNK = 1 << 20  # 1 MiB per read
 CONNECT_TIMEOUT = 10.0  # seconds to establish a connection ($MINIDINO_CONNECT_TIMEOUT)
 READ_TIMEOUT = 30.0  # seconds without a byte from the server ($MINIDINO_READ_TIMEOUT)
@@ -151,8 +156,8 @@ class Pin:
     """A file of the catalogue: its path under the base URL, and what is known of its contents.
 
     Examples:
-        >>> pin = backbone_pin("dinov2_vits14")
-        >>> pin.path, pin.bytes
+        >>> p = pin("dinov2_vits14/dinov2_vits14_pretrain.pth")
+        >>> p.path, p.bytes
         ('dinov2_vits14/dinov2_vits14_pretrain.pth', 88283115)
     """
 
@@ -165,26 +170,45 @@ class Pin:
         return self.path.rsplit("/", 1)[-1]
 
 
-# ---------------------------------------------------------------------------- catalogue
+# ---------------------------------------------------------------------------- pins
 def load_pins() -> dict[str, Any]:
-    """The vendored catalogue (minidino/checkpoints.json, third-party pins).
+    """The vendored pins (weights/checkpoints.json: third-party digests, the file shared/ gives, verbatim).
 
     Examples:
-        >>> pins = load_pins()
-        >>> pins["backbones"]["dinov2_vits14"]["sha256"][:16]
+        >>> load_pins()["backbones"]["dinov2_vits14"]["sha256"][:16]
         'b938bf1bc15cd2ec'
     """
     return json.loads(resources.files(__package__).joinpath("checkpoints.json").read_text())
 
 
-def base_url(override: str | None = None) -> str:
-    """The base URL: the argument, else $MINIDINO_BASE_URL, else the official one.
+# Pins that checkpoints.json does not hold. CLIP's vocabulary (dino.txt's tokenizer; the official one
+# downloads it from <base>/thirdparty/): the size and digest of the file CLIP ships (openai/CLIP, also in
+# the clip-anytorch 2.6.0 wheel), with which the official tokenizer gives the ids the tests compare against.
+EXTRA_PINS = {
+    "thirdparty/bpe_simple_vocab_16e6.txt.gz": {
+        "bytes": 1356917, "sha256": "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"},
+}
+
+
+def _pins_by_path() -> dict[str, dict[str, Any]]:
+    """Every pinned file, keyed by its path under the base URL."""
+    out = dict(EXTRA_PINS)
+    for group in load_pins().values():
+        if isinstance(group, dict):
+            out.update({e["path"]: e for k, e in group.items() if not k.startswith("_") and isinstance(e, dict) and "path" in e})
+    return out
+
+
+def base_url(override: str | None = None, family: str = "dinov2") -> str:
+    """The base URL: the argument, else $MINIDINO_BASE_URL, else the family's official one.
 
     Examples:
         >>> base_url()            # unless $MINIDINO_BASE_URL is set
         'https://dl.fbaipublicfiles.com/dinov2'
     """
-    url = override or os.environ.get("MINIDINO_BASE_URL") or load_pins().get("base_url", DEFAULT_BASE_URL)
+    url = override or os.environ.get("MINIDINO_BASE_URL") or FAMILIES[family].base_url
+    if url is None:
+        raise DownloadError(f"the {family} weights have no public URL: {FAMILIES[family].access}")
     return url.rstrip("/")
 
 
@@ -204,67 +228,17 @@ def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(root).expanduser() / "minidino"
 
 
-def _from_json(entry: dict[str, Any]) -> Pin:
-    return Pin(path=entry["path"], bytes=entry.get("bytes"), sha256=entry.get("sha256"))
-
-
-def backbone_pin(name: str) -> Pin:
-    """The pretrain file of a backbone hub name, e.g. 'dinov2_vitb14_reg'.
+def pin(path: str) -> Pin:
+    """The file at `path` under the base URL, with its size and SHA-256 where they are pinned.
 
     Examples:
-        >>> backbone_pin("dinov2_vitb14_reg").path
-        'dinov2_vitb14/dinov2_vitb14_reg4_pretrain.pth'
+        >>> pin("dinov2_vits14/dinov2_vits14_pretrain.pth").bytes
+        88283115
+        >>> pin("dinov2_vitl14/dinov2_vitl14_nyu_linear_head.pth").sha256 is None     # none published: unverified
+        True
     """
-    pins = load_pins()["backbones"]
-    if name not in pins:
-        raise ValueError(f"no official checkpoint for {name!r}; known backbones: {', '.join(pins)}")
-    return _from_json(pins[name])
-
-
-def head_pin(name: str, layers: int) -> Pin:
-    """The linear-head file of a backbone hub name; pins for most heads have no size or digest.
-
-    Examples:
-        >>> head_pin("dinov2_vits14", layers=1).path
-        'dinov2_vits14/dinov2_vits14_linear_head.pth'
-    """
-    if layers not in (1, 4):
-        raise ValueError(f"layers must be 1 or 4 (the published heads), got {layers!r}")
-    backbone_pin(name)  # validates the name
-    base = name.removesuffix("_reg")
-    full = base + ("_reg4" if name.endswith("_reg") else "")
-    key = f"{full}_linear{'4' if layers == 4 else ''}_head"
-    entry = load_pins()["linear_heads"].get(key)
-    return _from_json(entry) if entry else Pin(path=f"{base}/{key}.pth")
-
-
-def depth_head_pin(name: str, weights: str, layers: int = 4) -> Pin:
-    """The official head file of a depther, e.g. ('dinov2_vitb14_dd', 'KITTI') ->
-    dinov2_vitb14/dinov2_vitb14_kitti_dpt_head.pth (the hub's naming; `*_ld`: linear4 or linear).
-    No checksums are published for these files: the pin has no digest (a catalogue entry
-    under "depth_heads" adds a size or digest when one is known).
-
-    Examples:
-        >>> depth_head_pin("dinov2_vits14_dd", "KITTI").path
-        'dinov2_vits14/dinov2_vits14_kitti_dpt_head.pth'
-        >>> pin = depth_head_pin("dinov2_vitl14_ld", "NYU", layers=1)
-        >>> pin.path, pin.sha256
-        ('dinov2_vitl14/dinov2_vitl14_nyu_linear_head.pth', None)
-    """
-    from ..names import split_depth_name
-
-    parts = split_depth_name(name)
-    if parts is None:
-        raise ValueError(f"{name!r} is not a depther; the depthers are dinov2_vit{{s,b,l,g}}14_{{ld,dd}}")
-    backbone, head = parts
-    if str(weights).upper() not in ("NYU", "KITTI"):
-        raise ValueError(f"unknown depth weights {weights!r}; the published heads are NYU, KITTI")
-    if layers not in (1, 4):
-        raise ValueError(f"layers must be 1 or 4 (the published heads), got {layers!r}")
-    kind = "dpt" if head == "dpt" else ("linear4" if layers == 4 else "linear")
-    key = f"{backbone}_{str(weights).lower()}_{kind}_head"
-    entry = load_pins().get("depth_heads", {}).get(key)
-    return _from_json(entry) if entry else Pin(path=f"{backbone}/{key}.pth")
+    entry = _pins_by_path().get(path, {})
+    return Pin(path=path, bytes=entry.get("bytes"), sha256=entry.get("sha256"))
 
 
 def pin_for(filename: str) -> Pin | None:
@@ -274,11 +248,9 @@ def pin_for(filename: str) -> Pin | None:
         >>> pin_for("dinov2_vitb14_pretrain.pth").bytes
         346378731
     """
-    pins = load_pins()
-    for group in ("backbones", "linear_heads"):
-        for key, entry in pins[group].items():
-            if not key.startswith("_") and entry["path"].rsplit("/", 1)[-1] == filename:
-                return _from_json(entry)
+    for path in _pins_by_path():
+        if path.rsplit("/", 1)[-1] == filename:
+            return pin(path)
     return None
 
 
@@ -351,8 +323,6 @@ def download(
 
 
 def _read_as_checkpoint(path: Path) -> None:
-    from .load import read_checkpoint
-
     read_checkpoint(path)
 
 
@@ -454,7 +424,7 @@ def fetch(pin: Pin, *, cache_dir: str | os.PathLike | None = None, base: str | N
     """The cached file of `pin`, downloading it from `base` (see `base_url`) if absent.
 
     Examples:
-        >>> path = fetch(backbone_pin("dinov2_vits14"))     # doctest: +SKIP
+        >>> path = fetch(pin("dinov2_vits14/dinov2_vits14_pretrain.pth"))     # doctest: +SKIP
         >>> path.stat().st_size                              # doctest: +SKIP
         88283115
 
