@@ -9,7 +9,7 @@ from PIL import Image
 
 from minidino.conformance import golden
 
-from minidino.utils import viz
+from minidino.utils import figures, viz
 
 TINY = dict(depth=2, embed_dim=48, num_heads=3, ffn_hidden_dim=96)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -165,7 +165,7 @@ def test_attention_panels_one_per_head_plus_mean():
     with torch.no_grad():
         attn = model.get_attention_maps(x)[0]
     cls = model.cls_attention_map(attn, 4, 4)[0]  # (nh, 4, 4), registers skipped
-    panels = viz.attention_panels(cls, (56, 56))
+    panels = figures.attention_panels(cls, (56, 56))
     assert len(panels) == 3 + 1 and all(p.size == (56, 56) for p in panels)
     hottest = np.unravel_index(int(cls[0].argmax()), (4, 4))
     block = np.asarray(panels[0])[hottest[0] * 14 : hottest[0] * 14 + 14, hottest[1] * 14 : hottest[1] * 14 + 14]

@@ -11,7 +11,7 @@ from ._common import add_model_args
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..utils import viz
+    from ..utils import figures
     from ..utils.atomic import atomic_write
     from ..utils.transforms import IMAGENET_MEAN, IMAGENET_STD
     from ._common import model_from_args, preflight_model
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         model = model_from_args(args)
         model = getattr(model, "backbone", model)  # a *_lc classifier: picture its backbone
         with torch.no_grad():
-            picture, cls = viz.attention_figure(model, x, mean=IMAGENET_MEAN, std=IMAGENET_STD, block=args.block,
+            picture, cls = figures.attention_figure(model, x, mean=IMAGENET_MEAN, std=IMAGENET_STD, block=args.block,
                                                 columns=args.columns, overlay=args.overlay,
                                                 caption=weights_caption(args))
         atomic_write(out, lambda tmp: picture.save(tmp, format=picture_format(out)))

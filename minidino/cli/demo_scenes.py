@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from ..utils import viz
+from ..utils import figures
 from ..utils.transforms import IMAGENET_MEAN, IMAGENET_STD, dense_transform
 
 __all__ = ["sample_images", "run_demo", "similarity_table"]
@@ -159,7 +159,7 @@ def run_demo(
         sample_paths.append(path)
     xs = [dense_transform(img, size=size) for img in scenes.values()]  # each (3, H, W), normalised
     t0 = time.perf_counter()
-    pca_img, info = viz.pca_figure(model, xs, mean=IMAGENET_MEAN, std=IMAGENET_STD, caption=weights_label)
+    pca_img, info = figures.pca_figure(model, xs, mean=IMAGENET_MEAN, std=IMAGENET_STD, caption=weights_label)
     t_pca = time.perf_counter() - t0
     cls = info["cls"]  # (4, D)
     H, W = xs[0].shape[-2:]
@@ -170,7 +170,7 @@ def run_demo(
     pca_img.save(pca_path)
     log(f"wrote {pca_path}: each scene next to its patch features' first 3 principal components as RGB")
 
-    att_img, _ = viz.attention_figure(model, xs[0], mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    att_img, _ = figures.attention_figure(model, xs[0], mean=IMAGENET_MEAN, std=IMAGENET_STD,
                                       caption=f"{weights_label}\nclass-token attention per head, last block ({names[0]})")
     att_path = out / "attention.png"
     att_img.save(att_path)
@@ -194,7 +194,8 @@ def depth_panel(out: Path, scenes: dict[str, Any], *, size: int, seed: int = 0, 
     (the golden generator; offline), with a scale bar in metres. It shows the pipeline and the
     picture, not real depth: the label on the picture says so."""
     from ..conformance import golden
-    from ..utils.viz import compose_grid, depth_preview, hstack_panels
+    from ..utils.figures import depth_preview
+    from ..utils.viz import compose_grid, hstack_panels
 
     t0 = time.perf_counter()
     model = golden.random_model("dinov2_vits14_dd", seed)

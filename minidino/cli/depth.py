@@ -161,7 +161,7 @@ def write_outputs(out: Path, stem: str, depth: Any, *, npy: bool, caption: str) 
     import numpy as np
     from PIL import Image
 
-    from ..utils.viz import depth_preview
+    from ..utils.figures import depth_preview
 
     d = depth.detach().float().cpu().numpy()
     mm = np.clip(np.round(d * 1000.0), 0, MM_MAX).astype(np.uint16)

@@ -13,7 +13,7 @@ from ._common import add_model_args
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..utils import viz
+    from ..utils import figures
     from ..utils.atomic import atomic_write
     from ..utils.transforms import IMAGENET_MEAN, IMAGENET_STD
     from ._common import model_from_args, preflight_model
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         model = model_from_args(args)
         model = getattr(model, "backbone", model)  # a *_lc classifier: picture its backbone
         with torch.no_grad():
-            picture, info = viz.pca_figure(model, [x for _, x in items], mean=IMAGENET_MEAN, std=IMAGENET_STD,
+            picture, info = figures.pca_figure(model, [x for _, x in items], mean=IMAGENET_MEAN, std=IMAGENET_STD,
                                            foreground=args.foreground, threshold=args.threshold,
                                            caption=weights_caption(args))
         atomic_write(out, lambda tmp: picture.save(tmp, format=picture_format(out)))

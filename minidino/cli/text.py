@@ -189,7 +189,7 @@ def run_segment(args: argparse.Namespace) -> int:
 
     import sys
 
-    from ..utils import viz
+    from ..utils import figures, viz
     from ..utils.atomic import atomic_write
     from ..heads.dinotxt import patch_text_similarity
     from ..utils.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -221,7 +221,7 @@ def run_segment(args: argparse.Namespace) -> int:
             _, patches = model.get_visual_class_and_patch_tokens(
                 x.unsqueeze(0).to(device=next(model.parameters()).device, dtype=next(model.parameters()).dtype))
         sim = patch_text_similarity(patches.float().cpu(), text.cpu())[0].view(len(labels), h, w)  # (T, h, w)
-        picture, shares = viz.segmentation_figure(viz.denormalize(x, IMAGENET_MEAN, IMAGENET_STD), sim, labels,
+        picture, shares = figures.segmentation_figure(viz.denormalize(x, IMAGENET_MEAN, IMAGENET_STD), sim, labels,
                                                   caption=f"{args.model}, {describe_weights(args)}")
         atomic_write(out, lambda tmp: picture.save(tmp, format=fmt))
     for lab, s in sorted(zip(labels, shares), key=lambda p: -p[1]):
