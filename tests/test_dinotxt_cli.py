@@ -47,7 +47,8 @@ def test_zeroshot_prints_top_labels_with_probabilities(images, tmp_path, capsys)
     code, out = run(["zeroshot", *images, "--labels-file", str(labels), "--template", "a photo of a {}",
                      "--template", "a {} in the picture", "--top", "3", "--size", "56"], capsys)
     assert code == 0
-    blocks = out.strip().split("\n")
+    notice, *blocks = out.strip().split("\n")
+    assert notice.startswith("# dinotxt, RANDOM WEIGHTS")  # random weights: said before the results (issue 21)
     assert blocks[0] == images[0] and blocks[4] == images[1]
     for block in (blocks[1:4], blocks[5:8]):
         probs = [float(re.match(r"\s*([\d.]+)%", line).group(1)) for line in block]
@@ -64,13 +65,14 @@ def test_zeroshot_bad_labels_and_templates(images, capsys):
         main(["zeroshot", images[0], "--labels", "a,b", "--model", "dinov2_vits14", "--weights", "random:0",
               "--config", "depth=1", "--vocab", str(VOCAB)])
     code, out = run(["zeroshot", "nothing.png", images[0], "--labels", "a,b"], capsys)  # named, skipped: status 1
-    assert code == 1 and out.splitlines()[0] == images[0] and "nothing.png" not in out
+    assert code == 1 and out.splitlines()[1] == images[0] and "nothing.png" not in out
 
 
 def test_segment_writes_a_picture_with_a_legend(images, tmp_path, capsys):
     out_png = tmp_path / "seg.png"
     code, out = run(["segment", images[0], "--labels", "red,green,blue,background", "-o", str(out_png), "--size", "112"], capsys)
     assert code == 0 and out_png.is_file()
+    assert out.startswith("# dinotxt, RANDOM WEIGHTS")
     shares = [float(line.split("%")[0]) for line in out.splitlines() if "%" in line]
     assert len(shares) == 4 and abs(sum(shares) - 100) < 0.5
     pic = Image.open(out_png)
@@ -102,3 +104,37 @@ def test_embed_then_similar_by_text_and_embed_text(images, tmp_path, capsys):
                  "--weights", "random:0", "--config", "depth=1"]) == 0
     with pytest.raises(SystemExit, match="needs an index of dino.txt"):
         main(["similar", "--text", "a cat", str(plain), "--vocab", str(VOCAB)])
+
+
+def test_the_vocabulary_on_the_machine_is_used_without_a_download(images, tmp_path, monkeypatch, capsys):
+    """An installed CLIP package's copy (clip-anytorch here), checked by digest: no cache, no network needed."""
+    from conftest import offline_workdir
+
+    from minidino.weights import vocab
+
+    offline_workdir(tmp_path, monkeypatch, "network access attempted")
+    found = vocab.find_vocab()
+    assert found is not None and found.name == "bpe_simple_vocab_16e6.txt.gz" and "cache" not in str(found)
+    assert main(["zeroshot", images[0], "--labels", "a,b", *TINY, "--device", "cpu", "--size", "56"]) == 0
+    assert images[0] in capsys.readouterr().out
+
+
+def test_without_a_vocabulary_offline_the_text_commands_say_how_to_get_one_before_any_work(images, tmp_path, monkeypatch,
+                                                                                          capsys):
+    from conftest import offline_workdir
+
+    import minidino.cli.text as text
+    from minidino.cli import errors
+    from minidino.weights import vocab
+
+    offline_workdir(tmp_path, monkeypatch, "no network here")
+    monkeypatch.setattr(vocab, "_SHIPPED_BY", ())  # no CLIP package on this machine
+    monkeypatch.setattr(text, "dinotxt_from_args", lambda *a, **k: pytest.fail("the model was built"))
+    for argv in (["zeroshot", images[0], "--labels", "a,b"], ["segment", images[0], "--labels", "a,b", "-o", "s.png"],
+                 ["embed-text", "a dog", "-o", "t.npz"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv + TINY)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == errors.EXIT_DOWNLOAD and "\n" not in err, err
+        assert "pip install --no-deps clip-anytorch" in err and "--vocab" in err
+    assert not (tmp_path / "s.png").exists() and not (tmp_path / "t.npz").exists()

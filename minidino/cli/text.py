@@ -1,8 +1,9 @@
 """dino.txt commands: `zeroshot` (labels in words), `embed-text` (sentences -> embeddings), `segment`.
 
 All three build dino.txt (`--model dinotxt`, the default) with the usual model options, turn
-texts into token ids with minidino.tokenize (the vocabulary is downloaded once into the
-cache; --vocab FILE uses a local copy) and compare normalised embeddings by cosine.
+texts into token ids with minidino.tokenize (CLIP's vocabulary: a copy on this machine, else one
+download into the cache, checked before any model is built; --vocab FILE uses a given copy) and
+compare normalised embeddings by cosine.
 
 They follow docs/cli-errors.md like every command: all arguments (labels, templates, sizes,
 model options, --vocab) and the output are checked before any work (`check_args`,
@@ -33,8 +34,13 @@ def check_args(args: argparse.Namespace, command: str) -> Any:
         raise SystemExit(f"minidino {command}: {args.model} has no text encoder; use --model dinotxt")
     if args.vocab is not None and not Path(args.vocab).is_file():
         raise SystemExit(f"minidino {command}: --vocab {args.vocab}: no such file; give CLIP's "
-                         "bpe_simple_vocab_16e6.txt.gz, or leave --vocab out to use the cached copy")
-    return preflight_model(args)
+                         "bpe_simple_vocab_16e6.txt.gz, or leave --vocab out to use the copy on this machine")
+    config = preflight_model(args)
+    if args.vocab is None:  # before any model is built: a copy on this machine, else one download, else one line saying how
+        from ..weights.vocab import vocab_path
+
+        args.vocab = str(vocab_path())
+    return config
 
 
 def read_labels(args: argparse.Namespace) -> list[str]:
@@ -100,8 +106,9 @@ def label_embeddings(model: Any, labels: list[str], templates: list[str], vocab:
 
 def _add_text_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab", default=None, metavar="FILE",
-                   help="CLIP's bpe_simple_vocab_16e6.txt.gz (default: the cached copy, downloaded once from the "
-                        "official URL and checked against its SHA-256)")
+                   help="CLIP's bpe_simple_vocab_16e6.txt.gz (default: a copy on this machine (the cache, or the one "
+                        "clip-anytorch / open_clip ship), else downloaded once from the official URL; checked "
+                        "against its SHA-256)")
     add_model_args(p, default_model="dinotxt")
 
 
@@ -119,6 +126,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
 
     import torch
 
+    from ._common import describe_weights, weights_spec
     from .embed import embed_transform
     from .errors import EXIT_PARTIAL
     from .inputs import display_name, read_one, report_failures
@@ -135,6 +143,8 @@ def run_zeroshot(args: argparse.Namespace) -> int:
     model = dinotxt_from_args(args)
     text = label_embeddings(model, labels, templates, args.vocab)  # (T, E)
     transform = embed_transform(args.size)
+    if weights_spec(args).startswith("random:"):  # the probabilities below say nothing about real images
+        print(f"# {args.model}, {describe_weights(args)}")
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     scale = model.logit_scale.detach().exp().float()
     failed = 0
@@ -193,7 +203,7 @@ def run_segment(args: argparse.Namespace) -> int:
     from ..utils.atomic import atomic_write
     from ..heads.dinotxt import patch_text_similarity
     from ..utils.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from ._common import describe_weights
+    from ._common import describe_weights, weights_spec
     from .errors import EXIT_PARTIAL
     from .inputs import DENSE_LIMITS, dense_transform_checked, read_images, report_failures
     from .outputs import check_output, locked
@@ -224,6 +234,8 @@ def run_segment(args: argparse.Namespace) -> int:
         picture, shares = figures.segmentation_figure(viz.denormalize(x, IMAGENET_MEAN, IMAGENET_STD), sim, labels,
                                                   caption=f"{args.model}, {describe_weights(args)}")
         atomic_write(out, lambda tmp: picture.save(tmp, format=fmt))
+    if weights_spec(args).startswith("random:"):
+        print(f"# {args.model}, {describe_weights(args)}")
     for lab, s in sorted(zip(labels, shares), key=lambda p: -p[1]):
         print(f"  {100 * s:5.1f}%  {lab}")
     print(f"wrote {out} ({picture.width}x{picture.height} px, {h}x{w} patches)")

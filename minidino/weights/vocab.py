@@ -2,14 +2,20 @@
 
 CLIP's byte-pair vocabulary (`bpe_simple_vocab_16e6.txt.gz`, 1.3 MB) is a file of the dino.txt
 row of the catalogue (part "vocabulary"); the official tokenizer downloads it from
-<base>/thirdparty/. Its pin (weights/checkpoints.json) is the digest of the file CLIP ships
+<base>/thirdparty/. Its pin (download.EXTRA_PINS) is the digest of the file CLIP ships
 (openai/CLIP, also inside the clip-anytorch 2.6.0 wheel), with which the official tokenizer gives
 the ids minidino's tests compare against.
+
+Where it comes from, in order (`vocab_path`): the cache (MINIDINO_HOME), else a copy an installed
+CLIP package ships (clip-anytorch, openai's clip, open_clip), used only if its SHA-256 is the pinned
+one, else one download into the cache. Offline without a copy, the error says in one line how to
+get one.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +27,10 @@ from ..heads.tokenizer import Tokenizer
 from . import download
 from .download import Pin, pin
 
-__all__ = ["vocab_pin", "vocab_path", "get_tokenizer", "tokenize"]
+__all__ = ["vocab_pin", "find_vocab", "vocab_path", "get_tokenizer", "tokenize"]
+
+# Installed packages that ship CLIP's vocabulary beside their code (located, never imported).
+_SHIPPED_BY = ("clip", "open_clip")
 
 
 def vocab_pin() -> Pin:
@@ -34,14 +43,49 @@ def vocab_pin() -> Pin:
     return pin(lookup(DINOTXT).default_weights.files["vocabulary"])
 
 
-def vocab_path(*, cache_dir: str | os.PathLike | None = None, base: str | None = None, progress: bool = True) -> Path:
-    """The cached vocabulary file, downloaded (once) and checked against its digest.
+def find_vocab(cache_dir: str | os.PathLike | None = None) -> Path | None:
+    """A copy of the vocabulary already on this machine (the cache, or an installed CLIP package's whose
+    size and SHA-256 are the pinned ones), or None. Nothing is downloaded or imported.
 
     Examples:
-        >>> vocab_path().name                             # downloads it once  # doctest: +SKIP
+        >>> found = find_vocab()                          # e.g. .../site-packages/clip/bpe_simple_vocab_16e6.txt.gz
+        >>> found is None or found.name == "bpe_simple_vocab_16e6.txt.gz"
+        True
+    """
+    p = vocab_pin()
+    cached = download.default_cache_dir(cache_dir) / p.path
+    if cached.is_file():
+        return cached
+    for package in _SHIPPED_BY:
+        try:
+            spec = importlib.util.find_spec(package)  # a top-level name: located, not imported
+        except (ImportError, ValueError):
+            continue
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            copy = Path(folder) / p.filename
+            if copy.is_file() and copy.stat().st_size == p.bytes and download.sha256_file(copy) == p.sha256:
+                return copy
+    return None
+
+
+def vocab_path(*, cache_dir: str | os.PathLike | None = None, base: str | None = None, progress: bool = True) -> Path:
+    """The vocabulary file: a copy on this machine (`find_vocab`), else downloaded once into the cache and
+    checked against its digest. Offline without a copy: a DownloadError saying how to get one.
+
+    Examples:
+        >>> vocab_path().name                             # found, or downloaded once  # doctest: +SKIP
         'bpe_simple_vocab_16e6.txt.gz'
     """
-    return download.fetch(vocab_pin(), cache_dir=cache_dir, base=base, progress=progress)
+    found = find_vocab(cache_dir)
+    if found is not None and not found.is_relative_to(download.default_cache_dir(cache_dir)):
+        return found  # an installed package's copy, digest checked
+    try:
+        return download.fetch(vocab_pin(), cache_dir=cache_dir, base=base, progress=progress)  # (re)checks a cached copy
+    except download.DownloadError as e:
+        raise download.DownloadError(
+            f"dino.txt needs CLIP's vocabulary {vocab_pin().filename} and none is on this machine; the download failed "
+            f"({' '.join(str(e).split('. Without network')[0].split())}). Get it offline with `pip install --no-deps "
+            "clip-anytorch` (it ships the file), or download it once, or pass --vocab FILE / vocab_file=") from None
 
 
 @functools.lru_cache(maxsize=4)
