@@ -100,9 +100,11 @@ def test_run_demo_writes_labelled_pictures_and_a_similarity_table(tmp_path, offl
     pca = Image.open(out["pca"])  # 4 rows [scene, PCA] under a caption of K // L lines
     K = pca.height - (4 * (112 + L) + 5 * P)
     assert pca.width == 2 * 112 + 3 * P and K >= 2 * L and K % L == 0
-    att = Image.open(out["attention"])  # scene + 3 heads + mean, 4 per row
-    K = att.height - (2 * (112 + L) + 3 * P)
-    assert att.width == 4 * 112 + 5 * P and K >= 2 * L and K % L == 0
+    att = Image.open(out["attention"])  # one row per scene: scene + 3 heads + mean; then the colour bar (56 px)
+    K = att.height - (4 * (112 + L) + 5 * P)
+    assert att.width == 5 * 112 + 6 * P + (56 + P) and K >= 3 * L and K % L == 0
+    depth = Image.open(out["depth"])  # one row per scene: [scene | depth], one shared bar
+    assert depth.width == 2 * 112 + 3 * P + (56 + P)
     sim = out["similarity"]
     assert sim.shape == (4, 4) and torch.allclose(sim, sim.T) and torch.allclose(sim.diagonal(), torch.ones(4))
     assert out["embeddings"].shape == (4, 48)
@@ -120,7 +122,7 @@ def test_demo_command_default_is_offline_fast_and_says_how_to_get_real_features(
     text = capsys.readouterr().out
     assert "RANDOM WEIGHTS" in text and "--weights official" in text and "cosine similarity" in text
     assert seconds < 30, seconds
-    for name in ("pca.png", "attention.png", "similarity.txt", "samples/ball.png"):
+    for name in ("pca.png", "attention.png", "similarity.txt", "depth.png", "samples/ball.png"):
         assert (tmp_path / "d" / name).is_file()
     pca = Image.open(tmp_path / "d" / "pca.png")
     assert pca.width == 2 * 224 + 3 * 6 and (pca.height - (4 * (224 + 16) + 5 * 6)) // 16 >= 2  # 4 rows + caption
@@ -186,7 +188,7 @@ def test_attention_command_grid(tmp_path, offline, capsys):
     P, L = viz.PAD, viz.LABEL_H
     heads = 6  # ViT-S/14: image + 6 heads + mean = 8 panels, 3 per row -> 3 rows
     K = pic.height - (3 * (56 + L) + 4 * P)
-    assert pic.width == 3 * 56 + 4 * P and K > 0 and K % L == 0
+    assert pic.width == 3 * 56 + 4 * P + (56 + P) and K > 0 and K % L == 0  # the grid, then the colour bar
     assert f"{heads} heads of block 1" in capsys.readouterr().out
 
 

@@ -170,3 +170,30 @@ def test_attention_panels_one_per_head_plus_mean():
     hottest = np.unravel_index(int(cls[0].argmax()), (4, 4))
     block = np.asarray(panels[0])[hottest[0] * 14 : hottest[0] * 14 + 14, hottest[1] * 14 : hottest[1] * 14 + 14]
     assert (block == np.round(viz.colormap(1.0) * 255)).all()  # the most attended patch is the brightest
+
+
+def test_segmentation_label_colours_are_the_legend_swatches_and_the_picture_has_no_empty_margin():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (56, 84, 3), dtype=np.uint8))
+    sim = torch.zeros(3, 4, 6)
+    sim[0, :, :2], sim[1, :, 2:4], sim[2, :, 4:] = 1.0, 1.0, 1.0  # three vertical bands
+    pic, shares = figures.segmentation_figure(image, sim, ["a", "b", "c"])
+    a = np.asarray(pic)
+    P, L = viz.PAD, viz.LABEL_H
+    labels_panel = a[P + L : P + L + 56, 2 * P + 84 : 2 * P + 168].reshape(-1, 3)
+    swatches = {tuple(c) for c in figures.LABEL_COLOURS[:3]}
+    assert {tuple(int(v) for v in px) for px in labels_panel} == swatches  # exactly the legend's colours, all three
+    assert pic.width < 2 * 84 + 3 * P + 120  # image, labels and a narrow legend: no blank strip
+    assert abs(sum(shares) - 1) < 1e-6 and min(shares) > 0.2
+
+
+def test_depth_figure_puts_every_row_on_one_scale():
+    near, far = torch.full((70, 80), 1.0), torch.full((70, 80), 9.0)
+    near[0, 0], far[0, 0] = 1.5, 9.5  # each map a small range of its own, its bulk at its own minimum
+    pics = [Image.new("RGB", (80, 70))] * 2
+    fig = np.asarray(figures.depth_figure(pics, [near, far], ["near", "far"])).astype(int)
+    P, L = viz.PAD, viz.LABEL_H
+    K = fig.shape[0] - (2 * (70 + L) + 3 * P)  # the caption above the rows
+    cell = lambda r: fig[K + P + r * (70 + L + P) + L + 35, 2 * P + 80 + 40]  # the middle of row r's depth map
+    assert cell(0).sum() > cell(1).sum() + 300  # near bright, far dark: comparable between rows
+    alone = [np.asarray(figures.depth_preview(d)).astype(int)[P + L + 35, P + 40] for d in (near, far)]
+    assert (alone[0] == alone[1]).all()  # each map alone is on its own scale: the same colour for 1 m and 9 m

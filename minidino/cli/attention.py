@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ._common import add_model_args
@@ -16,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     from ..utils.transforms import IMAGENET_MEAN, IMAGENET_STD
     from ._common import model_from_args, preflight_model
     from .errors import EXIT_PARTIAL
-    from .inputs import DENSE_LIMITS, dense_transform_checked, read_images, report_failures
+    from .inputs import DENSE_LIMITS, dense_transform_checked, display_name, read_images, report_failures
     from .outputs import check_output, locked
     from .pca import check_dense_size, picture_format, weights_caption
 
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         with torch.no_grad():
             picture, cls = figures.attention_figure(model, x, mean=IMAGENET_MEAN, std=IMAGENET_STD, block=args.block,
                                                 columns=args.columns, overlay=args.overlay,
-                                                caption=weights_caption(args))
+                                                caption=weights_caption(args), names=[display_name(os.path.basename(items[0][0]))])
         atomic_write(out, lambda tmp: picture.save(tmp, format=picture_format(out)))
     nh, h, w = cls.shape
     regs = f", {model.num_register_tokens} registers skipped" if model.num_register_tokens else ""
@@ -55,8 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "attention", help="picture where the class token looks: one attention heatmap per head, next to the image",
         description="Run one image through the model and show, for every head of one block (the last by default), "
-                    "the class token's softmax attention to each patch as a heatmap (bright = attended; each head "
-                    "scaled on its own), plus the mean over heads. Register tokens are skipped: the maps cover the "
+                    "the class token's softmax attention to each patch as a heatmap (dark 0, bright the panel's maximum, "
+                    "which its label gives in percent; a colour bar says so), plus the mean over heads. Register tokens are skipped: the maps cover the "
                     "patches only.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -138,8 +138,9 @@ def run_demo(
     """Draw the sample scenes, embed them with `model` and write, under out_dir:
     samples/*.png (the inputs), pca.png (the first three principal components of the patch
     features, fitted on all scenes), attention.png (the class token's attention per head in
-    the last block, for the first scene) and similarity.txt (cosine similarity of the class
-    tokens). weights_label is printed on every picture. Returns paths, embeddings and timings.
+    the last block, one row per scene, with a colour bar), similarity.txt (cosine similarity of
+    the class tokens) and depth.png (a depther with random weights, one scale for all scenes).
+    weights_label is printed on every picture. Returns paths, embeddings and timings.
 
     Examples:
         >>> from minidino.conformance.golden import random_model
@@ -159,7 +160,7 @@ def run_demo(
         sample_paths.append(path)
     xs = [dense_transform(img, size=size) for img in scenes.values()]  # each (3, H, W), normalised
     t0 = time.perf_counter()
-    pca_img, info = figures.pca_figure(model, xs, mean=IMAGENET_MEAN, std=IMAGENET_STD, caption=weights_label)
+    pca_img, info = figures.pca_figure(model, xs, mean=IMAGENET_MEAN, std=IMAGENET_STD, caption=weights_label, names=names)
     t_pca = time.perf_counter() - t0
     cls = info["cls"]  # (4, D)
     H, W = xs[0].shape[-2:]
@@ -170,11 +171,11 @@ def run_demo(
     pca_img.save(pca_path)
     log(f"wrote {pca_path}: each scene next to its patch features' first 3 principal components as RGB")
 
-    att_img, _ = figures.attention_figure(model, xs[0], mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                                      caption=f"{weights_label}\nclass-token attention per head, last block ({names[0]})")
+    att_img, _ = figures.attention_figure(model, xs, mean=IMAGENET_MEAN, std=IMAGENET_STD, names=names,
+                                          caption=f"{weights_label}\nclass-token attention per head, last block")
     att_path = out / "attention.png"
     att_img.save(att_path)
-    log(f"wrote {att_path}: where the class token looks, one heatmap per head (bright = attended)")
+    log(f"wrote {att_path}: where the class token looks, one row per scene, one heatmap per head (bright = attended)")
 
     sim, table = similarity_table(names, cls)
     sim_path = out / "similarity.txt"
@@ -194,8 +195,7 @@ def depth_panel(out: Path, scenes: dict[str, Any], *, size: int, seed: int = 0, 
     (the golden generator; offline), with a scale bar in metres. It shows the pipeline and the
     picture, not real depth: the label on the picture says so."""
     from ..conformance import golden
-    from ..utils.figures import depth_preview
-    from ..utils.viz import compose_grid, hstack_panels
+    from ..utils.figures import depth_figure
 
     t0 = time.perf_counter()
     model = golden.random_model("dinov2_vits14_dd", seed)
@@ -203,13 +203,10 @@ def depth_panel(out: Path, scenes: dict[str, Any], *, size: int, seed: int = 0, 
     small = max(14, size // 2)  # the depther runs at half size (it is the costliest part of the demo)...
     x = torch.stack([dense_transform(img, size=small) for img in scenes.values()])  # (4, 3, h, w)
     depth = F.interpolate(model(x), size=(size, size), mode="bilinear", align_corners=False)  # ...shown at full size
-    # one panel per row, [scene | depth | scale bar] side by side: the scene framed like the depth
-    # map (label line above, same padding), so the two line up and sit close (a grid of equal cells
-    # would give the scene a cell as wide as depth + bar, leaving a gap)
-    rows = [[hstack_panels(compose_grid([[img.convert("RGB")]], [[name]]), depth_preview(d[0]))]
-            for (name, img), d in zip(scenes.items(), depth)]
-    log(f"depth of {len(rows)} scenes at {small} px (ViT-S/14 DPT, random weights): {time.perf_counter() - t0:.2f} s")
+    # one row per scene, [scene | depth], every map on one scale with one bar: the rows compare
+    picture = depth_figure(list(scenes.values()), [d[0] for d in depth], list(scenes), caption=label)
+    log(f"depth of {len(scenes)} scenes at {small} px (ViT-S/14 DPT, random weights): {time.perf_counter() - t0:.2f} s")
     path = out / "depth.png"
-    compose_grid(rows, caption=label).save(path)
+    picture.save(path)
     log(f"wrote {path}: each scene next to its depth map (metres) from a depther with RANDOM weights")
     return path

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         with torch.no_grad():
             picture, info = figures.pca_figure(model, [x for _, x in items], mean=IMAGENET_MEAN, std=IMAGENET_STD,
                                            foreground=args.foreground, threshold=args.threshold,
-                                           caption=weights_caption(args))
+                                           caption=weights_caption(args), names=[display_name(os.path.basename(p)) for p, _ in items])
         atomic_write(out, lambda tmp: picture.save(tmp, format=picture_format(out)))
     for (path, _), (h, w), fg in zip(items, info["grids"], info["foreground"]):  # type: ignore[call-overload]
         extra = f", foreground {int(fg.sum())}/{h * w} patches" if args.foreground else ""

@@ -24,6 +24,7 @@ from torch import Tensor
 __all__ = [
     "fit_pca", "pca_rgb", "first_component", "foreground_mask", "colormap", "to_image", "upsample",
     "denormalize", "compose_grid", "compose_side_by_side", "first_component_flat", "pca_rgb_flat", "hstack_panels",
+    "with_caption", "colour_bar",
 ]
 
 
@@ -250,6 +251,17 @@ def _wrap(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: 
     return lines
 
 
+def _fit(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: float) -> str:
+    """`text` shortened in the middle ("a_very_lo…name.png") to fit `width` pixels: a panel's label
+    never runs into its neighbour's."""
+    if font.getlength(text) <= width:
+        return text
+    keep = len(text)
+    while keep > 1 and font.getlength(text[: (keep + 1) // 2] + "…" + text[len(text) - keep // 2:]) > width:
+        keep -= 1
+    return text[: (keep + 1) // 2] + "…" + text[len(text) - keep // 2:]
+
+
 def compose_grid(
     rows: Sequence[Sequence[Image.Image]], labels: Sequence[Sequence[str]] | None = None, caption: str | None = None,
 ) -> Image.Image:
@@ -286,16 +298,17 @@ def compose_grid(
         for c, panel in enumerate(row):
             x, y = PAD + c * (Wc + PAD), K + PAD + r * (Hc + L + PAD)
             if labels is not None and r < len(labels) and c < len(labels[r]):
-                draw.text((x, y + 1), labels[r][c], fill=_FG, font=font)
+                draw.text((x, y + 1), _fit(labels[r][c], font, Wc), fill=_FG, font=font)
             out.paste(panel.convert("RGB"), (x, y + L))
     return out
 
 
 def compose_side_by_side(
     images: Sequence[Image.Image], maps: Sequence[Image.Image], labels: Sequence[str] = ("image", "features"),
-    caption: str | None = None,
+    caption: str | None = None, names: Sequence[str] | None = None,
 ) -> Image.Image:
-    """One row per image: [image, map], the map resized (nearest) to the image's size.
+    """One row per image: [image, map], the map resized (nearest) to the image's size. `names`
+    label each row's image (a file or scene name) instead of labels[0].
 
     Examples:
         >>> from PIL import Image
@@ -305,8 +318,55 @@ def compose_side_by_side(
     """
     if len(images) != len(maps) or not images:
         raise ValueError(f"need as many maps as images (and at least one), got {len(images)} images and {len(maps)} maps")
+    if names is not None and len(names) != len(images):
+        raise ValueError(f"need one name per image, got {len(names)} names for {len(images)} images")
     rows = [[img, upsample(m, img.size)] for img, m in zip(images, maps)]
-    return compose_grid(rows, [list(labels)] * len(rows), caption)
+    row_labels = [[names[i] if names is not None else labels[0], *labels[1:]] for i in range(len(rows))]
+    return compose_grid(rows, row_labels, caption)
+
+
+def with_caption(body: Image.Image, caption: str | None, min_width: int = 240) -> Image.Image:
+    """`body` with `caption` above it, wrapped to the picture's width (a narrow picture is widened to
+    min_width rather than wrapping one word a line).
+
+    Examples:
+        >>> pic = with_caption(Image.new("RGB", (300, 50)), "a caption")
+        >>> pic.size == (300, 50 + LABEL_H)
+        True
+    """
+    if not caption:
+        return body
+    font = _font()
+    width = max(body.width, min(int(font.getlength(caption)) + 2 * PAD, min_width))
+    lines = _wrap(caption, font, width - 2 * PAD)
+    out = Image.new("RGB", (width, body.height + LABEL_H * len(lines)), _BG)
+    draw = ImageDraw.Draw(out)
+    for i, line in enumerate(lines):
+        draw.text((PAD, PAD // 2 + i * LABEL_H), line, fill=_FG, font=font)
+    out.paste(body.convert("RGB"), (0, LABEL_H * len(lines)))
+    return out
+
+
+def colour_bar(height: int, ticks: Sequence[tuple[float, str]], width: int = 56) -> Image.Image:
+    """The colour map as a vertical bar (value 1 at the top, 0 at the bottom) with text ticks at
+    positions in [0, 1]: what the colours of a map mean.
+
+    Examples:
+        >>> bar = colour_bar(100, [(0.0, "0"), (1.0, "max")])
+        >>> bar.size
+        (56, 100)
+    """
+    bar_h = max(height, 60)
+    ramp = np.linspace(1.0, 0.0, bar_h)[:, None].repeat(12, axis=1)  # (bar_h, 12): the top row is value 1
+    out = Image.new("RGB", (width, bar_h), _BG)
+    out.paste(to_image(colormap(ramp)), (0, 0))
+    draw = ImageDraw.Draw(out)
+    font = _font()
+    for pos, text in ticks:
+        y = int(round((1.0 - pos) * (bar_h - 1)))
+        draw.line([(12, y), (16, y)], fill=_FG)
+        draw.text((18, min(max(y - 6, 0), bar_h - 12)), text, fill=_FG, font=font)
+    return out
 
 
 def hstack_panels(*framed: Image.Image) -> Image.Image:
