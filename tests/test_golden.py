@@ -20,8 +20,7 @@ TOL = 1e-5
 
 
 def _cases():
-    for case in golden_index()["cases"]:
-        yield pytest.param(case, id=golden.case_name(case))
+    return [pytest.param(case, id=golden.case_name(case)) for case in golden_index()["cases"]]
 
 
 def test_splitmix64_check_values():
@@ -62,3 +61,23 @@ def test_golden_detects_a_wrong_interpolation():
     worst = max(r.max_abs for r in golden.run_case(case, GOLDEN_DIR, model=model))
     print(f"size=(h, w) resize instead of the official scale factors: max abs {worst:.3e}")
     assert worst > 1e-3
+
+
+def test_selftest_is_a_quick_pass_by_default_and_full_on_request(monkeypatch, capsys):
+    """`minidino selftest`: every case on its first input (the set-up line's check, under a minute);
+    --full: every input, then the official code side by side."""
+    from minidino.cli import main, selftest
+
+    index = golden_index()
+    small = [c for c in index["cases"] if c["model"] in ("dino_head", "dinov2_vitg14")]
+    monkeypatch.setattr(golden, "load_index", lambda d=None: {**index, "cases": small})
+    asked, live = [], []
+    real = golden.run_case
+    monkeypatch.setattr(golden, "run_case", lambda case, d=None, **kw: asked.append(kw.get("inputs")) or real(case, d, **kw))
+    monkeypatch.setattr(selftest, "live", lambda args: live.append(1) or 0)
+    assert main(["selftest"]) == 0
+    out = capsys.readouterr().out
+    assert asked == [1, 1] and not live and "2 passed, 0 failed" in out and "--full" in out
+    asked.clear()
+    assert main(["selftest", "--full"]) == 0
+    assert asked == [None, None] and live == [1]

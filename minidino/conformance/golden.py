@@ -155,8 +155,10 @@ def _evaluate(model: torch.nn.Module, x: Tensor, masks: Tensor | None, spec: str
 
 
 @torch.no_grad()
-def run_case(case: dict[str, Any], golden_dir: str | Path | None = None, model: torch.nn.Module | None = None) -> list[CaseResult]:
-    """Rebuild a case, run every stored output, and return each max abs difference.
+def run_case(case: dict[str, Any], golden_dir: str | Path | None = None, model: torch.nn.Module | None = None, *,
+             inputs: int | None = None) -> list[CaseResult]:
+    """Rebuild a case, run every stored output (of its first `inputs` inputs, all by default), and return each
+    max abs difference.
 
     Examples:
         >>> case = next(c for c in load_index()["cases"] if c["model"] == "dino_head")
@@ -170,7 +172,7 @@ def run_case(case: dict[str, Any], golden_dir: str | Path | None = None, model: 
     ref = load_file(str(d / case["file"]))
     if case["model"] == "dinotxt":
 
-        return run_dinotxt_case(case, ref, model)
+        return run_dinotxt_case(case, ref, model, inputs=inputs)
     if model is None:
         model, _ = build_case(case)
     name = case_name(case)
@@ -181,7 +183,7 @@ def run_case(case: dict[str, Any], golden_dir: str | Path | None = None, model: 
         for key, got in (("input", x), ("output", model(x))):
             results.append(CaseResult(name, "-", key, float((got - ref[key]).abs().max()), tuple(got.shape)))
         return results
-    for inp in case["inputs"]:
+    for inp in case["inputs"][:inputs]:
         B, C, H, W = inp["shape"]
         x = generate_images(case["weight_seed"], inp["image_stream"], (B, C, H, W))
         masks = None

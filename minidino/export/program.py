@@ -24,6 +24,7 @@ only here, inside the functions.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,17 @@ def _export_mode(model: nn.Module, static_size: tuple[int, int] | None) -> Itera
         backbone.__dict__.pop("interpolate_pos_encoding", None)
         backbone.pos_embed_method = method
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def torch_onnx_quiet() -> Iterator[None]:
+    """torch 2.13's ONNX exporter trips over its own deprecation (`isinstance(treespec, LeafSpec)`, a
+    FutureWarning from inside its run_decompositions): nothing a caller can act on, so it is not shown.
+    Every other warning still is."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                category=FutureWarning)
+        yield
 
 
 def _size_oblivious() -> contextlib.AbstractContextManager:
@@ -245,7 +257,7 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     x, shapes = _example_and_shapes(backbone, size, dynamic, isinstance(model, Depther))
     kwargs: dict[str, Any] = {} if opset is None else {"opset_version": opset}
-    with _export_mode(model, None if dynamic else size):
+    with _export_mode(model, None if dynamic else size), torch_onnx_quiet():
         atomic_write_files(path, lambda tmp: torch.onnx.export(  # a failed export leaves no partial file
             _Exportable(model, outputs).eval(), (x,), str(tmp), dynamo=True, dynamic_shapes=shapes,
             input_names=["x"], output_names=list(outputs), verbose=False, **kwargs,
