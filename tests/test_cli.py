@@ -206,7 +206,9 @@ def test_similar_by_name_and_by_image(corpus, tmp_path, capsys):
     names, emb = meta["names"], torch.nn.functional.normalize(tensors["cls"], dim=1)
     capsys.readouterr()
     assert main(["similar", names[2], str(index), "--top", "3"]) == 0
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    out = capsys.readouterr().out
+    assert out.startswith("# dinov2_vits14, RANDOM WEIGHTS")  # an index of random weights says so first
+    rows = [line.split() for line in out.splitlines()[3:]]
     cos = emb @ emb[2]
     cos[2] = -2
     expect = torch.topk(cos, 3)
@@ -217,7 +219,7 @@ def test_similar_by_name_and_by_image(corpus, tmp_path, capsys):
     shutil.copy(names[5], query)
     assert main(["similar", str(query), str(index), "--top", "2"]) == 0
     out = capsys.readouterr().out
-    rows = [line.split() for line in out.splitlines()[2:]]
+    rows = [line.split() for line in out.splitlines()[3:]]
     assert "RANDOM WEIGHTS" in out and rows[0][2] == names[5] and float(rows[0][1]) > 0.9999
 
 

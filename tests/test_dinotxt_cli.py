@@ -97,7 +97,8 @@ def test_embed_then_similar_by_text_and_embed_text(images, tmp_path, capsys):
     assert torch.allclose(t["text"].norm(dim=-1), torch.ones(2), atol=1e-6)
     cos = torch.nn.functional.cosine_similarity(tensors["cls"], t["text"][:1])
     best = meta["names"][int(cos.argmax())]
-    assert out.splitlines()[2].endswith(best)
+    assert out.startswith("# dinotxt, RANDOM WEIGHTS")  # an index of random weights says so first
+    assert out.splitlines()[3].endswith(best)
 
     plain = tmp_path / "plain.safetensors"
     assert main(["embed", images[0], "--model", "dinov2_vits14", "--out", str(plain), "-q", "--size", "28",

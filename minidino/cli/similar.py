@@ -64,11 +64,20 @@ def run(args: argparse.Namespace) -> int:
         cos[i] = float("-inf")  # not the query itself
     k = min(args.top, len(names) - (i is not None))
     values, order = torch.topk(cos, k) if k > 0 else (cos[:0], cos[:0].long())
+    random_note(meta)
     print(f"nearest to {source} among {len(names)} images of {args.index}:")
     print(f"{'rank':>4s} {'cosine':>8s}  name")
     for r, (v, j) in enumerate(zip(values.tolist(), order.tolist()), 1):
         print(f"{r:4d} {v:8.4f}  {names[j]}")
     return 0
+
+
+def random_note(meta: dict) -> None:
+    """Say so first when the index holds embeddings of RANDOM weights: the ranking checks the pipeline only."""
+    weights = str(meta.get("weights", ""))
+    if weights.startswith("random:"):
+        print(f"# {meta.get('model')}, RANDOM WEIGHTS (golden-vector generator, seed {weights.split(':', 1)[1]}) made "
+              "this index: the ranking checks the pipeline, not real features")
 
 
 def run_text(args: argparse.Namespace) -> int:
@@ -95,6 +104,7 @@ def run_text(args: argparse.Namespace) -> int:
     q = encode_texts(model, [args.text], args.vocab)[0].cpu()  # (E,), the same model, weights and config as the index
     cos = F.cosine_similarity(emb, q.unsqueeze(0), dim=1)  # (N,)
     values, order = torch.topk(cos, min(args.top, len(names)))
+    random_note(meta)
     print(f"nearest to the text {args.text!r} among {len(names)} images of {args.index}:")
     print(f"{'rank':>4s} {'cosine':>8s}  name")
     for r, (v, j) in enumerate(zip(values.tolist(), order.tolist()), 1):
