@@ -239,7 +239,10 @@ def test_tokenizer_equals_the_official_one_id_for_id():
 
 @needs_vocab
 @needs_text_extra
-def test_vocab_is_downloaded_once_cached_and_checked(server, tmp_path):  # noqa: F811
+def test_vocab_is_downloaded_once_cached_and_checked(server, tmp_path, monkeypatch):  # noqa: F811
+    from minidino.weights import vocab
+
+    monkeypatch.setattr(vocab, "_SHIPPED_BY", ())  # no installed CLIP copy: the download path
     data = VOCAB.read_bytes()
     server.files["/" + VOCAB_PIN.path] = data
     path = vocab_path(cache_dir=tmp_path, base=server.url, progress=False)
