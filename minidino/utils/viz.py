@@ -26,8 +26,36 @@ from torch import Tensor
 __all__ = [
     "fit_pca", "pca_rgb", "first_component", "foreground_mask", "colormap", "to_image", "upsample",
     "denormalize", "compose_grid", "compose_side_by_side", "attention_panels", "first_component_flat", "pca_rgb_flat",
-    "pca_figure", "attention_figure", "hstack_panels",
+    "pca_figure", "attention_figure", "hstack_panels", "NotFiniteError", "require_finite",
 ]
+
+
+class NotFiniteError(ValueError):
+    """Model outputs that hold NaN or infinite values: a picture of them would be a lie (or a crash in
+    the colour lookup), so the picture functions refuse them. The command line reports it with exit
+    status 3 (the weights, the config or the dtype give such values).
+
+    Examples:
+        >>> require_finite(torch.tensor([1.0, float("nan")]), "the depth map")
+        Traceback (most recent call last):
+        ...
+        minidino.utils.viz.NotFiniteError: the depth map holds NaN or infinite values
+    """
+
+
+def require_finite(values: Tensor | np.ndarray, what: str) -> None:
+    """NotFiniteError naming `what` unless every value is finite.
+
+    Examples:
+        >>> require_finite(torch.ones(2), "the features")    # finite: nothing happens
+        >>> require_finite(np.array([np.inf]), "the features")
+        Traceback (most recent call last):
+        ...
+        minidino.utils.viz.NotFiniteError: the features holds NaN or infinite values
+    """
+    ok = bool(torch.isfinite(values).all()) if isinstance(values, Tensor) else bool(np.isfinite(values).all())
+    if not ok:
+        raise NotFiniteError(f"{what} holds NaN or infinite values")
 
 
 # ------------------------------------------------------------------ PCA
@@ -364,6 +392,7 @@ def pca_figure(
     ref = next(model.parameters())  # run on the model's device and dtype; the pictures use the inputs as given
     feats = model.forward_features([x.unsqueeze(0).to(ref.device, ref.dtype) for x in xs])  # one dict per image
     flat = torch.cat([f["x_norm_patchtokens"][0] for f in feats])  # (sum h*w, D)
+    require_finite(flat, "the patch features")
     sizes = [h * w for h, w in grids]
     pc1 = first_component_flat(flat, torch.cat([_border(h, w) for h, w in grids]))  # (sum h*w,)
     keep = pc1 > threshold if foreground else None
@@ -407,6 +436,7 @@ def attention_figure(
     h, w = x.shape[-2] // p, x.shape[-1] // p
     ref = next(model.parameters())
     attn = model.get_attention_maps(x.unsqueeze(0).to(ref.device, ref.dtype), blocks=(block,))[0]  # (1, nh, N, N)
+    require_finite(attn, "the attention maps")
     cls = model.cls_attention_map(attn, h, w)[0]  # (nh, h, w)
     image = denormalize(x, mean, std)
     heat = attention_panels(cls, image.size)
@@ -439,6 +469,7 @@ def depth_preview(depth: Tensor | np.ndarray, *, caption: str | None = None, bar
     d = np.asarray(depth.detach().cpu().double() if isinstance(depth, Tensor) else depth, dtype=np.float64)
     if d.ndim != 2:
         raise ValueError(f"depth must be (H, W), got shape {d.shape}")
+    require_finite(d, "the depth map")
     lo, hi = float(d.min()), float(d.max())
     span = max(hi - lo, 1e-6)
     panel = to_image(colormap(1.0 - (d - lo) / span))  # near (small depth) bright
@@ -516,6 +547,7 @@ def segmentation_figure(image: Image.Image, similarity: Tensor, labels: Sequence
         raise ValueError(f"{T} similarity maps for {len(labels)} labels")
     if T > len(LABEL_COLOURS):
         raise ValueError(f"at most {len(LABEL_COLOURS)} labels can be told apart by colour, got {T}")
+    require_finite(similarity, "the patch-text similarities")
     W, H = image.size
     up = F.interpolate(similarity[None].float(), size=(H, W), mode="bilinear", align_corners=False)[0]  # (T, H, W)
     winner = up.argmax(dim=0).numpy()  # (H, W) label index per pixel
