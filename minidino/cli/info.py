@@ -81,12 +81,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"      outputs                    {_mib(2 * B * cost.tokens * c.embed_dim, 4)} float32 "
           f"(x_prenorm and the normed tokens, 2 x {B} x {cost.tokens} x {c.embed_dim})")
     if args.measure:
-        if backbone is None:
-            from ..factory import build
-
-            backbone = vision_backbone(build(spec, device="meta"))
         device = _measure_device(args.device)
-        need = measure_estimate(backbone, cost, B, H, W, device)
+        need = measure_estimate(c, cost, B, H, W, device)  # before the model is built, even on meta
         have = memory.available_memory(device)
         if have is not None and need > have and not args.force:
             from .errors import EXIT_RESOURCES, fail
@@ -94,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
             fail(f"minidino info --measure: one forward needs about {need / 2**30:,.2f} GiB (estimate: weights + "
                  f"explicit-attention activations + outputs) but {device.type} has {have / 2**30:,.2f} GiB available; "
                  "use a smaller --batch-size or --size, or add --force to try anyway", EXIT_RESOURCES)
+        if backbone is None:
+            from ..factory import build
+
+            backbone = vision_backbone(build(spec, device="meta"))
         measure(backbone, H, W, B, args.device)
     return 0
 
@@ -104,10 +104,10 @@ def _measure_device(name: str) -> Any:
     return resolve_device(name)
 
 
-def measure_estimate(backbone: Any, cost: ModelCost, B: int, H: int, W: int, device: Any) -> int:
-    """Bytes the --measure forward needs: weights, the input, the larger attention path's peak, the outputs."""
+def measure_estimate(c: Any, cost: ModelCost, B: int, H: int, W: int, device: Any) -> int:
+    """Bytes the --measure forward needs: weights, the input, the larger attention path's peak, the outputs
+    (`c` the backbone's DinoConfig)."""
     bytes_per = 2 if device.type == "cuda" else 4  # --measure runs bfloat16 on CUDA, float32 on the CPU
-    c = backbone.config
     values = cost.params + B * 3 * H * W + B * cost.act_values_explicit + 2 * B * cost.tokens * c.embed_dim
     return int(values * bytes_per)
 

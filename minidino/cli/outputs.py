@@ -10,8 +10,8 @@
 `plan_outputs` is the one place where every command says what it will write and what it reads,
 before it reads or computes anything. It refuses (one line, nothing written):
 
-- an output that is also an input: compared by resolved path (`sub/../a.png`, a symbolic link to
-  the input, a linked folder) and by device and inode (a hard link), status 2;
+- an output that is also an input, however it is spelled (`sub/../a.png`, a symbolic link to the
+  input, a linked folder, a hard link: compared by device and inode), status 2;
 - two outputs that are the same file (two inputs whose outputs would collide), status 2;
 - an output whose name is taken by a folder or by anything but a regular file, status 2;
 - an output folder that holds an input (embed's OUT.parts/ is removed when the run ends), status 2;
@@ -64,14 +64,13 @@ def _check_can_create_in(folder: Path, path: Path, what: str, it: str) -> None:
              EXIT_IO)
 
 
-def _identity(path: str | os.PathLike) -> tuple[str, tuple[int, int] | None]:
-    """(resolved path, (device, inode) of the file it names, or None when there is none)."""
-    real = os.path.realpath(path)
+def _inode(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(device, inode) of the file a path names (links followed), or None when there is none."""
     try:
         st = os.stat(path)
-        return real, (st.st_dev, st.st_ino)
-    except OSError:
-        return real, None
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
 
 
 def input_files(path: str | os.PathLike) -> list[str]:
@@ -87,16 +86,18 @@ def input_files(path: str | os.PathLike) -> list[str]:
 def plan_outputs(outputs: Sequence[Named], inputs: Iterable[Named] = (), *, folders: Sequence[Named] = ()) -> list[Path]:
     """Check every file a command will write (`outputs`) and every folder it will fill and remove
     (`folders`, e.g. OUT.parts/) against what it reads (`inputs`), before any work; see the module
-    docstring. Returns the outputs as Paths. A failed check exits with one line naming the files."""
-    by_path: dict[str, str] = {}
+    docstring. Returns the outputs as Paths. A failed check exits with one line naming the files.
+
+    Only a file that exists can be destroyed: an output is compared with the inputs by the (device,
+    inode) of the file it names, which sees every spelling (`sub/../a.png`, a symbolic link, a linked
+    folder, a hard link) at one `stat` per input, whatever the number of inputs."""
     by_inode: dict[tuple[int, int], str] = {}
     for path, what in inputs:
-        real, inode = _identity(path)
-        label = f"{what} {os.fspath(path)}"
-        by_path.setdefault(real, label)
+        inode = _inode(path)
         if inode is not None:
-            by_inode.setdefault(inode, label)
-    planned: dict[str, str] = {}
+            by_inode.setdefault(inode, f"{what} {os.fspath(path)}")
+    parents: dict[Path, str] = {}  # a folder -> its resolved path (one realpath per folder)
+    planned: dict[tuple[str, str], str] = {}
     result = []
     for path, what in outputs:
         path = Path(path)
@@ -105,25 +106,30 @@ def plan_outputs(outputs: Sequence[Named], inputs: Iterable[Named] = (), *, fold
                  f"(e.g. {path / 'out'}{path.suffix or ''})", EXIT_USAGE)
         if path.exists() and not path.is_file():
             fail(f"minidino: {what} {path} exists and is not a regular file; give another name", EXIT_USAGE)
-        real, inode = _identity(path)
-        source = by_path.get(real) or (by_inode.get(inode) if inode is not None else None)
-        if source is not None:
-            fail(f"minidino: {what} {path} is also an input ({source}): it would be written over; choose another "
-                 "output name (nothing was written)", EXIT_USAGE)
-        if real in planned:
-            fail(f"minidino: {what} {path} and {planned[real]} are the same file: one would be written over the "
+        inode = _inode(path)
+        if inode is not None and inode in by_inode:
+            fail(f"minidino: {what} {path} is also an input ({by_inode[inode]}): it would be written over; choose "
+                 "another output name (nothing was written)", EXIT_USAGE)
+        if path.parent not in parents:
+            parents[path.parent] = os.path.realpath(path.parent)
+        key = (parents[path.parent], path.name)
+        if key in planned:
+            fail(f"minidino: {what} {path} and {planned[key]} are the same file: one would be written over the "
                  "other; choose other names (nothing was written)", EXIT_USAGE)
-        planned[real] = f"{what} {path}"
+        planned[key] = f"{what} {path}"
         result.append(path)
     for folder, what in folders:
         folder = Path(folder)
+        if folder.is_symlink():  # a folder the command makes and removes: one planted as a link is not followed
+            fail(f"minidino: {what} {folder} is a symbolic link, not a folder minidino made; remove it", EXIT_USAGE)
         if folder.exists() and not folder.is_dir():
             fail(f"minidino: {what} {folder} exists and is not a folder; move it or choose another output", EXIT_USAGE)
-        inside = os.path.realpath(folder) + os.sep
-        source = next((label for real, label in by_path.items() if real.startswith(inside)), None)
-        if source is not None:
-            fail(f"minidino: {what} {folder} holds an input ({source}); that folder is written and removed by the "
-                 "run: choose another output (nothing was written)", EXIT_USAGE)
+        if folder.is_dir():
+            inside = (os.path.join(root, f) for root, _, files in os.walk(folder) for f in files)
+            source = next((by_inode[i] for i in map(_inode, inside) if i is not None and i in by_inode), None)
+            if source is not None:
+                fail(f"minidino: {what} {folder} holds an input ({source}); that folder is written and removed by "
+                     "the run: choose another output (nothing was written)", EXIT_USAGE)
     checked: set[Path] = set()
     for path, (_, what) in zip(result, outputs):
         parent = path.parent

@@ -71,6 +71,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if p.name.endswith(".index.json") and p.is_file():
         return _read_sharded(p)
     if not p.is_file():
+        if p.exists():  # a FIFO (which would block), a device, a socket: never opened
+            from ..utils.files import kind_problem
+
+            raise CheckpointError(f"{p} {kind_problem(p.stat().st_mode, 'a checkpoint file')}")
         raise FileNotFoundError(f"checkpoint file {p} does not exist")
     size = p.stat().st_size
     if size == 0:
