@@ -198,7 +198,7 @@ def resolve_model(name: str, overrides: dict[str, Any]) -> Any:
         model_size(name, overrides)  # the parts must fit each other (widths, the blocks a head reads): tiny builds
     except (ValueError, TypeError, KeyError) as e:
         raise SystemExit(f"minidino: {' '.join(str(e).split())}") from None
-    if spec.config.in_chans != 3:
+    if getattr(spec.config, "in_chans", 3) != 3:
         raise SystemExit(f"minidino: --config in_chans={spec.config.in_chans}: the commands read RGB images "
                          "(3 channels)")
     return spec
@@ -249,7 +249,7 @@ def _model_size(name: str, overrides: dict[str, Any]) -> ModelSize:
     from ..factory import build, resolve, vision_backbone
 
     spec = resolve(name, **overrides)
-    values = spec.config.to_dict()
+    values = dataclasses.asdict(spec.config)  # any family's config dataclass
     if spec.entry.task == "dinotxt":
         from ..heads import DinoTxtConfig
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models.config import MAX_WIDTH, DinoConfig, check_range, check_types, closest_names
+from ..models.config import MAX_WIDTH, DinoConfig, check_range, closest_names
 from ..models.layers import Block, init_linear_and_norm
 from ..models.dinov2 import DinoVisionTransformer
 from .text_transformer import TextHead, TextTower, TextTransformer
@@ -74,7 +74,7 @@ class DinoTxtConfig:
     logit_scale_init: float = math.log(1 / 0.07)  # CLIP's initial temperature; the published files do not store it
 
     def __post_init__(self) -> None:
-        check_types(self)
+        DinoConfig._check_types(self)  # the backbone configs' type check: a function of the dataclass fields only
         for field in ("embed_dim", "head_ffn_hidden_dim", "text_context_length", "text_vocab_size", "text_width",
                       "text_num_heads", "text_layers"):
             if getattr(self, field) < 1:

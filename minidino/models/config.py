@@ -14,7 +14,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["DinoConfig", "closest_names", "swiglu_hidden_dim", "check_types", "check_range", "MAX_WIDTH"]
+__all__ = ["DinoConfig", "closest_names", "swiglu_hidden_dim", "check_ranges", "check_range", "MAX_WIDTH"]
 
 
 def swiglu_hidden_dim(embed_dim: int) -> int:
@@ -73,18 +73,21 @@ class DinoConfig:
             raise ValueError(f"num_register_tokens must be >= 0, got {self.num_register_tokens}")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
-        # Values that build a model but give NaN (eps <= 0), a crash (a negative offset shrinks the
-        # resized grid to nothing) or petabytes (an offset of 1e6 grows it): refused here, naming the field.
-        check_range(self, "layer_norm_eps", 0.0, 1.0, low_open=True)
-        check_range(self, "interpolate_offset", 0.0, 1.0, high_open=True)
-        for field in ("embed_dim", "num_heads", "ffn_hidden_dim", "patch_size", "in_chans", "img_size",
-                      "num_register_tokens"):
-            check_range(self, field, high=MAX_WIDTH)
-        if self.patch_size > self.img_size:
-            raise ValueError(f"patch_size={self.patch_size} is larger than img_size={self.img_size}")
+        check_ranges(self)
 
     def _check_types(self) -> None:
-        check_types(self)
+        """Plain values of the right type, so that depth='2' is a TypeError naming the field, not a
+        "'<' not supported" from deep inside (bool is not an int here, an int is a fine float)."""
+        kinds = {int: "an int", float: "a number", bool: "True or False", str: "a string"}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            want = {"int": int, "float": float, "bool": bool}.get(str(f.type), str)
+            ok = isinstance(value, bool) if want is bool else isinstance(value, str) if want is str else \
+                isinstance(value, numbers.Real if want is float else numbers.Integral) and not isinstance(value, bool)
+            if not ok:
+                raise TypeError(f"config field {f.name} must be {kinds[want]}, got {value!r} ({type(value).__name__})")
+            if want is float and not math.isfinite(value):
+                raise ValueError(f"config field {f.name} must be finite, got {value!r}")
 
     @property
     def head_dim(self) -> int:
@@ -111,30 +114,42 @@ class DinoConfig:
         return dataclasses.asdict(self)
 
 
-MAX_WIDTH = 2**20  # no width, patch or count of a sane model comes near; beyond it sizes overflow
-
-
-def check_types(config: Any) -> None:
-    """Plain values of the right type in a config dataclass, so that depth='2' is a TypeError naming the
-    field, not a "'<' not supported" from deep inside (bool is not an int here, an int is a fine float);
-    floats must be finite.
+def closest_names(name: str, choices: list[str], n: int = 3) -> list[str]:
+    """Up to n of `choices` that look like `name` (for "did you mean" in error messages).
 
     Examples:
-        >>> minidino.get_config("dinov2_vits14").replace(depth="2")
+        >>> closest_names("dinov2_vits14_rg", ["dinov2_vits14", "dinov2_vits14_reg", "dinov2_vitb14"])
+        ['dinov2_vits14_reg', 'dinov2_vits14', 'dinov2_vitb14']
+    """
+    return difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
+
+
+# ---------------------------------------------------------------------------- value ranges
+MAX_WIDTH = 2**20  # no width, patch or token count of a sane model comes near; beyond it sizes overflow
+
+
+def check_ranges(config: Any) -> None:
+    """The ranges of a backbone config's values (any family: a field the config lacks is skipped).
+    Values that build a model but give NaN (an eps <= 0), a crash (a negative interpolation offset
+    shrinks the resized grid to nothing) or petabytes (an offset of 1e6 grows it) are refused here,
+    naming the field, for the API, --config and inferred configs alike. A count of blocks (depth) has
+    no bound here: the memory estimate of the command line bounds it.
+
+    Examples:
+        >>> minidino.get_config("dinov2_vits14").replace(interpolate_offset=-20.0)
         Traceback (most recent call last):
         ...
-        TypeError: config field depth must be an int, got '2' (str)
+        ValueError: config field interpolate_offset must be in [0, 1), got -20.0
     """
-    kinds = {int: "an int", float: "a number", bool: "True or False", str: "a string"}
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        want = {"int": int, "float": float, "bool": bool}.get(str(f.type), str)
-        ok = isinstance(value, bool) if want is bool else isinstance(value, str) if want is str else \
-            isinstance(value, numbers.Real if want is float else numbers.Integral) and not isinstance(value, bool)
-        if not ok:
-            raise TypeError(f"config field {f.name} must be {kinds[want]}, got {value!r} ({type(value).__name__})")
-        if want is float and not math.isfinite(value):
-            raise ValueError(f"config field {f.name} must be finite, got {value!r}")
+    check_range(config, "layer_norm_eps", 0.0, 1.0, low_open=True)
+    if hasattr(config, "interpolate_offset"):
+        check_range(config, "interpolate_offset", 0.0, 1.0, high_open=True)
+    for field in ("embed_dim", "num_heads", "ffn_hidden_dim", "patch_size", "in_chans", "img_size",
+                  "num_register_tokens"):
+        if hasattr(config, field):
+            check_range(config, field, high=MAX_WIDTH)
+    if getattr(config, "img_size", config.patch_size) < config.patch_size:
+        raise ValueError(f"config field patch_size={config.patch_size} is larger than img_size={config.img_size}")
 
 
 def check_range(config: Any, field: str, low: float | None = None, high: float | None = None, *,
@@ -158,13 +173,3 @@ def check_range(config: Any, field: str, low: float | None = None, high: float |
         else:
             span = f"{'<' if high_open else '<='} {hi}"
         raise ValueError(f"config field {field} must be {span}, got {value!r}")
-
-
-def closest_names(name: str, choices: list[str], n: int = 3) -> list[str]:
-    """Up to n of `choices` that look like `name` (for "did you mean" in error messages).
-
-    Examples:
-        >>> closest_names("dinov2_vits14_rg", ["dinov2_vits14", "dinov2_vits14_reg", "dinov2_vitb14"])
-        ['dinov2_vits14_reg', 'dinov2_vits14', 'dinov2_vitb14']
-    """
-    return difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
