@@ -143,9 +143,14 @@ def check_backbone(sd: StateDict, *, num_heads: int | None = None, what: str = "
                               "DINOv2 checkpoint") from None
     except (ValueError, TypeError, AttributeError, IndexError) as e:
         raise CheckpointError(f"the {what} does not describe a DINOv2 backbone ({' '.join(str(e).split())})") from None
-    model = DinoVisionTransformer(config, device="meta")
+    model = _backbone_class(config)(config, device="meta")
     _load_part(model, sd, True, what, guess_hub_name(sd), LoadReport(layout="official"))
     return config
+
+
+def _backbone_class(config: Any) -> type[nn.Module]:
+    """The backbone class of a config `infer_config` returned (one per family; a new family adds its own)."""
+    return DinoVisionTransformer
 
 
 def _load_part(module: nn.Module, sd: StateDict, strict: bool, what: str, hint: str, report: LoadReport) -> None:
