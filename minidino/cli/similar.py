@@ -153,7 +153,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "name stored in the index (then its stored embedding is used and it is left out of the ranking) "
                     "or an image file, which is embedded with the model, weights, config and size recorded in the "
                     "index (override with --model / --weights at your own risk: embeddings of different models are "
-                    "not comparable).",
+                    "not comparable). Weights an index names are used when they are the official ones, random ones "
+                    "or an existing local file; anything else (a URL) needs --weights: an index never decides what "
+                    "is downloaded or read.",
         epilog="examples:\n"
                "  minidino similar photos/cat.jpg photos.safetensors --top 10\n"
                "  minidino similar new_photo.png photos.safetensors --device cuda\n"

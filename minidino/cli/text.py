@@ -329,8 +329,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser(
         "embed-text", help="embed sentences with dino.txt's text encoder (search an image index with them)",
         description="Write unit-length dino.txt text embeddings (key 'text', T x 2048) and the texts, in the format "
-                    "of `minidino embed`. An image index made with `minidino embed --model dinotxt` holds image "
-                    "embeddings of the same space: `minidino similar --text \"...\" INDEX` searches it.",
+                    "of `minidino embed`, encoding --batch-size texts at a time. An image index made with "
+                    "`minidino embed --model dinotxt` holds image embeddings of the same space: "
+                    "`minidino similar --text \"...\" INDEX` searches it.",
         epilog='example:\n  minidino embed-text "a red car" "a dog on a beach" --out queries.safetensors',
         formatter_class=HelpFormatter,
     )
