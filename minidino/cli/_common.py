@@ -16,15 +16,21 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
+import functools
 import os
 import re
 import sys
 import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "add_model_args", "model_from_args", "describe_weights", "weights_spec", "config_overrides", "parse_dtype",
     "resolve_device", "parse_hw", "build_model", "DTYPES", "HelpFormatter", "preflight_model", "estimate_memory", "check_memory",
+    "resolve_model", "check_weights_file", "model_size", "ModelSize", "REPEATED", "require_finite", "NOT_FINITE",
+    "memory_shortfall",
 ]
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
@@ -103,7 +109,10 @@ def _literal(text: str) -> Any:
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """--config KEY=VALUE options as a dict (values parsed as Python literals when they are)."""
+    """--config KEY=VALUE options as a dict (values parsed as Python literals when they are); or
+    `args.overrides` where a command sets it (the config an index names)."""
+    if isinstance(getattr(args, "overrides", None), dict):
+        return dict(args.overrides)
     out: dict[str, Any] = {}
     for item in getattr(args, "config", None) or []:
         key, sep, value = item.partition("=")
@@ -163,66 +172,175 @@ def resolve_device(name: str | None) -> Any:
 
 def preflight_model(args: argparse.Namespace) -> Any:
     """Check the model options before any work (no weights read, nothing allocated): the name, the --config
-    overrides, the --dtype, the --device and a --weights file. Returns the backbone's DinoConfig."""
-    from ..factory import build, resolve, vision_backbone
-
+    overrides (their types and ranges), the --dtype, the --device, a --weights file, and that the model fits
+    in memory (`check_memory`). Returns the backbone's DinoConfig. Nothing is built, not even on the meta
+    device: a --config depth=100000000 is refused in milliseconds."""
     if not getattr(args, "model", None):
         raise SystemExit("minidino: --model is required")
-    try:
-        spec = resolve(args.model, **config_overrides(args))
-        if spec.entry.task == "depther":
-            raise ValueError(f"{args.model} is a depther: use `minidino depth IMAGES --model {args.model}`")
-        config = spec.config
-        if spec.entry.task == "dinotxt":  # the widths of its parts must agree: checked by building it on meta
-            config = vision_backbone(build(spec, device="meta")).config
-    except (ValueError, TypeError, KeyError) as e:
-        raise SystemExit(f"minidino: {' '.join(str(e).split())}") from None
+    spec = resolve_model(args.model, config_overrides(args))
+    if spec.entry.task == "depther":
+        raise SystemExit(f"minidino: {args.model} is a depther: use `minidino depth IMAGES --model {args.model}`")
     parse_dtype(args.dtype)
     resolve_device(args.device)
-    spec = weights_spec(args)
+    check_weights_file(weights_spec(args))
+    check_memory(args)  # --config depth=100000 would be killed by the kernel while it is built
+    return spec.config
+
+
+def resolve_model(name: str, overrides: dict[str, Any]) -> Any:
+    """minidino.factory.resolve(name, **overrides): every field's type and range checked, and the parts
+    checked to fit each other on models of one or two blocks (`model_size`), never the model itself; a
+    wrong one is one line (status 2) naming it. Images are RGB: a backbone must take 3 channels."""
+    from ..factory import resolve
+
+    try:
+        spec = resolve(name, **overrides)
+        model_size(name, overrides)  # the parts must fit each other (widths, the blocks a head reads): tiny builds
+    except (ValueError, TypeError, KeyError) as e:
+        raise SystemExit(f"minidino: {' '.join(str(e).split())}") from None
+    if getattr(spec.config, "in_chans", 3) != 3:
+        raise SystemExit(f"minidino: --config in_chans={spec.config.in_chans}: the commands read RGB images "
+                         "(3 channels)")
+    return spec
+
+
+def check_weights_file(spec: str, option: str = "--weights") -> None:
+    """A weights choice naming a local file: the file must exist (checked before any work)."""
     if not spec.startswith("random:") and spec != "official" and "://" not in spec and not os.path.exists(spec):
-        raise SystemExit(f"minidino: --weights {spec}: no such file; give an existing checkpoint file, a URL, "
+        raise SystemExit(f"minidino: {option} {spec}: no such file; give an existing checkpoint file, a URL, "
                          "'official' or random[:SEED]")
-    check_memory(args, config.depth)  # --config depth=100000 would be killed by the kernel while it is built
-    return config
 
 
-def estimate_memory(args: argparse.Namespace, depth: int, batch: int = 0, H: int = 224, W: int = 224) -> int:
-    """Bytes a run of the model options needs, from the config alone (meta models, nothing allocated):
-    the weights of `depth` blocks in float32 (built or loaded in float32, then cast), plus, for `batch`
-    images of H x W, the inputs, the peak activations of one block (fused attention) and the outputs."""
+# Config fields that count identical blocks, and their smallest value: a model's size is linear in each
+# of them, so it is measured on models with these at their smallest and one more (see `model_size`).
+# A family with another repeated stack adds its field here.
+REPEATED = {"depth": 1, "head_blocks": 0, "text_layers": 1}
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """The size of a model from its config alone (see `model_size`)."""
+
+    params: int  # the whole model
+    backbone_params: int  # its vision backbone (DinoVisionTransformer)
+    small: Any  # the model on the meta device with every repeated stack at its smallest: costs per block
+    counts: dict[str, int]  # the real size of each repeated stack
+    base: dict[str, int]  # their size in `small`
+
+
+def model_size(name: str, overrides: dict[str, Any]) -> ModelSize:
+    """See `_model_size`; the last few answers are kept (depth checks each image's memory with it)."""
+    try:
+        return _cached_size(name, tuple(sorted(overrides.items())))
+    except TypeError:  # an unhashable --config value (a list): not kept
+        return _model_size(name, overrides)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_size(name: str, overrides: tuple[tuple[str, Any], ...]) -> ModelSize:
+    return _model_size(name, dict(overrides))
+
+
+def _model_size(name: str, overrides: dict[str, Any]) -> ModelSize:
+    """Parameters of model `name` with `overrides`, without ever building it: for every repeated stack
+    (REPEATED), the model is built on the meta device with the stack at its smallest and with one block
+    more, and the difference times the real count is added. A dino.txt of 24 + 24 layers is measured
+    on models of 1; a --config depth=100000000 costs what depth=2 costs. Any family of the catalogue."""
+    from ..factory import build, resolve, vision_backbone
+
+    spec = resolve(name, **overrides)
+    values = dataclasses.asdict(spec.config)  # any family's config dataclass
+    if spec.entry.task == "dinotxt":
+        from ..heads import DinoTxtConfig
+
+        values.update(dataclasses.asdict(DinoTxtConfig().replace(**spec.head)))
+    counts = {f: int(values[f]) for f in REPEATED if f in values}
+    blocks = spec.entry.head.get("blocks", {}) if isinstance(spec.entry.head, Mapping) else {}
+    base = dict.fromkeys(counts, 0)
+    for f in counts:
+        least = REPEATED[f]
+        if f == "depth" and blocks:  # a head that reads block k needs k + 1 blocks
+            least = max(least, 1 + max(max(v) for v in blocks.values()))
+        base[f] = min(counts[f], least)
+    kept = {k: v for k, v in overrides.items() if k.removeprefix("vision_") not in counts}
+
+    def params(extra: dict[str, int]) -> tuple[int, int, Any]:  # (whole model, its backbone, the model)
+        model = build(resolve(name, **{**kept, **base, **extra}), device="meta")
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        return count(model), count(vision_backbone(model)), model
+
+    p0, b0, small = params({})
+    total, backbone = p0, b0
+    for f in counts:
+        if counts[f] > base[f]:
+            p1, b1, _ = params({f: base[f] + 1})
+            total += (counts[f] - base[f]) * (p1 - p0)
+            backbone += (counts[f] - base[f]) * (b1 - b0)
+    return ModelSize(total, backbone, small, counts, base)
+
+
+def estimate_memory(args: argparse.Namespace, batch: int = 0, H: int = 224, W: int = 224, *,
+                    attention: str = "fused") -> int:
+    """Bytes a run of the model options needs, from the config alone (`model_size`, nothing allocated):
+    the weights in float32 (built or loaded in float32, then cast), plus, for `batch` images of H x W,
+    the inputs, the peak activations of one block and the outputs. attention="explicit" counts the
+    attention maps a block materialises when they are asked for (`minidino attention`)."""
     import torch
 
-    from ..factory import create_model, vision_backbone
+    from ..factory import vision_backbone
     from ..models.cost import model_cost
 
-    overrides = config_overrides(args)
-    one, two = (create_model(args.model, device="meta", **{**overrides, "depth": d}) for d in (1, 2))
-    p1, p2 = (sum(p.numel() for p in m.parameters()) for m in (one, two))
-    total = (p1 + (depth - 1) * (p2 - p1)) * 4  # embeddings and head once, then one block's worth per block
+    size = model_size(args.model, config_overrides(args))
+    total = size.params * 4
     if batch:
-        cost = model_cost(vision_backbone(one), H, W)  # the activation peak is that of one block, whatever the depth
-        D = vision_backbone(one).config.embed_dim
+        backbone = vision_backbone(size.small)
+        cost = model_cost(backbone, H, W)  # the activation peak is that of one block, whatever the depth
+        act = cost.act_values_explicit if attention == "explicit" else cost.act_values_fused
         per_value = torch.empty((), dtype=parse_dtype(args.dtype)).element_size()
-        total += batch * (3 * H * W + cost.act_values_fused + 2 * cost.tokens * D) * per_value
+        total += batch * (3 * H * W + act + 2 * cost.tokens * backbone.config.embed_dim) * per_value
     return int(total)
 
 
-def check_memory(args: argparse.Namespace, depth: int, batch: int = 0, H: int = 224, W: int = 224, *,
-                 what: str = "") -> None:
-    """Exit with status 6 (one line, before any work) when `estimate_memory` exceeds the memory available."""
+def memory_shortfall(args: argparse.Namespace, batch: int = 0, H: int = 224, W: int = 224, *,
+                     attention: str = "fused") -> str | None:
+    """Why a run of `estimate_memory` cannot fit in the memory available now, or None."""
     from ..utils import memory
-    from .errors import EXIT_RESOURCES, fail
 
     device = resolve_device(getattr(args, "device", "cpu"))
     have = memory.available_memory(device)
     if have is None:
-        return
-    need = estimate_memory(args, depth, batch, H, W)
-    if need > have:
-        fail(f"minidino: {args.model}{' ' + what if what else ''} needs about {need / 2**30:,.2f} GiB (estimate from its "
-             f"config) but {device.type} has {have / 2**30:,.2f} GiB available; use a smaller model, --config, "
+        return None
+    try:
+        need = estimate_memory(args, batch, H, W, attention=attention)
+    except (ValueError, TypeError, KeyError) as e:
+        raise SystemExit(f"minidino: {' '.join(str(e).split())}") from None
+    if need <= have:
+        return None
+    return (f"needs about {need / 2**30:,.2f} GiB (estimate from its config) but {device.type} has "
+            f"{have / 2**30:,.2f} GiB available")
+
+
+def check_memory(args: argparse.Namespace, batch: int = 0, H: int = 224, W: int = 224, *, what: str = "",
+                 attention: str = "fused") -> None:
+    """Exit with status 6 (one line, before any work) when `estimate_memory` exceeds the memory available."""
+    from .errors import EXIT_RESOURCES, fail
+
+    problem = memory_shortfall(args, batch, H, W, attention=attention)
+    if problem:
+        fail(f"minidino: {args.model}{' ' + what if what else ''} {problem}; use a smaller model, --config, "
              "--batch-size or --size", EXIT_RESOURCES)
+
+
+def require_finite(values: Any, what: str) -> None:
+    """Results that are not finite are never written or printed silently: minidino.utils.viz.NotFiniteError
+    naming `what`, which a command reports with exit status 3 (the weights, the config or the dtype give
+    them), nothing written (docs/cli-errors.md)."""
+    from ..utils.viz import require_finite as check
+
+    check(values, what)
+
+
+NOT_FINITE = "the model gives NaN or infinite values for it (the weights, --config, or a --dtype float16 overflow)"
 
 
 def build_model(name: str, weights: str, overrides: dict[str, Any] | None = None, *, device: Any = "cpu",

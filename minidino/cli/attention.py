@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from ._common import add_model_args
 
@@ -14,12 +15,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ..utils import figures
     from ..utils.atomic import atomic_write
+    from ..utils.lock import lock_path
     from ..utils.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from ._common import model_from_args, preflight_model
+    from ._common import check_memory, model_from_args, preflight_model
     from .errors import EXIT_PARTIAL
     from .inputs import DENSE_LIMITS, dense_transform_checked, display_name, read_images, report_failures
-    from .outputs import check_output, locked
-    from .pca import check_dense_size, picture_format, weights_caption
+    from .outputs import locked, plan_outputs
+    from .pca import check_dense_size, model_inputs, picture_format, weights_caption
 
     config = preflight_model(args)
     check_dense_size(args.size, config.patch_size, "attention")
@@ -28,8 +30,9 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"minidino attention: --block {args.block} is out of range for a {depth}-block model")
     if args.columns < 1:
         raise SystemExit(f"minidino attention: --columns must be >= 1, got {args.columns}")
-    out = check_output(args.output, "--output")
-    picture_format(out)
+    out = Path(args.output)
+    fmt = picture_format(out)
+    plan_outputs([(out, "--output"), (lock_path(out), "the lock of --output")], model_inputs(args, [args.image]))
     with locked(out):
         items, failures = read_images(
             [args.image], dense_transform_checked(args.size, args.mode, config.patch_size), limits=DENSE_LIMITS)
@@ -38,13 +41,16 @@ def run(args: argparse.Namespace) -> int:
             print("minidino attention: nothing written", file=sys.stderr)
             return EXIT_PARTIAL
         x = items[0][1]
+        H, W = x.shape[-2:]
+        # the maps are materialised: (heads, N, N) softmax weights, 11 GB at 2044x2044 px for ViT-S
+        check_memory(args, 1, H, W, what=f"with its attention maps at {W}x{H} px", attention="explicit")
         model = model_from_args(args)
         model = getattr(model, "backbone", model)  # a *_lc classifier: picture its backbone
         with torch.no_grad():
             picture, cls = figures.attention_figure(model, x, mean=IMAGENET_MEAN, std=IMAGENET_STD, block=args.block,
                                                 columns=args.columns, overlay=args.overlay,
                                                 caption=weights_caption(args), names=[display_name(os.path.basename(items[0][0]))])
-        atomic_write(out, lambda tmp: picture.save(tmp, format=picture_format(out)))
+        atomic_write(out, lambda tmp: picture.save(tmp, format=fmt))
     nh, h, w = cls.shape
     regs = f", {model.num_register_tokens} registers skipped" if model.num_register_tokens else ""
     print(f"{args.image}: {h}x{w} patches, {nh} heads of block {args.block % depth}{regs}")

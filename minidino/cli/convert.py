@@ -4,41 +4,52 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
+    """Plan the outputs against the source, read it, check that what would be written loads (the backbone
+    strictly into a model of its architecture, every head's values), then write all files together."""
     from .. import weights
     from ..catalogue import get_config
-    from ..weights.load import _prepare
+    from ..heads import LinearClassifier
+    from ..models.dinov2 import DinoVisionTransformer
+    from ..weights.load import _load_part, _prepare, check_backbone, check_tensors
+    from .errors import EXIT_USAGE, fail
+    from .outputs import input_files, plan_outputs
 
-    from .outputs import check_output
-
-    if not (args.layout != "official" and (Path(args.dst).is_dir() or args.dst.endswith(("/", "\\")))):
-        check_output(args.dst, "DST")  # before the source is read: a read-only folder fails now, not after
-    elif Path(args.dst).is_dir():
-        check_output(Path(args.dst) / "model.safetensors", "DST")
+    folder = args.layout != "official" and (Path(args.dst).is_dir() or args.dst.endswith(("/", "\\")))
+    dst = Path(args.dst) / "model.safetensors" if folder else Path(args.dst)
+    outputs = [(dst, "DST")] + ([(dst.with_name("config.json"), "DST's config.json")] if folder else [])
+    local = "://" not in args.src
+    plan_outputs(outputs, [(f, "SRC") for f in input_files(args.src)] if local else [])  # before SRC is read
     parts, layout, name = _prepare(args.src, args.network, None, True)
     if "backbone" not in parts:
-        print(f"error: {name} holds no backbone ({', '.join(sorted(parts))}); nothing to convert", file=sys.stderr)
-        return 2
+        fail(f"minidino convert: {name} holds no backbone ({', '.join(sorted(parts))}); nothing to convert", EXIT_USAGE)
     sd = parts["backbone"]
+    heads = get_config(args.model).num_heads if args.model else args.num_heads
+    config = check_backbone(sd, num_heads=heads)  # what load_weights accepts: else status 3, nothing written
     looks_like = weights.guess_hub_name(sd)
-    dst = Path(args.dst)
-    if args.layout != "official" and (dst.is_dir() or args.dst.endswith(("/", "\\"))):
-        dst = dst / "model.safetensors"  # a Hugging Face model folder: weights + config.json
-        heads = get_config(args.model).num_heads if args.model else args.num_heads
-        config = weights.huggingface_config(weights.infer_config(sd, num_heads=heads))
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        (dst.parent / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    if args.with_heads and args.layout == "official":
+    keep_heads = args.with_heads and args.layout == "official"
+    if keep_heads:
         sd = dict(sd)
         for part in ("linear_head", "dino_head"):
-            sd.update({f"{part}.{k}": v for k, v in parts.get(part, {}).items()})
-    weights.save_weights(sd, dst, layout=args.layout)
-    dropped = sorted(p for p in parts if p != "backbone" and not (args.with_heads and args.layout == "official"
-                                                                   and p in ("linear_head", "dino_head")))
+            if part not in parts:
+                continue
+            check_tensors(parts[part], f"{part} of {name}")
+            if part == "linear_head":  # it must fit a classifier on this backbone: (1000, (1 + layers) * D)
+                w = parts[part].get("weight")
+                layers = w.shape[1] // config.embed_dim - 1 if w is not None and w.ndim == 2 else 0
+                if layers not in (1, 4) or w.shape[1] % config.embed_dim:
+                    raise weights.CheckpointError(f"the linear head of {name} ({tuple(w.shape) if w is not None else 'no weight'}) "
+                                                  f"does not fit a backbone of width {config.embed_dim}")
+                clf = LinearClassifier(DinoVisionTransformer(config, device="meta"), layers=layers,
+                                       num_classes=w.shape[0], device="meta")
+                _load_part(clf.linear_head, parts[part], True, part, looks_like, weights.LoadReport(layout=layout))
+            sd.update({f"{part}.{k}": v for k, v in parts[part].items()})
+    side = {"config.json": json.dumps(weights.huggingface_config(config), indent=2) + "\n"} if folder else None
+    weights.save_weights(sd, dst, layout=args.layout, side_files=side)  # the weights and config.json together
+    dropped = sorted(p for p in parts if p != "backbone" and not (keep_heads and p in ("linear_head", "dino_head")))
     print(f"{name}: {layout} layout, looks like {looks_like}; {len(sd)} tensors -> {dst} ({args.layout} layout)"
           + (f"; left out: {', '.join(dropped)}" if dropped else ""))
     return 0

@@ -12,25 +12,28 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .demo_scenes import run_demo
-    from ._common import describe_weights, model_from_args, weights_spec
-
-    from pathlib import Path
-
-    from ._common import preflight_model
+    from ._common import check_memory, describe_weights, model_from_args, preflight_model, weights_spec
+    from .demo_scenes import FILES, run_demo
+    from .outputs import check_output_dir, locked, plan_outputs
+    from .pca import model_inputs
 
     patch = preflight_model(args).patch_size
     if not patch <= args.size <= 2044:
         raise SystemExit(f"minidino demo: --size {args.size} must be between {patch} and 2044 pixels")
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise SystemExit(f"minidino demo: --out {args.out} exists and is not a folder; give a folder name")
+    out = check_output_dir(args.out)
+    # its files have fixed names: they replace those of an earlier demo in the folder (docs/cli-errors.md)
+    plan_outputs([(out / name, "a demo picture") for name in FILES] + [(out / ".demo.lock", "the lock of --out")],
+                 model_inputs(args, []))
+    check_memory(args, 4, args.size, args.size, what=f"for 4 scenes at --size {args.size}")
     t0 = time.perf_counter()
     label = f"{args.model}, {describe_weights(args)}"
     print(label)
-    model = model_from_args(args)
-    model = getattr(model, "backbone", model)  # a *_lc classifier: picture its backbone
-    with torch.no_grad():
-        run_demo(args.out, model, weights_label=label, size=args.size)
+    out.mkdir(parents=True, exist_ok=True)
+    with locked(out / "demo"):
+        model = model_from_args(args)
+        model = getattr(model, "backbone", model)  # a *_lc classifier: picture its backbone
+        with torch.no_grad():
+            run_demo(args.out, model, weights_label=label, size=args.size)
     print(f"done in {time.perf_counter() - t0:.1f} s: pictures in {args.out}/, the scenes in {args.out}/samples/")
     if weights_spec(args).startswith("random:"):
         print("These come from RANDOM weights: they show that decoding, preprocessing, the forward pass and the "

@@ -20,9 +20,14 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from ..utils import figures
+from ..utils.atomic import atomic_write
 from ..utils.transforms import IMAGENET_MEAN, IMAGENET_STD, dense_transform
 
-__all__ = ["sample_images", "run_demo", "similarity_table"]
+__all__ = ["sample_images", "run_demo", "similarity_table", "FILES"]
+
+# The files run_demo writes under its folder (each atomically; they replace those of an earlier demo).
+FILES = ("samples/ball.png", "samples/house.png", "samples/star.png", "samples/boat.png", "pca.png", "attention.png",
+         "similarity.txt", "depth.png")
 
 def _gradient(size: tuple[int, int], top: tuple[int, ...], bottom: tuple[int, ...]) -> np.ndarray:
     W, H = size
@@ -156,7 +161,7 @@ def run_demo(
     sample_paths = []
     for name, img in scenes.items():
         path = out / "samples" / f"{name}.png"
-        img.save(path)
+        atomic_write(path, lambda tmp, img=img: img.save(tmp, format="PNG"))
         sample_paths.append(path)
     xs = [dense_transform(img, size=size) for img in scenes.values()]  # each (3, H, W), normalised
     t0 = time.perf_counter()
@@ -168,18 +173,18 @@ def run_demo(
         f"({len(xs)}, {info['patch_tokens'][0].shape[0]}, {cls.shape[1]}) ({H // model.patch_size}x{W // model.patch_size} "
         f"patches); forward + PCA {t_pca:.2f} s")
     pca_path = out / "pca.png"
-    pca_img.save(pca_path)
+    atomic_write(pca_path, lambda tmp: pca_img.save(tmp, format="PNG"))
     log(f"wrote {pca_path}: each scene next to its patch features' first 3 principal components as RGB")
 
     att_img, _ = figures.attention_figure(model, xs, mean=IMAGENET_MEAN, std=IMAGENET_STD, names=names,
                                           caption=f"{weights_label}\nclass-token attention per head, last block")
     att_path = out / "attention.png"
-    att_img.save(att_path)
+    atomic_write(att_path, lambda tmp: att_img.save(tmp, format="PNG"))
     log(f"wrote {att_path}: where the class token looks, one row per scene, one heatmap per head (bright = attended)")
 
     sim, table = similarity_table(names, cls)
     sim_path = out / "similarity.txt"
-    sim_path.write_text(f"# {weights_label}\n# cosine similarity of the class tokens\n{table}\n")
+    atomic_write(sim_path, lambda tmp: tmp.write_text(f"# {weights_label}\n# cosine similarity of the class tokens\n{table}\n"))
     log(f"cosine similarity of the class tokens (written to {sim_path}):\n{table}")
     depth_path = depth_panel(out, scenes, size=size, log=log)
     return {
@@ -207,6 +212,6 @@ def depth_panel(out: Path, scenes: dict[str, Any], *, size: int, seed: int = 0, 
     picture = depth_figure(list(scenes.values()), [d[0] for d in depth], list(scenes), caption=label)
     log(f"depth of {len(scenes)} scenes at {small} px (ViT-S/14 DPT, random weights): {time.perf_counter() - t0:.2f} s")
     path = out / "depth.png"
-    picture.save(path)
+    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
     log(f"wrote {path}: each scene next to its depth map (metres) from a depther with RANDOM weights")
     return path

@@ -68,23 +68,23 @@ def depth_transform(size: int | None, limits: Any = None) -> Any:
     return transform
 
 
-def check_args(args: argparse.Namespace) -> tuple[list[str], list[tuple[str, str]]]:
-    """Check every argument and --out before any work (nothing is read, built or written).
-    Returns the input paths and the inputs that could not be listed (minidino.cli.inputs.expand_inputs)."""
-    from .. import create_model
+OUTPUTS = (".depth.png", ".preview.png", ".depth.npy")  # per input, in --out (the .npy with --npy)
+
+
+def check_args(args: argparse.Namespace) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+    """Check every argument, the inputs and every output before any work (nothing is read, built or written).
+    Returns the input paths, the inputs that could not be listed (minidino.cli.inputs.expand_inputs) and
+    the output stem of each input (`_out_names`)."""
     from ..catalogue import task_of
     from ..utils.transforms import IMAGE_EXTENSIONS
-    from ._common import config_overrides
+    from ._common import check_memory, config_overrides, resolve_model
     from .inputs import display_name, expand_inputs
-    from .outputs import check_output_dir
+    from .outputs import check_output_dir, input_files, plan_outputs
     from .pca import check_dense_size
 
     if task_of(args.model) != "depther":
         raise SystemExit(f"minidino: --model {args.model!r} is not a depther; choose one of dinov2_vit{{s,b,l,g}}14_{{dd,ld}}")
-    try:  # the --config fields, on the meta device: nothing allocated
-        create_model(args.model, device="meta", **config_overrides(args))
-    except (ValueError, TypeError, KeyError) as e:
-        raise SystemExit(f"minidino depth: {' '.join(str(e).split())}") from None
+    resolve_model(args.model, config_overrides(args))  # every --config field's type and range; nothing built
     if args.size is not None:
         check_dense_size(args.size, 14, "depth")
     parse_dtype(args.dtype)
@@ -96,17 +96,21 @@ def check_args(args: argparse.Namespace) -> tuple[list[str], list[tuple[str, str
     elif w.upper() not in ("NYU", "KITTI") and "://" not in w and not os.path.isfile(w):
         raise SystemExit(f"minidino depth: --weights {w}: no such file; give NYU, KITTI, a checkpoint file, a URL "
                          "or random[:SEED]")
-    paths, failures = expand_inputs(args.inputs)
+    check_memory(args)  # the weights of the depther, from its config alone
+    out = check_output_dir(args.out)
+    paths, failures = expand_inputs(args.inputs, exclude=[out])  # a rerun never reads --out/ as inputs
     if not paths:
         raise SystemExit(f"minidino depth: no image files in {', '.join(map(display_name, args.inputs))} (folders are "
                          f"searched for {' '.join(IMAGE_EXTENSIONS)}; .txt files list paths); nothing was written")
-    out = check_output_dir(args.out)
-    for stem in _out_names(paths):
-        for suffix in (".depth.png", ".preview.png", ".depth.npy"):
-            target = out / f"{stem}{suffix}"
-            if target.exists() and not target.is_file():
-                raise SystemExit(f"minidino depth: {target} exists and is not a file; move it or choose another --out")
-    return paths, failures
+    stems = _out_names(paths)
+    suffixes = OUTPUTS if args.npy else OUTPUTS[:2]
+    outputs = [(out / f"{stem}{suffix}", f"the output of {display_name(path)}")
+               for path, stem in zip(paths, stems) for suffix in suffixes]
+    inputs = [(p, "input") for p in [*args.inputs, *paths]]
+    if os.path.isfile(w):
+        inputs += [(f, "--weights") for f in input_files(w)]
+    plan_outputs(outputs + [(out / ".depth.lock", "the lock of --out")], inputs)
+    return paths, failures, stems
 
 
 def build_depther(name: str, weights: str, device: Any, dtype: Any, overrides: dict[str, Any] | None = None
@@ -145,22 +149,31 @@ def build_depther(name: str, weights: str, device: Any, dtype: Any, overrides: d
 
 
 def _out_names(paths: list[str]) -> list[str]:
-    """A distinct file stem per input: the file's stem, with -2, -3... for repeats."""
-    seen: dict[str, int] = {}
+    """A distinct file stem per input: the file's stem; an input whose stem an earlier input already has gets
+    the smallest -2, -3... that no input's own stem is (a.png a.jpg a-2.png -> a, a-3, a-2)."""
+    natural = [Path(p).stem for p in paths]
+    taken = set(natural)
+    seen: set[str] = set()
     out = []
-    for p in paths:
-        stem = Path(p).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        out.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    for stem in natural:
+        if stem in seen:
+            n = 2
+            while f"{stem}-{n}" in taken:
+                n += 1
+            stem = f"{stem}-{n}"
+            taken.add(stem)
+        seen.add(stem)
+        out.append(stem)
     return out
 
 
 def write_outputs(out: Path, stem: str, depth: Any, *, npy: bool, caption: str) -> list[Path]:
-    """Write the 16-bit PNG, the preview and maybe the .npy for one depth map (H, W) in metres.
-    Everything goes to temporary names first and is renamed into place only once all are written."""
+    """Write the 16-bit PNG, the preview and maybe the .npy for one depth map (H, W) in metres, together:
+    all are written completely (minidino.utils.atomic) before the first is moved into place."""
     import numpy as np
     from PIL import Image
 
+    from ..utils.atomic import atomic_write_all, save_npy
     from ..utils.figures import depth_preview
 
     d = depth.detach().float().cpu().numpy()
@@ -168,41 +181,29 @@ def write_outputs(out: Path, stem: str, depth: Any, *, npy: bool, caption: str) 
     targets = {out / f"{stem}.depth.png": lambda p: Image.fromarray(mm).save(p, format="PNG"),
                out / f"{stem}.preview.png": lambda p: depth_preview(d, caption=caption).save(p, format="PNG")}
     if npy:
-        targets[out / f"{stem}.depth.npy"] = lambda p: np.save(p, d.astype(np.float32), allow_pickle=False)
-    tmps = {}
-    try:
-        for path, write in targets.items():
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            tmps[path] = tmp
-            with open(tmp, "wb") as f:
-                write(f)
-        for path, tmp in tmps.items():
-            os.replace(tmp, path)
-    finally:
-        for tmp in tmps.values():
-            if tmp.exists():
-                tmp.unlink()
-    return list(targets)
+        targets[out / f"{stem}.depth.npy"] = lambda p: save_npy(p, d.astype(np.float32))
+    return atomic_write_all(targets)
 
 
 def run(args: argparse.Namespace) -> int:
     """Check every argument and --out, then compute under the lock of --out, one image at a time."""
     from .outputs import locked
 
-    paths, failures = check_args(args)
+    paths, failures, stems = check_args(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with locked(out / "depth"):  # the lock file .depth.lock lives inside --out
-        return _run_locked(args, out, paths, failures)
+        return _run_locked(args, out, paths, failures, stems)
 
 
-def _run_locked(args: argparse.Namespace, out: Path, paths: list[str], failures: list[tuple[str, str]]) -> int:
+def _run_locked(args: argparse.Namespace, out: Path, paths: list[str], failures: list[tuple[str, str]],
+                stems: list[str]) -> int:
     import torch
     import torch.nn.functional as F
 
     from ..utils.progress import ProgressBar
-    from ._common import config_overrides
-    from .errors import EXIT_PARTIAL
+    from ._common import NOT_FINITE, config_overrides, memory_shortfall
+    from .errors import EXIT_PARTIAL, EXIT_WEIGHTS, fail
     from .inputs import DENSE_LIMITS, display_name, read_one, report_failures
 
     report_failures(failures)  # inputs that could not even be listed (a folder that cannot be read)
@@ -215,20 +216,35 @@ def _run_locked(args: argparse.Namespace, out: Path, paths: list[str], failures:
     bar = ProgressBar("depth", len(paths), unit="images", enabled=not args.quiet)
     transform = depth_transform(args.size)
     failed = len(failures)
-    for path, stem in zip(paths, _out_names(paths)):  # one at a time: any number of images in constant memory
+    not_finite = 0
+    for path, stem in zip(paths, stems):  # one at a time: any number of images in constant memory
         value, reason = read_one(path, transform, DENSE_LIMITS)
         if value is None:
             failed += report_failures([(path, reason)])
             bar.update(1)
             continue
         x, (H0, W0) = value
+        short = memory_shortfall(args, 1, x.shape[-2], x.shape[-1])  # before its forward, at its own size
+        if short:
+            failed += report_failures([(path, f"at {x.shape[-1]}x{x.shape[-2]} px the model {short}; give a smaller --size")])
+            bar.update(1)
+            continue
         x = x.unsqueeze(0).to(device=device, dtype=dtype)  # (1, 3, H, W)
         with torch.no_grad():
             y = model(x)  # (1, 1, H, W) metres
             y = F.interpolate(y.float(), size=(H0, W0), mode="bilinear", align_corners=False)[0, 0]  # (H0, W0)
+        if not bool(torch.isfinite(y).all()):  # never written: named and skipped like an unreadable input
+            failed += report_failures([(path, NOT_FINITE)])
+            not_finite += 1
+            bar.update(1)
+            continue
         write_outputs(out, stem, y, npy=args.npy, caption=f"{display_name(Path(path).name)}: {args.model}, {label}")
         bar.update(1)
     bar.close()
+    if not_finite and not_finite == len(paths):
+        fail(f"minidino depth: the model gives NaN or infinite values for {'all ' if not_finite > 1 else ''}"
+             f"{not_finite} image(s) (the weights, --config, or a --dtype float16 overflow); nothing was written",
+             EXIT_WEIGHTS)
     if failed:
         log(f"{failed} of {len(paths) + len(failures)} inputs could not be read (named above); the others were written")
     return EXIT_PARTIAL if failed else 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -29,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from ..utils.atomic import atomic_write
-from ._common import HelpFormatter, add_model_args
-from .embeddings_file import FORMAT, SUFFIXES, VERSION, _check_suffix, read_embeddings, write_embeddings  # noqa: F401
+from ._common import NOT_FINITE, HelpFormatter, add_model_args
+from .errors import EXIT_WEIGHTS, fail
+from .embeddings_file import (FORMAT, SUFFIXES, TOKEN_KEYS, VERSION, _check_suffix, check_header_room,  # noqa: F401
+                              read_embeddings, sidecar_path, write_embeddings)
 from .inputs import display_name, report_failures
-
-TOKEN_KEYS = {"cls": ("cls",), "patch": ("patch",), "both": ("cls", "patch")}
 
 
 def log(msg: str) -> None:
@@ -150,9 +151,12 @@ def _chunks(batches: range, per_chunk: int) -> Iterator[range]:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    """Check every argument and the output before any work, then compute under the output's lock."""
-    from ._common import check_memory, preflight_model
-    from .outputs import check_output, locked
+    """Check every argument, the inputs and the outputs before any work, then compute under the output's lock."""
+    from ..utils.lock import lock_path
+    from ..utils.transforms import IMAGE_EXTENSIONS
+    from ._common import check_memory, preflight_model, weights_spec
+    from .inputs import expand_inputs
+    from .outputs import input_files, locked, plan_outputs
 
     out = Path(args.out)
     _check_suffix(out)
@@ -171,27 +175,35 @@ def run_embed(args: argparse.Namespace) -> int:
         raise SystemExit(f"minidino embed: --size {args.size} is larger than 4144 pixels ({(args.size // P) ** 2} "
                          "patches per image); use a smaller size")
     # Two batches live at once (one computed, the next decoded), hence 2 x --batch-size.
-    check_memory(args, config.depth, 2 * args.batch_size, args.size, args.size, what=f"with --batch-size {args.batch_size}")
+    check_memory(args, 2 * args.batch_size, args.size, args.size, what=f"with --batch-size {args.batch_size}")
     shard = parse_shard(args.shard)
-    target = check_output(shard_path(out, shard))
+    target = shard_path(out, shard)
+    parts_dir = target.with_name(target.name + ".parts")
+    paths, list_failures = expand_inputs(args.inputs, exclude=[parts_dir])
+    if not paths:  # a wrong folder would otherwise give an empty file and status 0
+        report_failures(list_failures)
+        raise SystemExit(f"minidino embed: no image files in {', '.join(map(display_name, args.inputs))} (folders are "
+                         f"searched for {' '.join(IMAGE_EXTENSIONS)}; .txt files list paths); nothing was written")
+    check_header_room(target, paths)
+    outputs = [(target, "--out")] + ([(sidecar_path(target), "--out's metadata")] if out.suffix.lower() == ".npy" else [])
+    weights = weights_spec(args)
+    inputs = [(p, "input") for p in [*args.inputs, *paths]]
+    inputs += [(f, "--weights") for f in input_files(weights)] if os.path.exists(weights) else []
+    plan_outputs(outputs + [(lock_path(target), "the lock of --out")], inputs,
+                 folders=[(parts_dir, "--out's checkpoint folder")])
     with locked(target):
-        return _embed_locked(args, out, shard, target)
+        return _embed_locked(args, out, shard, target, paths, list_failures)
 
 
-def _embed_locked(args: argparse.Namespace, out: Path, shard: tuple[int, int] | None, target: Path) -> int:
+def _embed_locked(args: argparse.Namespace, out: Path, shard: tuple[int, int] | None, target: Path, paths: list[str],
+                  list_failures: list[tuple[str, str]]) -> int:
+    from ..utils.files import UnreadableFile, read_limited
     from ..utils.progress import ProgressBar
     from ._common import config_overrides, describe_weights, model_from_args, parse_dtype, weights_spec
     from .errors import ResumeHint
-    from .inputs import expand_inputs, report_failures
 
-    B = args.batch_size
-    paths, list_failures = expand_inputs(args.inputs)
     report_failures(list_failures)
-    if not paths:  # a wrong folder would otherwise give an empty file and status 0
-        from ..utils.transforms import IMAGE_EXTENSIONS
-
-        raise SystemExit(f"minidino embed: no image files in {', '.join(map(display_name, args.inputs))} (folders are "
-                         f"searched for {' '.join(IMAGE_EXTENSIONS)}; .txt files list paths); nothing was written")
+    B = args.batch_size
     n_batches = math.ceil(len(paths) / B)
     mine = shard_batches(n_batches, shard)
     per_chunk = max(1, args.checkpoint_every // B)
@@ -210,8 +222,8 @@ def _embed_locked(args: argparse.Namespace, out: Path, shard: tuple[int, int] | 
             raise SystemExit(f"minidino embed: {parts_dir} holds checkpoints of an interrupted run: add --resume to "
                              "continue it, or delete the folder to start again")
         try:
-            old = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-        except (OSError, ValueError):
+            old = json.loads(read_limited(manifest_path, 2**20)) if manifest_path.exists() else {}
+        except (UnreadableFile, ValueError):
             old = {"manifest": "unreadable"}
         if old != manifest:
             diff = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
@@ -297,8 +309,14 @@ def _compute_chunks(args: argparse.Namespace, model: Any, pool: ThreadPoolExecut
                     good.append((path, x))
             if good:
                 x = torch.stack([x for _, x in good]).to(device=device, dtype=dtype)  # (B', 3, S, S)
-                results.append(embed_tensor(model, x, args.tokens))
-                names += [p for p, _ in good]
+                result = embed_tensor(model, x, args.tokens)
+                finite = torch.stack([torch.isfinite(v).flatten(1).all(1) for v in result.values()]).all(0)  # (B',)
+                for (path, _), ok in zip(good, finite.tolist()):
+                    if not ok:  # never written: named and skipped like an unreadable input
+                        report_failures([(path, NOT_FINITE)])
+                        skipped.append([path, NOT_FINITE])
+                results.append({k: v[finite] for k, v in result.items()})
+                names += [p for (p, _), ok in zip(good, finite.tolist()) if ok]
             progress.update(len(decoded))
         part = _concat(results, keys) if results else _empty(model, args.size, args.tokens)
         _write_part(parts_dir / f"part-{chunk.start:09d}.safetensors", part, names, skipped)
@@ -315,6 +333,10 @@ def _finish(args: argparse.Namespace, model: Any, target: Path, parts_dir: Path,
         tensors = _empty(model, args.size, args.tokens)
     if tensors is None or any(len(v) != len(names) for v in tensors.values()):
         raise SystemExit(f"minidino embed: the checkpoints in {parts_dir} are inconsistent; delete the folder and rerun")
+    if not names and skipped and all(reason == NOT_FINITE for _, reason in skipped):
+        shutil.rmtree(parts_dir)
+        fail(f"minidino embed: the model gives NaN or infinite values for all {len(skipped)} images (the weights, "
+             "--config, or a --dtype float16 overflow); nothing was written", EXIT_WEIGHTS)
     if shard is None or shard[0] == 0:  # folders that could not be listed: reported once, by the first shard
         skipped = [list(f) for f in list_failures] + skipped
     meta = dict(settings, names=names, skipped=skipped)
@@ -379,37 +401,52 @@ def _read_parts(files: list[Path], keys: Sequence[str]) -> tuple[dict[str, Any],
 
 # ------------------------------------------------------------------ merge
 def run_merge(args: argparse.Namespace) -> int:
+    """Check the output against the shards, then every shard against its own metadata (read_embeddings) and
+    against the others (settings, shard numbers, keys, widths), all before anything is written."""
     import torch
 
-    from .outputs import check_output, locked
+    from ..utils.lock import lock_path
+    from .outputs import locked, plan_outputs
 
-    _check_suffix(Path(args.out))
-    out = check_output(args.out)
+    out = Path(args.out)
+    _check_suffix(out)
+    outputs = [(out, "--out")] + ([(sidecar_path(out), "--out's metadata")] if out.suffix.lower() == ".npy" else [])
+    plan_outputs(outputs + [(lock_path(out), "the lock of --out")], [(f, "shard") for f in args.shards])
     loaded = [(f, *read_embeddings(f)) for f in args.shards]
     ignore = ("shard", "names", "skipped")
-    _, _, first = loaded[0]
+    first_file, first_tensors, first = loaded[0]
     base = {k: v for k, v in first.items() if k not in ignore}
     seen: dict[int, tuple[str, dict[str, Any], dict[str, Any]]] = {}
     for f, tensors, meta in loaded:
         other = {k: v for k, v in meta.items() if k not in ignore}
         if other != base:
             diff = sorted(k for k in set(other) | set(base) if other.get(k) != base.get(k))
-            raise SystemExit(f"minidino merge: {f} was made with other settings than {loaded[0][0]} ({', '.join(diff)} differ)")
+            raise SystemExit(f"minidino merge: {f} was made with other settings than {first_file} ({', '.join(diff)} differ)")
         if meta.get("shard") is None:
             raise SystemExit(f"minidino merge: {f} is not a shard (made without --shard)")
         I, N = meta["shard"]
+        if N != first["shard"][1]:
+            raise SystemExit(f"minidino merge: {f} is shard {I} of {N} but {first_file} is one of {first['shard'][1]}: "
+                             "not shards of one run")
         if I in seen:
             raise SystemExit(f"minidino merge: {f} and {seen[I][0]} are both shard {I}/{N}")
+        shapes = {k: tuple(v.shape[1:]) for k, v in tensors.items()}
+        want = {k: tuple(v.shape[1:]) for k, v in first_tensors.items()}
+        if shapes != want:
+            raise SystemExit(f"minidino merge: {f} holds {shapes} per image but {first_file} holds {want}: not shards "
+                             "of one run")
         seen[I] = (f, tensors, meta)
     N = first["shard"][1]
-    missing = [i for i in range(N) if i not in seen]
-    if missing or len({m["shard"][1] for _, _, m in loaded}) != 1:
-        raise SystemExit(f"minidino merge: incomplete set of {N} shards: missing {', '.join(f'{i}/{N}' for i in missing)}")
+    missing = list(itertools.islice((i for i in range(N) if i not in seen), 5))  # a forged N of 10**12 costs nothing
+    if missing:
+        raise SystemExit(f"minidino merge: incomplete set of {N} shards ({len(seen)} given): missing "
+                         f"{', '.join(f'{i}/{N}' for i in missing)}{', ...' if N - len(seen) > len(missing) else ''}")
     ordered = [seen[i] for i in range(N)]
     keys = list(ordered[0][1])
-    tensors = {k: torch.cat([t[k] for _, t, _ in ordered]) for k in keys}
     names = [n for _, _, m in ordered for n in m["names"]]
     skipped = [s for _, _, m in ordered for s in m["skipped"]]
+    check_header_room(out, names)
+    tensors = {k: torch.cat([t[k] for _, t, _ in ordered]) for k in keys}
     meta = dict(base, shard=None, names=names, skipped=skipped)
     with locked(out):
         out = write_embeddings(out, tensors, meta)

@@ -11,6 +11,7 @@ that finished but skipped some inputs returns EXIT_PARTIAL itself.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -25,7 +26,7 @@ __all__ = [
 EXIT_OK = 0
 EXIT_PARTIAL = 1  # finished, but some inputs could not be read: each is named on stderr, the rest is written
 EXIT_USAGE = 2  # a wrong argument, option or input file (argparse's own status for usage errors)
-EXIT_WEIGHTS = 3  # the weights cannot be used: unreadable, unsafe, corrupt, not finite, do not fit the model
+EXIT_WEIGHTS = 3  # the weights cannot be used: unreadable, unsafe, corrupt, not finite, do not fit the model; NaN results
 EXIT_DOWNLOAD = 4  # a download failed: no network, HTTP error, timeout, checksum mismatch
 EXIT_BUSY = 5  # another minidino run is writing the same output
 EXIT_RESOURCES = 6  # not enough memory (or a device that is not there)
@@ -37,11 +38,12 @@ EXIT_STATUSES = {
     EXIT_OK: "success",
     EXIT_PARTIAL: "finished, but some inputs could not be read (each named on stderr); the rest is written",
     EXIT_USAGE: "a wrong argument, option or input file; nothing was written",
-    EXIT_WEIGHTS: "the weights cannot be used (unreadable, unsafe, corrupt, non-finite, or not this model's)",
+    EXIT_WEIGHTS: "the weights cannot be used (unreadable, unsafe, corrupt, non-finite, or not this model's), or the "
+                  "model gives NaN/Inf results (nothing written)",
     EXIT_DOWNLOAD: "a download failed (network, HTTP error, timeout, checksum); nothing bad was cached",
     EXIT_BUSY: "another minidino run is writing the same output (named in the message)",
     EXIT_RESOURCES: "not enough memory, or the --device asked for is not available",
-    EXIT_IO: "a file or folder cannot be read or written (permissions, disk full, read-only)",
+    EXIT_IO: "a file or folder cannot be read or written (permissions, disk full, read-only); the file is named",
     EXIT_INTERNAL: "a bug in minidino: rerun with --debug and report the traceback",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); where a command can resume, the message says how",
 }
@@ -83,6 +85,7 @@ def _one_line(text: str) -> str:
 def exit_status(e: BaseException) -> tuple[int, str]:
     """(status, message) for an exception escaping a command."""
     from ..weights.download import ChecksumError, DownloadError
+    from ..utils.viz import NotFiniteError
     from ..weights.load import CheckpointError, WeightsMismatchError
 
     msg = _one_line(str(e)) or type(e).__name__
@@ -90,20 +93,26 @@ def exit_status(e: BaseException) -> tuple[int, str]:
         return EXIT_DOWNLOAD, msg
     if isinstance(e, (CheckpointError, WeightsMismatchError)):
         return EXIT_WEIGHTS, msg
+    if isinstance(e, NotFiniteError):  # results are never written or printed when they are not finite
+        return EXIT_WEIGHTS, (f"{msg}: the weights, --config or --dtype (e.g. a float16 overflow) give numbers out of "
+                              "range; nothing was written")
     if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "out of memory" in msg.lower()):
         return EXIT_RESOURCES, f"out of memory ({msg}); use a smaller --batch-size or --size, or a larger machine"
     if isinstance(e, FileNotFoundError):
         return EXIT_USAGE, f"{msg}; check the path"
     if isinstance(e, PermissionError):
         return EXIT_IO, f"{msg}; check the permissions of that file or folder"
-    if isinstance(e, OSError):
-        if getattr(e, "errno", None) == 28:  # ENOSPC
-            return EXIT_IO, f"{msg}; free some space or write elsewhere"
+    if isinstance(e, OSError):  # WriteError (minidino.utils.atomic) names the file it could not write
+        if getattr(e, "errno", None) in _FULL:
+            return EXIT_IO, f"{msg}; free some space (or raise the file-size limit), or write elsewhere"
         return EXIT_IO, msg
     if isinstance(e, (ValueError, TypeError)):
         return EXIT_USAGE, msg
     return EXIT_INTERNAL, (f"internal error {type(e).__name__}: {msg}. This is a bug: rerun with --debug (or "
                            "MINIDINO_DEBUG=1) and report the traceback")
+
+
+_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}  # disk full, file-size limit, quota
 
 
 def _prefixed(msg: str) -> str:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
-from typing import Any
 
 from ._common import build_model, describe_weights, parse_hw, weights_spec
 
@@ -18,29 +18,60 @@ def parse_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def run(args: argparse.Namespace) -> int:
-    import minidino
+MIN_OPSET = 18  # the opsets torch's ONNX exporter writes; older ones go through a lossy converter
 
-    from .outputs import check_output, locked
+
+def check_exportable(args: argparse.Namespace) -> None:
+    """Everything an export needs, checked before the model is built or downloaded (status 2): a model
+    family the exporter writes, a --static size it takes, an opset in range, the export extra installed."""
+    from ..catalogue import task_of
+    from ..export.program import DEPTH_MIN_SIDE
+
+    task = task_of(args.name)
+    if task not in ("backbone", "classifier", "depther"):
+        raise SystemExit(f"minidino export: {args.name} is a {task} model: `minidino export` writes a backbone, a *_lc "
+                         "classifier or a depther (dino.txt: minidino.export.dinotxt.export_dinotxt_onnx)")
+    if task == "depther" and args.static is not None and min(args.static) < DEPTH_MIN_SIDE:
+        raise SystemExit(f"minidino export: --static {args.static[0]}x{args.static[1]}: an exported depther takes "
+                         f"sides of {DEPTH_MIN_SIDE} px or more")
+    try:
+        import onnx
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise SystemExit(f"minidino export: needs the export extra: pip install 'minidino[export]' ({e})") from None
+    newest = onnx.defs.onnx_opset_version()
+    if args.opset is not None and not MIN_OPSET <= args.opset <= newest:
+        raise SystemExit(f"minidino export: --opset {args.opset}: the exporter writes opsets {MIN_OPSET} to {newest}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..utils.lock import lock_path
+    from ._common import check_memory, check_weights_file, resolve_model
+    from .outputs import input_files, locked, plan_outputs
 
     if not args.onnx.endswith(".onnx"):
         raise SystemExit(f"minidino export: --onnx {args.onnx}: the file name must end in .onnx")
-    out = check_output(args.onnx, "--onnx")  # before the model is built or downloaded
+    check_exportable(args)
+    resolve_model(args.name, {})
+    weights = weights_spec(args)
+    check_weights_file(weights)
+    check_memory(argparse.Namespace(model=args.name, config=[], device="cpu", dtype="float32"), what="to export")
+    out, _ = plan_outputs([(args.onnx, "--onnx"), (args.onnx + ".data", "--onnx's weights file"),
+                           (lock_path(args.onnx), "the lock of --onnx")],
+                          [(f, "--weights") for f in input_files(weights)] if os.path.exists(weights) else [])[:2]
     with locked(out):
-        return _export(args, minidino)
+        return _export(args)
 
 
-def _export(args: argparse.Namespace, minidino: Any) -> int:
+def _export(args: argparse.Namespace) -> int:
+    import minidino
+
     model = build_model(args.name, weights_spec(args))
     print(f"{args.name}: {describe_weights(args)}", file=sys.stderr)
     dynamic = args.static is None
     size = args.static or (224, 224)
     t0 = time.perf_counter()
-    try:
-        path = minidino.export_onnx(model, args.onnx, dynamic=dynamic, opset=args.opset, size=size)
-    except ImportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    path = minidino.export_onnx(model, args.onnx, dynamic=dynamic, opset=args.opset, size=size)
     what = "any batch and any HxW with sides multiples of 14" if dynamic else f"{size[0]}x{size[1]} only (any batch)"
     print(f"{args.name} -> {path} in {time.perf_counter() - t0:.0f}s: input x (B, 3, H, W) float32, {what}")
     return 0

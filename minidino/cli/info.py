@@ -1,7 +1,8 @@
 """`minidino info`: parameters, tokens, FLOPs and memory of a model, from its config alone.
 
-The model is built on the meta device (nothing allocated, nothing downloaded), so the figures
-for ViT-g/14 come as fast as for ViT-S/14. FLOPs count 2 per multiply-add of the matrix
+Nothing is allocated or downloaded, and the model itself is not even built: its size comes
+from models of one or two blocks on the meta device (minidino.cli._common.model_size), so the
+figures for ViT-g/14, or for --config depth=100000000, come as fast as for ViT-S/14. FLOPs count 2 per multiply-add of the matrix
 products and the patch convolution (norms, softmax, GELU, residual adds are not counted: they
 are under 1% at these widths), the convention of torch.utils.flop_counter.
 """
@@ -36,21 +37,27 @@ def _mib(values: float, bytes_per: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..catalogue import FAMILIES, lookup
-    from ..factory import create_model, vision_backbone
-    from ._common import config_overrides
+    import dataclasses
 
-    try:
-        model = create_model(args.name, device="meta", **config_overrides(args))
-    except (ValueError, TypeError) as e:
-        raise SystemExit(f"minidino info: {e}") from e
+    from ..catalogue import FAMILIES, lookup
+    from ..factory import vision_backbone
+    from ._common import config_overrides, model_size, resolve_model
+
+    spec = resolve_model(args.name, config_overrides(args))  # every field checked; nothing built
+    size = model_size(args.name, config_overrides(args))  # parameters from models of one block or two
     entry = lookup(args.name)
-    backbone = vision_backbone(model)
-    c = backbone.config
+    c = spec.config
     H, W = parse_size(args.size, c.patch_size)
     if args.batch_size < 1:
         raise SystemExit(f"minidino info: --batch-size must be >= 1, got {args.batch_size}")
-    cost = model_cost(model, H, W, backbone=backbone)
+    small = size.small
+    backbone = vision_backbone(small)
+    cost = model_cost(small, H, W, backbone=backbone)
+    L0 = backbone.config.depth  # the blocks built; the costs of the others follow from the config
+    per_block = ("qkv + output projections", "attention (q k^T, a v)", "FFN")
+    cost = dataclasses.replace(cost, params=size.params, head_params=size.params - size.backbone_params,
+                               flops={k: v // L0 * c.depth if k in per_block else v for k, v in cost.flops.items()})
+    backbone = backbone if L0 == c.depth else None  # --measure needs the real one: built below if asked
     B = args.batch_size
     h, w = cost.grid
     ffn = f"SwiGLU {c.ffn_hidden_dim}" if c.ffn_layer == "swiglu" else f"GELU MLP {c.ffn_hidden_dim}"
@@ -75,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
           f"(x_prenorm and the normed tokens, 2 x {B} x {cost.tokens} x {c.embed_dim})")
     if args.measure:
         device = _measure_device(args.device)
-        need = measure_estimate(backbone, cost, B, H, W, device)
+        need = measure_estimate(c, cost, B, H, W, device)  # before the model is built, even on meta
         have = memory.available_memory(device)
         if have is not None and need > have and not args.force:
             from .errors import EXIT_RESOURCES, fail
@@ -83,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
             fail(f"minidino info --measure: one forward needs about {need / 2**30:,.2f} GiB (estimate: weights + "
                  f"explicit-attention activations + outputs) but {device.type} has {have / 2**30:,.2f} GiB available; "
                  "use a smaller --batch-size or --size, or add --force to try anyway", EXIT_RESOURCES)
+        if backbone is None:
+            from ..factory import build
+
+            backbone = vision_backbone(build(spec, device="meta"))
         measure(backbone, H, W, B, args.device)
     return 0
 
@@ -93,10 +104,10 @@ def _measure_device(name: str) -> Any:
     return resolve_device(name)
 
 
-def measure_estimate(backbone: Any, cost: ModelCost, B: int, H: int, W: int, device: Any) -> int:
-    """Bytes the --measure forward needs: weights, the input, the larger attention path's peak, the outputs."""
+def measure_estimate(c: Any, cost: ModelCost, B: int, H: int, W: int, device: Any) -> int:
+    """Bytes the --measure forward needs: weights, the input, the larger attention path's peak, the outputs
+    (`c` the backbone's DinoConfig)."""
     bytes_per = 2 if device.type == "cuda" else 4  # --measure runs bfloat16 on CUDA, float32 on the CPU
-    c = backbone.config
     values = cost.params + B * 3 * H * W + B * cost.act_values_explicit + 2 * B * cost.tokens * c.embed_dim
     return int(values * bytes_per)
 

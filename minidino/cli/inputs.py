@@ -46,16 +46,18 @@ Contract of `read_one` / `read_images` (what a caller can rely on):
 from __future__ import annotations
 
 import os
-import stat
 import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ..utils.files import UnreadableFile, display_name, kind_problem, read_lines
+
 __all__ = [
     "Limits", "DEFAULT_LIMITS", "DENSE_LIMITS", "InputError", "expand_inputs", "check_file", "open_image", "read_one",
-    "read_images", "display_name", "report_failures", "dense_transform_checked",
+    "read_images", "display_name", "report_failures", "dense_transform_checked", "read_text_file", "TEXT_LIMIT",
+    "LIST_LIMIT",
 ]
 
 T = TypeVar("T")
@@ -80,28 +82,8 @@ DEFAULT_LIMITS = Limits()
 DENSE_LIMITS = Limits(max_aspect=10.0, max_output_pixels=2**22)
 
 
-class InputError(OSError):
-    """An input that cannot be used; `path` and `reason` say which and why."""
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        self.path, self.reason = os.fspath(path), reason
-        super().__init__(f"{display_name(self.path)}: {reason}")
-
-
-def display_name(path: str | os.PathLike) -> str:
-    """The path as one printable line: control characters and undecodable bytes escaped."""
-    text = os.fspath(path)
-    if isinstance(text, bytes):
-        text = os.fsdecode(text)
-    if text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        if ch.isprintable() and not 0xD800 <= ord(ch) <= 0xDFFF:
-            out.append(ch)
-        else:
-            out.append(ascii(ch)[1:-1])  # '\n', '\x1b', '\udcff'
-    return "".join(out)
+class InputError(UnreadableFile):
+    """An input that cannot be used; `path` and `reason` say which and why (minidino.utils.files)."""
 
 
 def report_failures(failures: Iterable[Failure], *, stream: Any = None, what: str = "skipped") -> int:
@@ -115,19 +97,42 @@ def report_failures(failures: Iterable[Failure], *, stream: Any = None, what: st
 
 
 # ------------------------------------------------------------------ lists of inputs
-def expand_inputs(inputs: Sequence[str], extensions: Sequence[str] | None = None) -> tuple[list[str], list[Failure]]:
+TEXT_LIMIT = 64 * 2**20  # --texts-file, --labels-file: about a million sentences
+LIST_LIMIT = 2**30  # a .txt list of image paths: about 20 million paths
+
+
+def read_text_file(path: str | os.PathLike, option: str, max_bytes: int = TEXT_LIMIT) -> list[str]:
+    """The lines of a text file an option names (--texts-file, --labels-file), read safely
+    (minidino.utils.files: a regular file, at most `max_bytes`, never blocking); any problem is one
+    line naming the option and the file, exit status 2."""
+    try:
+        return read_lines(path, max_bytes, noun="a text file")
+    except UnreadableFile as e:
+        raise SystemExit(f"minidino: {option} {e}") from None
+
+
+def _inside(path: str, folders: Sequence[str]) -> bool:
+    real = os.path.realpath(path)
+    return any(real == f or real.startswith(f + os.sep) for f in folders)
+
+
+def expand_inputs(inputs: Sequence[str], extensions: Sequence[str] | None = None, *,
+                  exclude: Sequence[str | os.PathLike] = ()) -> tuple[list[str], list[Failure]]:
     """Files, folders and .txt lists -> (ordered paths without duplicates, failures).
 
     Folders are walked recursively in sorted order, keeping files whose name ends in one of
     `extensions` (default: minidino.utils.transforms.IMAGE_EXTENSIONS); symbolic links to folders are
-    not followed (no loops); a sub-folder that cannot be listed is a failure. A .txt file lists
-    one path a line (blank lines and lines starting with # ignored, relative paths relative to
-    the list's folder; bytes that are not UTF-8 are kept as they are). Anything else is taken as
-    a file: whether it can be read is `read_one`'s business.
+    not followed (no loops); a sub-folder that cannot be listed is a failure; the folders in `exclude`
+    (a command's output folders) are never entered, so a rerun does not read its own outputs. A .txt
+    file lists one path a line (blank lines and lines starting with # ignored, relative paths relative
+    to the list's folder; bytes that are not UTF-8 are kept as they are); it is read like every text
+    file (minidino.utils.files: a regular file of at most LIST_LIMIT bytes), or is a failure. Anything
+    else is taken as a file: whether it can be read is `read_one`'s business.
     """
     from ..utils.transforms import IMAGE_EXTENSIONS
 
     exts = tuple(e.lower() for e in (extensions or IMAGE_EXTENSIONS))
+    skip = [os.path.realpath(f) for f in exclude]
     out: list[str] = []
     failures: list[Failure] = []
     for item in inputs:
@@ -137,14 +142,13 @@ def expand_inputs(inputs: Sequence[str], extensions: Sequence[str] | None = None
                 failures.append((e.filename or item, f"cannot list this folder ({e.strerror or e})"))
 
             for root, dirs, files in os.walk(item, onerror=onerror):
-                dirs.sort()
+                dirs[:] = sorted(d for d in dirs if not (skip and _inside(os.path.join(root, d), skip)))
                 out += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(exts)]
-        elif item.lower().endswith(".txt") and os.path.isfile(item):
+        elif item.lower().endswith(".txt") and os.path.lexists(item) and not os.path.isdir(item):
             try:
-                with open(item, encoding="utf-8", errors="surrogateescape") as f:
-                    lines = f.read().splitlines()
-            except OSError as e:
-                failures.append((item, f"cannot read this list ({e.strerror or e})"))
+                lines = read_lines(item, LIST_LIMIT, noun="a list of paths", strict=False)
+            except UnreadableFile as e:
+                failures.append((item, f"cannot read this list: {e.reason}"))
                 continue
             base = os.path.dirname(item)
             for line in lines:
@@ -157,16 +161,8 @@ def expand_inputs(inputs: Sequence[str], extensions: Sequence[str] | None = None
 
 
 # ------------------------------------------------------------------ one input
-_KINDS = ((stat.S_ISDIR, "is a directory, not an image file"), (stat.S_ISFIFO, "is a FIFO (named pipe), not an image file"),
-          (stat.S_ISSOCK, "is a socket, not an image file"), (stat.S_ISCHR, "is a character device, not an image file"),
-          (stat.S_ISBLK, "is a block device, not an image file"))
-
-
 def _kind_problem(mode: int) -> str | None:
-    for test, reason in _KINDS:
-        if test(mode):
-            return reason
-    return None if stat.S_ISREG(mode) else "is not a regular file"
+    return kind_problem(mode, "an image file")
 
 
 def check_file(path: str | os.PathLike) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from ._common import add_model_args
@@ -15,15 +16,18 @@ def run(args: argparse.Namespace) -> int:
 
     from ..utils import figures
     from ..utils.atomic import atomic_write
+    from ..utils.lock import lock_path
     from ..utils.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from ._common import model_from_args, preflight_model
+    from ._common import check_memory, model_from_args, preflight_model
     from .errors import EXIT_PARTIAL
     from .inputs import DENSE_LIMITS, dense_transform_checked, display_name, read_images, report_failures
-    from .outputs import check_output, locked
+    from .outputs import locked, plan_outputs
 
     patch = preflight_model(args).patch_size
     check_dense_size(args.size, patch, "pca")
-    out = check_output(args.output, "--output")
+    out = Path(args.output)
+    fmt = picture_format(out)
+    plan_outputs([(out, "--output"), (lock_path(out), "the lock of --output")], model_inputs(args, args.images))
     with locked(out):
         items, failures = read_images(args.images, dense_transform_checked(args.size, args.mode, patch),
                                       limits=DENSE_LIMITS)
@@ -31,19 +35,32 @@ def run(args: argparse.Namespace) -> int:
         if not items:
             print(f"minidino pca: nothing written: none of the {len(args.images)} images could be read", file=sys.stderr)
             return EXIT_PARTIAL
+        # one forward per image; the patch tokens of all of them are kept for the joint PCA
+        H, W = max((tuple(x.shape[-2:]) for _, x in items), key=lambda hw: hw[0] * hw[1])
+        check_memory(args, 1, H, W, what=f"for {len(items)} images at --size {args.size}")
         model = model_from_args(args)
         model = getattr(model, "backbone", model)  # a *_lc classifier: picture its backbone
         with torch.no_grad():
             picture, info = figures.pca_figure(model, [x for _, x in items], mean=IMAGENET_MEAN, std=IMAGENET_STD,
                                            foreground=args.foreground, threshold=args.threshold,
                                            caption=weights_caption(args), names=[display_name(os.path.basename(p)) for p, _ in items])
-        atomic_write(out, lambda tmp: picture.save(tmp, format=picture_format(out)))
+        atomic_write(out, lambda tmp: picture.save(tmp, format=fmt))
     for (path, _), (h, w), fg in zip(items, info["grids"], info["foreground"]):  # type: ignore[call-overload]
         extra = f", foreground {int(fg.sum())}/{h * w} patches" if args.foreground else ""
         print(f"{display_name(path)}: {h}x{w} patches{extra}")
     print(f"wrote {out} ({picture.width}x{picture.height} px)"
           + (f"; {len(failures)} unreadable file(s) skipped" if failures else ""))
     return EXIT_PARTIAL if failures else 0
+
+
+def model_inputs(args: argparse.Namespace, images: list[str]) -> list[tuple[str, str]]:
+    """What a picture command reads, for the output planner: its images and a --weights file."""
+    from ._common import weights_spec
+    from .outputs import input_files
+
+    weights = weights_spec(args)
+    return [(p, "input image") for p in images] + ([(f, "--weights") for f in input_files(weights)]
+                                                    if os.path.exists(weights) else [])
 
 
 def check_dense_size(size: int, patch: int, command: str) -> None:

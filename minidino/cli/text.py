@@ -15,6 +15,7 @@ skipped, and the exit status is then 1.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +25,30 @@ DEFAULT_TEMPLATE = "{}"
 
 
 # ------------------------------------------------------------------ shared pieces
+BATCH = 32  # texts tokenised and encoded at once: memory stays flat whatever the number of texts
+
+
 def check_args(args: argparse.Namespace, command: str) -> Any:
     """Check the options every text command shares, before any work: --model is dino.txt, its other model
-    options (minidino.cli._common.preflight_model), and --vocab. Returns the vision trunk's DinoConfig."""
+    options (minidino.cli._common.preflight_model: config ranges, memory), and that its text encoder takes
+    the ids CLIP's tokenizer gives. Returns the vision trunk's DinoConfig. (The --vocab file itself is
+    checked by `check_vocab`, once every other argument has been.)"""
     from ..catalogue import task_of
-    from ._common import preflight_model
+    from ..heads import DinoTxtConfig
+    from ..heads.tokenizer import VOCAB_SIZE
+    from ._common import config_overrides, preflight_model, resolve_model
 
     if not args.model or task_of(args.model) != "dinotxt":
         raise SystemExit(f"minidino {command}: {args.model} has no text encoder; use --model dinotxt")
-    if args.vocab is not None and not Path(args.vocab).is_file():
+    if args.vocab is not None and not os.path.lexists(args.vocab):
         raise SystemExit(f"minidino {command}: --vocab {args.vocab}: no such file; give CLIP's "
                          "bpe_simple_vocab_16e6.txt.gz, or leave --vocab out to use the copy on this machine")
     config = preflight_model(args)
+    text = DinoTxtConfig().replace(**resolve_model(args.model, config_overrides(args)).head)
+    if text.text_vocab_size != VOCAB_SIZE:
+        raise SystemExit(f"minidino {command}: --config text_vocab_size={text.text_vocab_size}: CLIP's tokenizer gives "
+                         f"ids 0..{VOCAB_SIZE - 1} and ends every text with {VOCAB_SIZE - 1}; the text encoder must "
+                         f"take {VOCAB_SIZE} ids")
     if args.vocab is None:  # before any model is built: a copy on this machine, else one download, else one line saying how
         from ..weights.vocab import vocab_path
 
@@ -43,23 +56,39 @@ def check_args(args: argparse.Namespace, command: str) -> Any:
     return config
 
 
-def read_labels(args: argparse.Namespace) -> list[str]:
-    """--labels "a,b,c" and/or --labels-file (one label a line; # comments), stripped, empty ones dropped."""
+def check_vocab(args: argparse.Namespace, command: str) -> None:
+    """--vocab, read and checked before the work (a regular gzip file of bounded size holding CLIP's
+    byte-pair merges: minidino.heads.tokenizer.read_vocabulary); one line naming it otherwise, status 2.
+    Without --vocab, the cached official file is used (downloaded once, checked against its SHA-256)."""
+    from ..weights.vocab import get_tokenizer
+
+    if args.vocab is None:
+        return
+    try:
+        get_tokenizer(args.vocab)  # kept: tokenising later reads nothing again
+    except (ImportError, FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"minidino {command}: --vocab: {' '.join(str(e).split())}") from None
+
+
+def read_labels(args: argparse.Namespace, most: int | None = None) -> list[str]:
+    """--labels "a,b,c" and/or --labels-file (one label a line; # comments; read safely: a regular text
+    file of at most 64 MiB), stripped, empty ones dropped; at most `most` of them."""
+    from .inputs import read_text_file
+
     labels: list[str] = []
     if args.labels is not None:
         labels += [s.strip() for s in args.labels.split(",")]
     if args.labels_file is not None:
-        try:
-            text = Path(args.labels_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise SystemExit(f"minidino: cannot read the labels file {args.labels_file}: {e}") from e
-        labels += [line.strip() for line in text.splitlines() if not line.strip().startswith("#")]
+        lines = read_text_file(args.labels_file, "--labels-file")
+        labels += [line.strip() for line in lines if not line.strip().startswith("#")]
     labels = [lab for lab in labels if lab]
     if not labels:
         raise SystemExit("minidino: no labels: give --labels \"a cat,a dog\" or --labels-file FILE (one label a line)")
     if len(set(labels)) != len(labels):
-        dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+        dup = sorted({lab for lab in labels if labels.count(lab) > 1})[:10]
         raise SystemExit(f"minidino: labels given twice: {', '.join(map(repr, dup))}")
+    if most is not None and len(labels) > most:
+        raise SystemExit(f"minidino: {len(labels)} labels; at most {most} can be told apart by colour")
     return labels
 
 
@@ -81,22 +110,31 @@ def dinotxt_from_args(args: argparse.Namespace) -> Any:
     return model
 
 
-def encode_texts(model: Any, texts: list[str], vocab: str | None) -> Any:
-    """(T, E) unit-length text embeddings."""
+def encode_texts(model: Any, texts: list[str], vocab: str | None, batch_size: int = BATCH) -> Any:
+    """(T, E) unit-length text embeddings, tokenised and encoded `batch_size` texts at a time; results
+    that are not finite end the run (status 3, nothing written: minidino.cli._common.require_finite)."""
     import torch
 
     from ..weights.vocab import tokenize
+    from ._common import require_finite
 
-    try:
-        ids = tokenize(texts, model.config.text_context_length, vocab_file=vocab)
-    except (ImportError, FileNotFoundError, TypeError, ValueError) as e:
-        raise SystemExit(f"minidino: {e}") from e
-    with torch.inference_mode():
-        return model.encode_text(ids.to(next(model.parameters()).device), normalize=True).float()
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(texts), batch_size):
+        try:
+            ids = tokenize(texts[i:i + batch_size], model.config.text_context_length, vocab_file=vocab)
+        except (ImportError, FileNotFoundError, TypeError, ValueError) as e:
+            raise SystemExit(f"minidino: {e}") from e
+        with torch.inference_mode():
+            emb = model.encode_text(ids.to(device), normalize=True).float().cpu()  # (b, E)
+        require_finite(emb, "the text embeddings")
+        out.append(emb)
+    return torch.cat(out) if out else torch.zeros(0, model.config.embed_dim)
 
 
 def label_embeddings(model: Any, labels: list[str], templates: list[str], vocab: str | None) -> Any:
-    """(T, E): per label, the normalised mean of its prompts' normalised embeddings (CLIP's prompt ensemble)."""
+    """(T, E): per label, the normalised mean of its prompts' normalised embeddings (CLIP's prompt ensemble),
+    encoded in batches."""
     import torch.nn.functional as F
 
     groups = prompts(labels, templates)
@@ -114,21 +152,38 @@ def _add_text_args(p: argparse.ArgumentParser) -> None:
 
 def _add_label_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", default=None, metavar="A,B,C", help="labels in words, separated by commas")
-    p.add_argument("--labels-file", default=None, metavar="FILE", help="labels, one a line (# starts a comment)")
+    p.add_argument("--labels-file", default=None, metavar="FILE",
+                   help="labels, one a line (# starts a comment; a UTF-8 text file of at most 64 MiB)")
     p.add_argument("--template", action="append", default=None, metavar="TEXT",
                    help='prompt template with {} for the label, e.g. "a photo of a {}"; repeat it to average '
                         "several (default: the label alone)")
 
 
 # ------------------------------------------------------------------ zeroshot
+def _inputs(args: argparse.Namespace, *images: str) -> list[tuple[str, str]]:
+    """What a text command reads, for the output planner (minidino.cli.outputs.plan_outputs)."""
+    from ._common import weights_spec
+    from .outputs import input_files
+
+    named = [(p, "input image") for p in images]
+    for option, value in (("--labels-file", getattr(args, "labels_file", None)),
+                          ("--texts-file", getattr(args, "texts_file", None)), ("--vocab", args.vocab)):
+        if value is not None:
+            named.append((value, option))
+    weights = weights_spec(args)
+    if os.path.exists(weights):
+        named += [(f, "--weights") for f in input_files(weights)]
+    return named
+
+
 def run_zeroshot(args: argparse.Namespace) -> int:
     import sys
 
     import torch
 
-    from ._common import describe_weights, weights_spec
+    from ._common import NOT_FINITE, check_memory, describe_weights, weights_spec
     from .embed import embed_transform
-    from .errors import EXIT_PARTIAL
+    from .errors import EXIT_PARTIAL, EXIT_WEIGHTS, fail
     from .inputs import display_name, read_one, report_failures
 
     labels = read_labels(args)
@@ -140,6 +195,8 @@ def run_zeroshot(args: argparse.Namespace) -> int:
     if not P <= args.size <= 4144 or args.size % P:
         raise SystemExit(f"minidino zeroshot: --size {args.size} must be a multiple of the patch size {P} between "
                          f"{P} and 4144 pixels (e.g. {min(4144, max(P, args.size // P * P))})")
+    check_memory(args, 1, args.size, args.size)
+    check_vocab(args, "zeroshot")
     model = dinotxt_from_args(args)
     text = label_embeddings(model, labels, templates, args.vocab)  # (T, E)
     transform = embed_transform(args.size)
@@ -147,7 +204,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
         print(f"# {args.model}, {describe_weights(args)}")
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     scale = model.logit_scale.detach().exp().float()
-    failed = 0
+    failed = not_finite = 0
     for path in args.images:  # one at a time: any number of images in constant memory
         x, reason = read_one(path, transform)
         if x is None:
@@ -156,36 +213,49 @@ def run_zeroshot(args: argparse.Namespace) -> int:
         with torch.inference_mode():
             image = model.encode_image(x.unsqueeze(0).to(device=device, dtype=dtype), normalize=True).float()  # (1, E)
         probs = (scale * image @ text.T).softmax(dim=-1)[0]  # (T,), as softmax over get_logits' row
+        if not bool(torch.isfinite(probs).all()):  # never printed as "nan%"
+            failed += report_failures([(path, NOT_FINITE)])
+            not_finite += 1
+            continue
         values, order = probs.topk(min(args.top, len(labels)))
         print(display_name(path))
         for v, j in zip(values.tolist(), order.tolist()):
             print(f"  {100 * v:6.2f}%  {labels[j]}")
         sys.stdout.flush()
+    if not_finite and failed == len(args.images):
+        fail(f"minidino zeroshot: the model gives NaN or infinite values for {'all ' if not_finite > 1 else ''}"
+             f"{not_finite} image(s) (the weights, --config, or a --dtype float16 overflow)", EXIT_WEIGHTS)
     if failed:
-        print(f"minidino zeroshot: {failed} of {len(args.images)} images could not be read (named above)", file=sys.stderr)
+        print(f"minidino zeroshot: {failed} of {len(args.images)} images could not be classified (named above)",
+              file=sys.stderr)
     return EXIT_PARTIAL if failed else 0
 
 
 # ------------------------------------------------------------------ embed-text
 def run_embed_text(args: argparse.Namespace) -> int:
+    from ..utils.lock import lock_path
     from ._common import config_overrides, weights_spec
-    from .embed import FORMAT, VERSION, _check_suffix, write_embeddings
-    from .outputs import check_output, locked
+    from .embed import FORMAT, VERSION, _check_suffix, check_header_room, sidecar_path, write_embeddings
+    from .inputs import read_text_file
+    from .outputs import locked, plan_outputs
 
     texts = list(args.texts)
     if args.texts_file:
-        try:
-            texts += [t for t in Path(args.texts_file).read_text(encoding="utf-8").splitlines() if t.strip()]
-        except (OSError, UnicodeDecodeError) as e:
-            raise SystemExit(f"minidino embed-text: cannot read --texts-file {args.texts_file}: {e}") from e
+        texts += [t for t in read_text_file(args.texts_file, "--texts-file") if t.strip()]
     if not texts:
         raise SystemExit("minidino embed-text: no texts: give them as arguments or with --texts-file")
+    if args.batch_size < 1:
+        raise SystemExit(f"minidino embed-text: --batch-size must be >= 1, got {args.batch_size}")
     check_args(args, "embed-text")
-    _check_suffix(Path(args.out))
-    out = check_output(args.out)
+    out = Path(args.out)
+    _check_suffix(out)
+    check_header_room(out, texts)
+    outputs = [(out, "--out")] + ([(sidecar_path(out), "--out's metadata")] if out.suffix.lower() == ".npy" else [])
+    plan_outputs(outputs + [(lock_path(out), "the lock of --out")], _inputs(args))
+    check_vocab(args, "embed-text")
     with locked(out):
         model = dinotxt_from_args(args)
-        emb = encode_texts(model, texts, args.vocab)  # (T, E)
+        emb = encode_texts(model, texts, args.vocab, args.batch_size)  # (T, E), batch by batch
         meta = {"format": FORMAT, "version": VERSION, "model": args.model, "weights": weights_spec(args),
                 "config": config_overrides(args), "tokens": "text", "names": texts, "skipped": []}
         write_embeddings(out, {"text": emb}, meta)
@@ -195,27 +265,30 @@ def run_embed_text(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ segment
 def run_segment(args: argparse.Namespace) -> int:
-    import torch
-
     import sys
 
+    import torch
+
+    from ..heads.dinotxt import patch_text_similarity
     from ..utils import figures, viz
     from ..utils.atomic import atomic_write
-    from ..heads.dinotxt import patch_text_similarity
+    from ..utils.lock import lock_path
     from ..utils.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from ._common import describe_weights, weights_spec
+    from ._common import check_memory, describe_weights, require_finite, weights_spec
     from .errors import EXIT_PARTIAL
-    from .inputs import DENSE_LIMITS, dense_transform_checked, read_images, report_failures
-    from .outputs import check_output, locked
+    from .inputs import DENSE_LIMITS, dense_transform_checked, display_name, read_images, report_failures
+    from .outputs import locked, plan_outputs
     from .pca import check_dense_size, picture_format
 
-    labels = read_labels(args)
+    labels = read_labels(args, most=len(figures.LABEL_COLOURS))
     templates = args.template or [DEFAULT_TEMPLATE]
     prompts(labels, templates)
     P = check_args(args, "segment").patch_size
     check_dense_size(args.size, P, "segment")
-    out = check_output(args.output, "--output")
+    out = Path(args.output)
     fmt = picture_format(out)
+    plan_outputs([(out, "--output"), (lock_path(out), "the lock of --output")], _inputs(args, args.image))
+    check_vocab(args, "segment")
     with locked(out):
         items, failures = read_images([args.image], dense_transform_checked(args.size, "resize", P), limits=DENSE_LIMITS)
         if failures:
@@ -223,13 +296,15 @@ def run_segment(args: argparse.Namespace) -> int:
             print("minidino segment: nothing written", file=sys.stderr)
             return EXIT_PARTIAL
         x = items[0][1]  # (3, H, W)
+        H, W = x.shape[-2:]
+        check_memory(args, 1, H, W, what=f"at {W}x{H} px")
         model = dinotxt_from_args(args)
         text = label_embeddings(model, labels, templates, args.vocab)  # (T, E)
-        H, W = x.shape[-2:]
         h, w = H // P, W // P
         with torch.inference_mode():
             _, patches = model.get_visual_class_and_patch_tokens(
                 x.unsqueeze(0).to(device=next(model.parameters()).device, dtype=next(model.parameters()).dtype))
+        require_finite(patches, f"the patch features of {display_name(args.image)}")
         sim = patch_text_similarity(patches.float().cpu(), text.cpu())[0].view(len(labels), h, w)  # (T, h, w)
         picture, shares = figures.segmentation_figure(viz.denormalize(x, IMAGENET_MEAN, IMAGENET_STD), sim, labels,
                                                   caption=f"{args.model}, {describe_weights(args)}")
@@ -264,14 +339,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser(
         "embed-text", help="embed sentences with dino.txt's text encoder (search an image index with them)",
         description="Write unit-length dino.txt text embeddings (key 'text', T x 2048) and the texts, in the format "
-                    "of `minidino embed`. An image index made with `minidino embed --model dinotxt` holds image "
-                    "embeddings of the same space: `minidino similar --text \"...\" INDEX` searches it.",
+                    "of `minidino embed`, encoding --batch-size texts at a time. An image index made with "
+                    "`minidino embed --model dinotxt` holds image embeddings of the same space: "
+                    "`minidino similar --text \"...\" INDEX` searches it.",
         epilog='example:\n  minidino embed-text "a red car" "a dog on a beach" --out queries.safetensors',
         formatter_class=HelpFormatter,
     )
     t.add_argument("texts", nargs="*", metavar="TEXT", help="sentences")
-    t.add_argument("--texts-file", default=None, metavar="FILE", help="more sentences, one a line")
+    t.add_argument("--texts-file", default=None, metavar="FILE",
+                   help="more sentences, one a line (a UTF-8 text file of at most 64 MiB)")
     t.add_argument("-o", "--out", required=True, metavar="FILE", help="output .safetensors, .npz or .npy")
+    t.add_argument("--batch-size", type=int, default=BATCH, help=f"texts encoded at once (default {BATCH})")
     _add_text_args(t)
     t.set_defaults(func=run_embed_text)
 

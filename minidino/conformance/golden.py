@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -51,11 +52,52 @@ def load_index(golden_dir: str | Path | None = None) -> dict[str, Any]:
         >>> len(index["cases"]), index["cases"][0]["model"]
         (19, 'dinov2_vits14')
     """
+    from ..utils.files import UnreadableFile, read_limited
+
     d = Path(golden_dir) if golden_dir is not None else default_golden_dir()
     path = d / "index.json"
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"no golden index at {path}; pass the folder that holds index.json and the .safetensors files")
-    return json.loads(path.read_text())
+    try:
+        index = json.loads(read_limited(path, 16 * 2**20))
+    except (UnreadableFile, ValueError) as e:
+        raise ValueError(f"golden index {path}: not a readable JSON file ({e})") from None
+    problem = _index_problem(index)
+    if problem:
+        raise ValueError(f"golden index {path}: {problem}; it is not a minidino golden index (tests/golden/index.json)")
+    return index
+
+
+_MAX_VALUES = 2**26  # the largest input a case may ask for (B * C * H * W), 256 MiB in float32
+
+
+def _index_problem(index: Any) -> str | None:
+    """What is wrong with a golden index read from a file (it names files to open and shapes to
+    allocate: a file name is a name in the folder, a shape is bounded), or None."""
+    if not isinstance(index, dict) or not isinstance(index.get("cases"), list) or not index["cases"]:
+        return "it needs a non-empty list 'cases'"
+    for i, case in enumerate(index["cases"]):
+        if not isinstance(case, dict):
+            return f"case {i} is not an object"
+        name, file = case.get("model"), case.get("file")
+        if not isinstance(name, str) or not name:
+            return f"case {i} names no model"
+        if not isinstance(file, str) or Path(file).name != file or file in ("", ".", "..") or not file.endswith(".safetensors"):
+            return f"case {i} ({name}): its 'file' {file!r} must be a .safetensors file name in the folder"
+        for key, value in case.items():
+            if isinstance(value, int) and not isinstance(value, bool) and not -1 <= value <= 2**20:
+                return f"case {i} ({name}): {key}={value} is out of range"
+        if case.get("depth") is not None and not (isinstance(case["depth"], int) and 1 <= case["depth"] <= 64):
+            return f"case {i} ({name}): depth {case['depth']!r} is not 1..64"
+        inputs = case.get("inputs", [])
+        if not isinstance(inputs, list) or not all(isinstance(x, dict) for x in inputs):
+            return f"case {i} ({name}): 'inputs' is not a list of objects"
+        for x in inputs:
+            shape = x.get("shape")
+            if shape is not None and not (isinstance(shape, list) and all(isinstance(v, int) and v >= 1 for v in shape)
+                                          and math.prod(shape) <= _MAX_VALUES):
+                return f"case {i} ({name}): input shape {shape!r} is not a list of positive sizes of at most {_MAX_VALUES} values"
+    return None
 
 
 def case_name(case: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..factory import create_model
+from ..utils.atomic import atomic_write
 from .compare import CaseResult
 from .generator import generate_for, generate_images, uniform, weights_sha256
 from .reference import official_dinotxt
@@ -164,7 +165,8 @@ def make_case(out_dir: str | Path, official: torch.nn.Module, case: dict[str, An
         tensors[f"{inp['tag']}/token_ids"] = ids
         for key, value in outputs_of(official.eval(), images, ids).items():
             tensors[f"{inp['tag']}/{key}"] = value.clone().contiguous()  # logits_per_text is a view of the other
-    save_file(tensors, str(Path(out_dir) / case["file"]), metadata={"made_by": "official dino.txt (minidino.conformance.golden_text.make_case)"})
+    made_by = {"made_by": "official dino.txt (minidino.conformance.golden_text.make_case)"}
+    atomic_write(Path(out_dir) / case["file"], lambda tmp: save_file(tensors, str(tmp), metadata=made_by))
     return dict(case, weights_sha256=weights_sha256(sd))
 
 

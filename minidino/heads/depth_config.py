@@ -66,6 +66,11 @@ class DepthConfig:
             raise ValueError(f"the DPT head takes 4 layers, got out_index={self.out_index}")
         if self.head == "linear" and len(self.out_index) not in (1, 4):
             raise ValueError(f"layers must be 1 or 4 (the published heads), got {len(self.out_index)}")
+        for field in ("n_bins", "upsample", "channels"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"config field {field} must be >= 1, got {getattr(self, field)}")
+        if not (math.isfinite(self.bins_eps) and self.bins_eps > 0):  # relu(logits) + eps is divided by its sum
+            raise ValueError(f"config field bins_eps must be > 0, got {self.bins_eps}")
         if self.weights not in DEPTH_WEIGHTS:
             raise ValueError(f"unknown depth weights {self.weights!r}; the published heads are {', '.join(DEPTH_WEIGHTS)}")
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models.config import DinoConfig, closest_names
+from ..models.config import MAX_WIDTH, DinoConfig, check_range, closest_names
 from ..models.layers import Block, init_linear_and_norm
 from ..models.dinov2 import DinoVisionTransformer
 from .text_transformer import TextHead, TextTower, TextTransformer
@@ -74,14 +74,34 @@ class DinoTxtConfig:
     logit_scale_init: float = math.log(1 / 0.07)  # CLIP's initial temperature; the published files do not store it
 
     def __post_init__(self) -> None:
+        DinoConfig._check_types(self)  # the backbone configs' type check: a function of the dataclass fields only
         for field in ("embed_dim", "head_ffn_hidden_dim", "text_context_length", "text_vocab_size", "text_width",
                       "text_num_heads", "text_layers"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+            if field != "text_layers":  # a count of layers is bounded by the memory check, not here
+                check_range(self, field, high=MAX_WIDTH)
         if self.head_blocks < 0:
             raise ValueError(f"head_blocks must be >= 0, got {self.head_blocks}")
         if self.text_width % self.text_num_heads:
             raise ValueError(f"text_width={self.text_width} is not divisible by text_num_heads={self.text_num_heads}")
+        # Values that build a model but give NaN (eps <= 0), a negative or empty FFN, one position
+        # (nothing before <end of text>) or an infinite temperature: refused here, naming the field.
+        for field in ("head_eps", "text_eps"):
+            check_range(self, field, 0.0, 1.0, low_open=True)
+        check_range(self, "text_ffn_ratio", 0.0, 64.0, low_open=True)
+        if self.text_ffn_hidden_dim < 1:
+            raise ValueError(f"config field text_ffn_ratio={self.text_ffn_ratio} gives a text FFN of "
+                             f"{self.text_ffn_hidden_dim} units for text_width={self.text_width}; it needs at least 1")
+        check_range(self, "text_context_length", 2)
+        check_range(self, "logit_scale_init", high=math.log(100))  # CLIP clamps exp(logit_scale) at 100
+
+
+    def check_backbone(self, vision_config: DinoConfig) -> None:
+        """ValueError unless this config fits a backbone of `vision_config` (checked before anything is built)."""
+        if self.embed_dim != 2 * vision_config.embed_dim:
+            raise ValueError(f"embed_dim={self.embed_dim} must be twice the backbone width {vision_config.embed_dim} "
+                             "(the image embedding is cat(class token, mean patch token), with no projection)")
 
     @property
     def text_ffn_hidden_dim(self) -> int:
@@ -236,9 +256,7 @@ class DinoTxt(nn.Module):
         super().__init__()
         c = self.config = config
         self.vision_config = vision_config
-        if c.embed_dim != 2 * vision_config.embed_dim:
-            raise ValueError(f"embed_dim={c.embed_dim} must be twice the backbone width {vision_config.embed_dim} "
-                             "(the image embedding is cat(class token, mean patch token), with no projection)")
+        c.check_backbone(vision_config)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         vit = DinoVisionTransformer(vision_config, **factory)
         head = VisionHead(dim=vision_config.embed_dim, num_heads=vision_config.num_heads, config=c, **factory)

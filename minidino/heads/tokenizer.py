@@ -21,7 +21,6 @@ against its SHA-256. `ftfy` and `regex` are the optional extra `minidino[text]`.
 from __future__ import annotations
 
 import functools
-import gzip
 import html
 import os
 import re
@@ -31,8 +30,9 @@ from typing import Any
 import torch
 
 
-__all__ = ["Tokenizer", "bytes_to_unicode", "SOT", "EOT"]
+__all__ = ["Tokenizer", "bytes_to_unicode", "read_vocabulary", "SOT", "EOT", "VOCAB_SIZE"]
 NUM_MERGES = 49152 - 256 - 2  # merges used from the file: 48894 (the vocabulary is 49408 in all)
+VOCAB_SIZE = 2 * 256 + NUM_MERGES + 2  # byte symbols, the same ending a word, the merges, <sot> and <eot>
 SOT, EOT = "<|startoftext|>", "<|endoftext|>"
 _PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
@@ -60,6 +60,46 @@ def bytes_to_unicode() -> dict[int, str]:
     return chars
 
 
+VOCAB_LIMIT = 16 * 2**20  # CLIP's file: 1.36 MB gzipped, 1.6 MB of text; anything far larger is not it
+
+
+def read_vocabulary(vocab_file: str | os.PathLike) -> str:
+    """The text of a gzipped vocabulary file, read safely: a regular file of at most VOCAB_LIMIT bytes,
+    decompressed to at most VOCAB_LIMIT bytes (a gzip bomb stops there), UTF-8; else ValueError naming it.
+
+    Examples:
+        >>> import gzip
+        >>> _ = open("v.txt.gz", "wb").write(gzip.compress(b"#version: 0.2\\na b\\n"))
+        >>> read_vocabulary("v.txt.gz").splitlines()
+        ['#version: 0.2', 'a b']
+        >>> _ = open("plain.txt.gz", "wb").write(b"not gzip")
+        >>> read_vocabulary("plain.txt.gz")
+        Traceback (most recent call last):
+        ...
+        ValueError: vocabulary file plain.txt.gz is not a gzipped text file (...): give CLIP's bpe_simple_vocab_16e6.txt.gz
+    """
+    import zlib
+
+    from ..utils.files import UnreadableFile, read_limited
+
+    try:
+        data = read_limited(vocab_file, VOCAB_LIMIT, noun="a vocabulary file")
+    except UnreadableFile as e:
+        raise ValueError(f"vocabulary file {e}") from None
+    try:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing
+        text = d.decompress(data, VOCAB_LIMIT)
+        if d.unconsumed_tail:
+            raise ValueError(f"vocabulary file {vocab_file} decompresses to more than {VOCAB_LIMIT >> 20} MiB: "
+                             "it is not CLIP's byte-pair vocabulary (bpe_simple_vocab_16e6.txt.gz)")
+        if not d.eof:
+            raise ValueError(f"vocabulary file {vocab_file} is a truncated gzip file: download it again")
+        return text.decode("utf-8")
+    except (zlib.error, UnicodeDecodeError) as e:
+        raise ValueError(f"vocabulary file {vocab_file} is not a gzipped text file ({e}): give CLIP's "
+                         "bpe_simple_vocab_16e6.txt.gz") from None
+
+
 class Tokenizer:
     """CLIP's byte-pair tokenizer over a vocabulary file (the official `get_tokenizer()` equivalent).
 
@@ -79,8 +119,7 @@ class Tokenizer:
     """
 
     def __init__(self, vocab_file: str | os.PathLike) -> None:
-        with gzip.open(vocab_file, "rt", encoding="utf-8") as f:
-            lines = f.read().split("\n")
+        lines = read_vocabulary(vocab_file).split("\n")
         merges = [tuple(line.split()) for line in lines[1 : NUM_MERGES + 1]]  # line 0 is a version header
         if len(merges) != NUM_MERGES or any(len(m) != 2 for m in merges):
             raise ValueError(f"{vocab_file} is not CLIP's byte-pair vocabulary (expected {NUM_MERGES} merges of two symbols)")

@@ -14,7 +14,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["DinoConfig", "closest_names", "swiglu_hidden_dim"]
+__all__ = ["DinoConfig", "closest_names", "swiglu_hidden_dim", "check_ranges", "check_range", "MAX_WIDTH"]
 
 
 def swiglu_hidden_dim(embed_dim: int) -> int:
@@ -73,6 +73,7 @@ class DinoConfig:
             raise ValueError(f"num_register_tokens must be >= 0, got {self.num_register_tokens}")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+        check_ranges(self)
 
     def _check_types(self) -> None:
         """Plain values of the right type, so that depth='2' is a TypeError naming the field, not a
@@ -121,3 +122,54 @@ def closest_names(name: str, choices: list[str], n: int = 3) -> list[str]:
         ['dinov2_vits14_reg', 'dinov2_vits14', 'dinov2_vitb14']
     """
     return difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
+
+
+# ---------------------------------------------------------------------------- value ranges
+MAX_WIDTH = 2**20  # no width, patch or token count of a sane model comes near; beyond it sizes overflow
+
+
+def check_ranges(config: Any) -> None:
+    """The ranges of a backbone config's values (any family: a field the config lacks is skipped).
+    Values that build a model but give NaN (an eps <= 0), a crash (a negative interpolation offset
+    shrinks the resized grid to nothing) or petabytes (an offset of 1e6 grows it) are refused here,
+    naming the field, for the API, --config and inferred configs alike. A count of blocks (depth) has
+    no bound here: the memory estimate of the command line bounds it.
+
+    Examples:
+        >>> minidino.get_config("dinov2_vits14").replace(interpolate_offset=-20.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: config field interpolate_offset must be in [0, 1), got -20.0
+    """
+    check_range(config, "layer_norm_eps", 0.0, 1.0, low_open=True)
+    if hasattr(config, "interpolate_offset"):
+        check_range(config, "interpolate_offset", 0.0, 1.0, high_open=True)
+    for field in ("embed_dim", "num_heads", "ffn_hidden_dim", "patch_size", "in_chans", "img_size",
+                  "num_register_tokens"):
+        if hasattr(config, field):
+            check_range(config, field, high=MAX_WIDTH)
+    if getattr(config, "img_size", config.patch_size) < config.patch_size:
+        raise ValueError(f"config field patch_size={config.patch_size} is larger than img_size={config.img_size}")
+
+
+def check_range(config: Any, field: str, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False) -> None:
+    """ValueError naming `field` unless low <= value <= high (strict where `low_open` / `high_open`).
+
+    Examples:
+        >>> minidino.get_config("dinov2_vits14").replace(layer_norm_eps=-1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: config field layer_norm_eps must be in (0, 1], got -1.0
+    """
+    value = getattr(config, field)
+    if (low is not None and (value <= low if low_open else value < low)) or \
+            (high is not None and (value >= high if high_open else value > high)):
+        lo, hi = (f"{v:g}" if isinstance(v, float) else str(v) for v in (low, high))
+        if low is not None and high is not None:
+            span = f"in {'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
+        elif low is not None:
+            span = f"{'>' if low_open else '>='} {lo}"
+        else:
+            span = f"{'<' if high_open else '<='} {hi}"
+        raise ValueError(f"config field {field} must be {span}, got {value!r}")

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .viz import (
     LABEL_H, PAD, _BG, _FG, _border, _font, colormap, colour_bar, compose_grid, compose_side_by_side, denormalize,
-    first_component_flat, hstack_panels, pca_rgb_flat, to_image, upsample, with_caption,
+    first_component_flat, hstack_panels, pca_rgb_flat, require_finite, to_image, upsample, with_caption,
 )
 
 __all__ = ["attention_panels", "pca_figure", "attention_figure", "depth_preview", "depth_figure", "segmentation_figure",
@@ -86,6 +86,7 @@ def pca_figure(
     ref = next(model.parameters())  # run on the model's device and dtype; the pictures use the inputs as given
     feats = model.forward_features([x.unsqueeze(0).to(ref.device, ref.dtype) for x in xs])  # one dict per image
     flat = torch.cat([f["x_norm_patchtokens"][0] for f in feats])  # (sum h*w, D)
+    require_finite(flat, "the patch features")
     sizes = [h * w for h, w in grids]
     pc1 = first_component_flat(flat, torch.cat([_border(h, w) for h, w in grids]))  # (sum h*w,)
     keep = pc1 > threshold if foreground else None
@@ -145,6 +146,7 @@ def attention_figure(
     for i, xi in enumerate(xs):
         h, w = xi.shape[-2] // p, xi.shape[-1] // p
         attn = model.get_attention_maps(xi.unsqueeze(0).to(ref.device, ref.dtype), blocks=(block,))[0]  # (1, nh, N, N)
+        require_finite(attn, "the attention maps")
         cls = model.cls_attention_map(attn, h, w)[0]  # (nh, h, w)
         image = denormalize(xi, mean, std)
         heat = attention_panels(cls, image.size)
@@ -192,6 +194,7 @@ def _as_array(depth: Tensor | np.ndarray) -> np.ndarray:
     d = np.asarray(depth.detach().cpu().double() if isinstance(depth, Tensor) else depth, dtype=np.float64)
     if d.ndim != 2:
         raise ValueError(f"depth must be (H, W), got shape {d.shape}")
+    require_finite(d, "the depth map")
     return d
 
 
@@ -267,6 +270,7 @@ def segmentation_figure(image: Image.Image, similarity: Tensor, labels: Sequence
         raise ValueError(f"{T} similarity maps for {len(labels)} labels")
     if T > len(LABEL_COLOURS):
         raise ValueError(f"at most {len(LABEL_COLOURS)} labels can be told apart by colour, got {T}")
+    require_finite(similarity, "the patch-text similarities")
     W, H = image.size
     up = F.interpolate(similarity[None].float(), size=(H, W), mode="bilinear", align_corners=False)[0]  # (T, H, W)
     winner = up.argmax(dim=0).numpy()  # (H, W) label index per pixel

@@ -24,8 +24,36 @@ from torch import Tensor
 __all__ = [
     "fit_pca", "pca_rgb", "first_component", "foreground_mask", "colormap", "to_image", "upsample",
     "denormalize", "compose_grid", "compose_side_by_side", "first_component_flat", "pca_rgb_flat", "hstack_panels",
-    "with_caption", "colour_bar",
+    "with_caption", "colour_bar", "NotFiniteError", "require_finite",
 ]
+
+
+class NotFiniteError(ValueError):
+    """Model outputs that hold NaN or infinite values: a picture of them would be a lie (or a crash in
+    the colour lookup), so the picture functions refuse them. The command line reports it with exit
+    status 3 (the weights, the config or the dtype give such values).
+
+    Examples:
+        >>> require_finite(torch.tensor([1.0, float("nan")]), "the depth map")
+        Traceback (most recent call last):
+        ...
+        minidino.utils.viz.NotFiniteError: the depth map holds NaN or infinite values
+    """
+
+
+def require_finite(values: Tensor | np.ndarray, what: str) -> None:
+    """NotFiniteError naming `what` unless every value is finite.
+
+    Examples:
+        >>> require_finite(torch.ones(2), "the features")    # finite: nothing happens
+        >>> require_finite(np.array([np.inf]), "the features")
+        Traceback (most recent call last):
+        ...
+        minidino.utils.viz.NotFiniteError: the features holds NaN or infinite values
+    """
+    ok = bool(torch.isfinite(values).all()) if isinstance(values, Tensor) else bool(np.isfinite(values).all())
+    if not ok:
+        raise NotFiniteError(f"{what} holds NaN or infinite values")
 
 
 # ------------------------------------------------------------------ PCA

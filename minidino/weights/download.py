@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ..catalogue import FAMILIES
+from ..utils.atomic import WriteError, atomic_write, create_exclusive
 from ..utils.progress import ProgressBar
 from .read import read_checkpoint
 
@@ -326,20 +326,12 @@ def _read_as_checkpoint(path: Path) -> None:
     read_checkpoint(path)
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _download_once(url: str, dest: Path, size: int | None, sha256: str | None, progress: bool, connect: float,
                    read: float, validate: Any) -> Path:
     import socket
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
+    fd, tmp = create_exclusive(dest.parent, f".{dest.name}.", ".part")  # a new file, no link followed, usual mode
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a cache file is an ordinary file
         h, got = hashlib.sha256(), 0
         with os.fdopen(fd, "wb") as out:
             try:
@@ -349,11 +341,16 @@ def _download_once(url: str, dest: Path, size: int | None, sha256: str | None, p
                     total = int(length) if length is not None and length.isdigit() else size
                     bar = ProgressBar(dest.name, total, unit="bytes", enabled=progress)
                     while chunk := resp.read(CHUNK):
-                        out.write(chunk)
+                        try:
+                            out.write(chunk)
+                        except OSError as e:  # the cache's disk, not the network: not retried
+                            raise WriteError(dest, e.strerror or str(e), e.errno) from None
                         h.update(chunk)
                         got += len(chunk)
                         bar.update(len(chunk))
                     bar.close()
+            except WriteError:
+                raise
             except urllib.error.HTTPError as e:
                 raise DownloadError(f"{url}: HTTP {e.code} {e.reason}{_by_hand(url, dest)}") from e
             except (urllib.error.URLError, OSError, ValueError) as e:  # no network, refused, reset, IncompleteRead
@@ -391,7 +388,17 @@ def _sidecar(path: Path) -> Path:
 
 def _write_sidecar(path: Path, digest: str, size: int | None = None) -> None:
     size = path.stat().st_size if size is None else size
-    _sidecar(path).write_text(f"{digest}  {size}\n")
+    atomic_write(_sidecar(path), lambda tmp: tmp.write_text(f"{digest}  {size}\n"))
+
+
+def _read_sidecar(side: Path) -> list[str]:
+    """The words of a sidecar (`DIGEST  SIZE`), read safely; one that cannot be read says nothing."""
+    from ..utils.files import UnreadableFile, read_limited
+
+    try:
+        return read_limited(side, 4096).decode("ascii", "replace").split()
+    except UnreadableFile:
+        return []
 
 
 def _check_sidecar(path: Path) -> None:
@@ -400,7 +407,7 @@ def _check_sidecar(path: Path) -> None:
     if not side.is_file():
         _write_sidecar(path, sha256_file(path))  # put there by hand: trusted from now on
         return
-    parts = side.read_text().split()
+    parts = _read_sidecar(side)
     digest = sha256_file(path)
     if len(parts) != 2 or parts[0] != digest or parts[1] != str(path.stat().st_size):
         raise ChecksumError(f"{path}: the cached file changed since it was downloaded (SHA-256 {digest}, its sidecar "
@@ -411,7 +418,7 @@ def _verified_digest(path: Path) -> str:
     """The file's SHA-256: from its sidecar when the sidecar matches the file's size, else hashed now."""
     side = _sidecar(path)
     if side.is_file():
-        parts = side.read_text().split()
+        parts = _read_sidecar(side)
         if len(parts) == 2 and parts[1] == str(path.stat().st_size):
             return parts[0]
     digest = sha256_file(path)

@@ -23,7 +23,8 @@ from .huggingface import _dpt_from_huggingface, _is_huggingface_dpt
 from .layouts import _from_dino_head, _split_parts, _unwrap_training, guess_hub_name, to_official
 from .read import CheckpointError, StateDict, _listing, read_checkpoint
 
-__all__ = ["WeightsMismatchError", "LoadReport", "load_weights", "DINOTXT_PARTS"]
+__all__ = ["WeightsMismatchError", "LoadReport", "load_weights", "DINOTXT_PARTS", "check_state_dict", "check_tensors",
+           "check_backbone"]
 
 
 class WeightsMismatchError(ValueError):
@@ -74,9 +75,18 @@ def _read_source(source: Any, cache_dir: str | os.PathLike | None, progress: boo
     raise TypeError(f"weights source must be a file path, an http(s) URL or a state dict, got {type(source).__name__}")
 
 
-def _check_values(sd: StateDict, expected: StateDict, what: str) -> None:
-    """Every weight the model takes must be floating point and finite: an integer or boolean tensor
-    would be silently cast, and a NaN or Inf poisons every output. Said at load time, naming the keys."""
+def check_state_dict(sd: StateDict, expected: StateDict, what: str) -> None:
+    """Every weight the model takes (the keys of `expected`, a model's state dict) must be floating point
+    and finite: an integer or boolean tensor would be silently cast, and a NaN or Inf poisons every output.
+    CheckpointError naming the keys. Run on every checkpoint minidino loads (backbones, heads, dino.txt's
+    files) and, through `check_tensors` and `check_backbone`, on every one it writes.
+
+    Examples:
+        >>> check_state_dict({"w": torch.tensor([1.0, float("nan")])}, {"w": torch.zeros(2)}, "backbone")
+        Traceback (most recent call last):
+        ...
+        minidino.weights.read.CheckpointError: the backbone checkpoint holds NaN or infinite values in w (1): ...
+    """
     wrong = [f"{k} ({v.dtype})" for k, v in sd.items()
              if k in expected and expected[k].is_floating_point() and not v.is_floating_point()]
     if wrong:
@@ -87,6 +97,60 @@ def _check_values(sd: StateDict, expected: StateDict, what: str) -> None:
     if bad:
         raise CheckpointError(f"the {what} checkpoint holds NaN or infinite values in {_listing(bad)}: it is corrupt "
                               "or comes from a diverged training run; use another checkpoint")
+
+
+_check_values = check_state_dict  # the name it had
+
+
+def check_tensors(sd: Mapping[str, Any], what: str) -> None:
+    """`check_state_dict` for weights without a model at hand (a file about to be written): every value a
+    floating-point tensor, every value finite. minidino's models hold no integer weights or buffers.
+
+    Examples:
+        >>> check_tensors({"norm.weight": torch.ones(4, dtype=torch.int64)}, "state dict")
+        Traceback (most recent call last):
+        ...
+        minidino.weights.read.CheckpointError: the state dict checkpoint holds non-floating tensors where ...
+    """
+    not_tensors = [k for k, v in sd.items() if not isinstance(v, Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"the {what} holds values that are not tensors: {_listing(not_tensors)}")
+    check_state_dict(dict(sd), {k: torch.empty(0, device="meta") for k in sd}, what)
+
+
+def check_backbone(sd: StateDict, *, num_heads: int | None = None, what: str = "backbone") -> Any:
+    """The DinoConfig of an official-layout backbone state dict, after loading it strictly into a model of
+    that architecture built on the meta device: keys, shapes, dtypes and values are what `load_weights`
+    accepts (CheckpointError or WeightsMismatchError otherwise). `minidino convert` runs it on what it is
+    about to write, so it never writes a file that would not load.
+
+    Examples:
+        >>> from minidino.conformance.golden import generate_for
+        >>> sd = generate_for(minidino.create_model("dinov2_vits14", depth=1, device="meta"), 0)
+        >>> check_backbone(sd).depth
+        1
+        >>> check_backbone({"cls_token": sd["cls_token"]})
+        Traceback (most recent call last):
+        ...
+        minidino.weights.read.CheckpointError: the backbone is not a complete DINOv2 backbone (no 'patch_embed.proj.weight'): ...
+    """
+    from .layouts import infer_config
+
+    try:
+        config = infer_config(sd, num_heads=num_heads)
+    except KeyError as e:
+        raise CheckpointError(f"the {what} is not a complete DINOv2 backbone (no {e}): a partial file, or not a "
+                              "DINOv2 checkpoint") from None
+    except (ValueError, TypeError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"the {what} does not describe a DINOv2 backbone ({' '.join(str(e).split())})") from None
+    model = _backbone_class(config)(config, device="meta")
+    _load_part(model, sd, True, what, guess_hub_name(sd), LoadReport(layout="official"))
+    return config
+
+
+def _backbone_class(config: Any) -> type[nn.Module]:
+    """The backbone class of a config `infer_config` returned (one per family; a new family adds its own)."""
+    return DinoVisionTransformer
 
 
 def _load_part(module: nn.Module, sd: StateDict, strict: bool, what: str, hint: str, report: LoadReport) -> None:
@@ -100,7 +164,7 @@ def _load_part(module: nn.Module, sd: StateDict, strict: bool, what: str, hint: 
         if missing_mask:  # timm: no mask token. Zeros (the official init), and masks= raises (model.py).
             sd["mask_token"] = torch.zeros(expected["mask_token"].shape)
             report.mask_token_missing = True
-    _check_values(sd, expected, what)
+    check_state_dict(sd, expected, what)
     for key, value in sd.items():
         if key in expected and tuple(value.shape) != tuple(expected[key].shape):
             raise WeightsMismatchError(
@@ -221,6 +285,7 @@ def _load_strict(module: nn.Module, sd: Mapping[str, Any], what: str) -> None:
         parts = [f"missing {missing[:5]}" if missing else "", f"unexpected {unexpected[:5]}" if unexpected else "",
                  f"shapes differ: {shapes[:3]}" if shapes else "", f"not tensors: {not_tensors[:5]}" if not_tensors else ""]
         raise WeightsMismatchError(f"{what} does not fit the dino.txt model: " + "; ".join(p for p in parts if p))
+    check_state_dict(dict(sd), own, what.removeprefix("the ").removesuffix(" file"))  # as every backbone file is
     module.load_state_dict(sd, strict=True, assign=next(iter(own.values())).device.type == "meta")
 
 

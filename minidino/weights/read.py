@@ -71,6 +71,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if p.name.endswith(".index.json") and p.is_file():
         return _read_sharded(p)
     if not p.is_file():
+        if p.exists():  # a FIFO (which would block), a device, a socket: never opened
+            from ..utils.files import kind_problem
+
+            raise CheckpointError(f"{p} {kind_problem(p.stat().st_mode, 'a checkpoint file')}")
         raise FileNotFoundError(f"checkpoint file {p} does not exist")
     size = p.stat().st_size
     if size == 0:
@@ -99,13 +103,15 @@ def _read_sharded(index: Path) -> dict[str, Any]:
     (`save_pretrained(max_shard_size=...)` writes model-00001-of-0000N.safetensors and the index)."""
     import json
 
+    from ..utils.files import UnreadableFile, read_limited
+
     try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-        if not isinstance(weight_map, dict):
+        weight_map = json.loads(read_limited(index, 64 * 2**20))["weight_map"]
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) and Path(v).name == v for v in weight_map.values()):
             raise TypeError
-    except (ValueError, KeyError, TypeError):
+    except (UnreadableFile, ValueError, KeyError, TypeError):
         raise CheckpointError(f"{index} is not a sharded-checkpoint index (a JSON object with a 'weight_map' of "
-                              "key -> shard file)") from None
+                              "key -> shard file name in its folder)") from None
     shards = sorted(set(weight_map.values()))
     missing = [s for s in shards if not (index.parent / s).is_file()]
     if missing:

@@ -11,9 +11,10 @@ from torch import Tensor, nn
 
 from ..heads import DINOHead, Depther, LinearClassifier
 from ..models.dinov2 import DinoVisionTransformer
-from ..utils.atomic import atomic_write
+from ..utils.atomic import atomic_write_all
 from .huggingface import dpt_to_huggingface, to_huggingface
 from .layouts import guess_hub_name
+from .load import check_tensors
 
 __all__ = ["save_weights"]
 
@@ -21,7 +22,8 @@ __all__ = ["save_weights"]
 Layout = Literal["official", "huggingface", "huggingface_hub"]
 
 
-def save_weights(model: nn.Module | Mapping[str, Tensor], path: str | os.PathLike, layout: Layout = "official") -> Path:
+def save_weights(model: nn.Module | Mapping[str, Tensor], path: str | os.PathLike, layout: Layout = "official", *,
+                 side_files: Mapping[str, str] | None = None) -> Path:
     """Write a model's weights (or an official-layout state dict) as safetensors.
 
     layout="official": the torch.hub keys (a LinearClassifier keeps its backbone.* / linear_head.*).
@@ -30,6 +32,10 @@ def save_weights(model: nn.Module | Mapping[str, Tensor], path: str | os.PathLik
     layout="huggingface_hub": the older names stored in the facebook/dinov2-* hub repos.
     A backbone loaded without a mask token (timm) is written without one in the official
     layout, and with zeros (transformers' own init) in the Hugging Face layouts.
+    side_files: {name: text} written beside the weights together with them (a Hugging Face
+    config.json): all the files are complete before any is moved into place (minidino.utils.atomic).
+    What is written is checked as a load is (every tensor floating point and finite): a NaN,
+    infinite or integer tensor is a CheckpointError, and nothing is written.
 
     Examples:
         >>> model = minidino.create_model("dinov2_vits14", depth=1)
@@ -67,4 +73,8 @@ def save_weights(model: nn.Module | Mapping[str, Tensor], path: str | os.PathLik
     backbone = {k: v for k, v in sd.items() if not k.startswith("linear_head.")}
     if layout == "official" and any(k.startswith("blocks.") or k.startswith("backbone.blocks.") for k in sd):
         meta["looks_like"] = guess_hub_name({k.removeprefix("backbone."): v for k, v in backbone.items()})
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    check_tensors(tensors, "state dict to save")
+    writes = {path: lambda tmp: save_file(tensors, str(tmp), metadata=meta)}
+    for name, text in (side_files or {}).items():
+        writes[path.with_name(name)] = lambda tmp, text=text: tmp.write_text(text)
+    return atomic_write_all(writes)[0]

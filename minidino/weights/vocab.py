@@ -108,7 +108,7 @@ def get_tokenizer(vocab_file: str | os.PathLike | None = None, *, cache_dir: str
         FileNotFoundError: vocabulary file missing.txt.gz does not exist
     """
     path = Path(vocab_file) if vocab_file is not None else vocab_path(cache_dir=cache_dir)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"vocabulary file {path} does not exist")
     return _tokenizer_for(str(path.resolve()))
 
