@@ -11,7 +11,7 @@ from pathlib import Path
 def run(args: argparse.Namespace) -> int:
     from .. import weights
     from ..catalogue import get_config
-    from ..weights.load import _prepare
+    from ..weights.load import _prepare, fill_dinov3
 
     from .outputs import check_output
 
@@ -19,11 +19,12 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.dst, "DST")  # before the source is read: a read-only folder fails now, not after
     elif Path(args.dst).is_dir():
         check_output(Path(args.dst) / "model.safetensors", "DST")
-    parts, layout, name = _prepare(args.src, args.network, None, True)
+    parts, layout, name, backbone_layout = _prepare(args.src, args.network, None, True)
     if "backbone" not in parts:
         print(f"error: {name} holds no backbone ({', '.join(sorted(parts))}); nothing to convert", file=sys.stderr)
         return 2
     sd = parts["backbone"]
+    filled = fill_dinov3(sd, backbone_layout)  # a transformers / timm DINOv3 file: what the official one has and it lacks
     looks_like = weights.guess_hub_name(sd)
     dst = Path(args.dst)
     if args.layout != "official" and (dst.is_dir() or args.dst.endswith(("/", "\\"))):
@@ -40,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     dropped = sorted(p for p in parts if p != "backbone" and not (args.with_heads and args.layout == "official"
                                                                    and p in ("linear_head", "dino_head")))
     print(f"{name}: {layout} layout, looks like {looks_like}; {len(sd)} tensors -> {dst} ({args.layout} layout)"
-          + (f"; left out: {', '.join(dropped)}" if dropped else ""))
+          + (f"; left out: {', '.join(dropped)}" if dropped else "")
+          + (f"; filled (not in that layout): {len(filled)} tensors ({filled[0]}, ...)" if filled else ""))
     return 0
 
 
@@ -66,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "Dinov2Model names; huggingface_hub: the older names stored in the facebook/dinov2-* repos")
     p.add_argument("--network", choices=["teacher", "student"], default="teacher",
                    help="which network of a training checkpoint to convert (default: teacher)")
-    p.add_argument("--model", default=None, choices=sorted(list_models(False, False, family="dinov2")), metavar="NAME",
+    p.add_argument("--model", default=None, choices=sorted(list_models(False, False)), metavar="NAME",
                    help="hub name whose head count config.json uses (default: the model the weights look like)")
     p.add_argument("--num-heads", type=int, default=None, metavar="N",
                    help="attention heads, for widths no hub model has (default: width // 64, as in every DINOv2)")

@@ -10,7 +10,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from ..heads import DINOHead, Depther, LinearClassifier
-from ..models.dinov2 import DinoVisionTransformer
+from ..models.backbone import VisionTransformerBase
 from ..utils.atomic import atomic_write
 from .huggingface import dpt_to_huggingface, to_huggingface
 from .layouts import guess_hub_name
@@ -46,7 +46,7 @@ def save_weights(model: nn.Module | Mapping[str, Tensor], path: str | os.PathLik
         if any(t.is_meta for t in model.state_dict().values()):
             raise ValueError("the model is on the meta device (no weights yet): load weights before saving")
         sd = dict(model.state_dict())
-        if isinstance(model, DinoVisionTransformer) and getattr(model, "mask_token_missing", False) and layout == "official":
+        if isinstance(model, VisionTransformerBase) and getattr(model, "mask_token_missing", False) and layout == "official":
             sd.pop("mask_token")
     elif isinstance(model, Mapping):
         sd = dict(model)
