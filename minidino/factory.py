@@ -113,11 +113,16 @@ def resolve(name: str, **kwargs: Any) -> Spec:
 
 
 def _weights(entry: Entry, value: Any) -> tuple[Weights, str | None]:
-    """`weights=`: a published set's name (or the official enum member), or a file path or URL, which
-    also picks the set whose file name it carries (the satellite ViT-L: `-eadcf0ff.pth`)."""
+    """`weights=`: a published set's name (or the official enum member), or a file path or URL (a
+    string that is not a set's name), which also picks the set whose file name it carries (the
+    satellite ViT-L: `-eadcf0ff.pth`). A bare word that is neither is an unknown set's name."""
     if value is None:
         return entry.default_weights, None
-    if isinstance(value, os.PathLike) or (isinstance(value, str) and ("/" in value or "." in value or "\\" in value)):
+    names = {w.name for w in entry.weights}
+    is_file = isinstance(value, os.PathLike) or (
+        isinstance(value, str) and value.upper() not in names
+        and (any(c in value for c in "/\\.") or os.path.exists(value)))
+    if is_file:
         source = os.fspath(value)
         return entry.weights_of_file(source), source
     return entry.weights_named(value), None
@@ -195,6 +200,8 @@ def create_model(
         (1, 1000)
         >>> big = minidino.create_model("dinov2_vitg14", device="meta")  # no memory allocated
     """
+    if isinstance(pretrained, (str, os.PathLike)) and "weights" not in overrides:
+        overrides["weights"] = pretrained  # a file picks its weight set (the satellite ViT-L's architecture) as weights= does
     spec = resolve(name, **overrides)
     model = build(spec, device=device, dtype=dtype)
     if device is None or torch.device(device).type != "meta":

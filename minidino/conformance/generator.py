@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..factory import create_model
+from .. import factory  # factory.create_model looked up at each call (a test may patch it)
 
 __all__ = [
     "splitmix64", "uniform", "generate_tensor", "init_range", "generate_key", "generate_state_dict", "generate_for", "random_model",
@@ -189,7 +189,7 @@ def random_model(name: str, seed: int = 0, **overrides: Any) -> torch.nn.Module:
         >>> tuple(model(generate_images(0, 1, (1, 3, 28, 28))).shape)
         (1, 384)
     """
-    model = create_model(name, device="meta", **overrides)
+    model = factory.create_model(name, device="meta", **overrides)
     model.load_state_dict(generate_for(model, seed), strict=True, assign=True)
     return model.eval()
 
