@@ -129,3 +129,19 @@ def test_the_weights_exercise_the_computation():
     print(f"key bias unmasked: {unmasked:.3e}; periods recomputed: {recomputed:.3e}")
     assert unmasked > 1e-3 and recomputed > 1e-3
     assert torch.equal(ours(x), base) and torch.equal(ref(x), base)
+
+
+def test_bfloat16_identical_to_official():
+    """In bfloat16 both round the stored periods, build the tables in float32 and rotate in float32."""
+    ref, ours = (m.to(torch.bfloat16) for m in pair("dinov3_vits16plus", None, 2))
+    try:
+        x, masks = inputs(5, 2, 64, 80, 0.3)
+        with torch.no_grad():
+            d = max(max_diff(ref.forward_features(x.bfloat16(), masks=masks), ours.forward_features(x.bfloat16(), masks=masks)),
+                    max_diff(ref.get_intermediate_layers(x.bfloat16(), n=2, return_extra_tokens=True),
+                             ours.get_intermediate_layers(x.bfloat16(), n=2, return_extra_tokens=True)))
+        assert ours.rope_embed.periods.dtype == torch.bfloat16
+    finally:
+        pair.cache_clear()  # the pair is now bfloat16
+    print(f"dinov3_vits16plus (2 blocks) bfloat16: max abs {d:.3e}")
+    assert d == 0.0

@@ -87,11 +87,21 @@ class VisionTransformerBase(nn.Module):
 
     # ---------------------------------------------------------------- what each family defines
     def prepare_tokens_with_masks(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
-        """(B, 3, H, W) images -> (B, N, D) tokens entering the first block."""
+        """(B, 3, H, W) images -> (B, N, D) tokens entering the first block (each family's own).
+
+        Examples:
+            >>> tuple(minidino.create_model("dinov2_vits14", depth=1).prepare_tokens_with_masks(torch.randn(1, 3, 28, 28)).shape)
+            (1, 5, 384)
+        """
         raise NotImplementedError
 
     def rope_tables(self, h: int, w: int) -> Rope | None:
-        """The rotary tables of an h x w patch grid for every block (DINOv3); None: no rotation (DINOv2)."""
+        """The rotary tables of an h x w patch grid for every block (DINOv3); None: no rotation (DINOv2).
+
+        Examples:
+            >>> minidino.create_model("dinov2_vits14", depth=1).rope_tables(2, 2) is None
+            True
+        """
         return None
 
     def prepare(self, x: Tensor, masks: Tensor | None = None) -> tuple[Tensor, Rope | None]:

@@ -40,7 +40,13 @@ __all__ = ["Rope", "RopeEmbedding", "patch_coordinates", "rope_periods", "rotate
 
 
 class Rope(NamedTuple):
-    """The sine and cosine tables of one patch grid: each (h*w, hd), float32."""
+    """The sine and cosine tables of one patch grid: each (h*w, hd), float32.
+
+    Examples:
+        >>> sin, cos = Rope(torch.zeros(6, 64), torch.ones(6, 64))       # what RopeEmbedding(h, w) returns
+        >>> tuple(sin.shape)
+        (6, 64)
+    """
 
     sin: Tensor
     cos: Tensor
@@ -61,8 +67,8 @@ def patch_coordinates(h: int, w: int, *, device: Any = None) -> Tensor:
     """Patch centres on [-1, 1], each axis normalised by its own length: (h*w, 2) float32, (row, column), row-major.
 
     Examples:
-        >>> patch_coordinates(2, 3).tolist()
-        [[-0.5, -0.6666666865348816], [-0.5, 0.0], [-0.5, 0.6666666865348816], [0.5, -0.6666666865348816], [0.5, 0.0], [0.5, 0.6666666865348816]]
+        >>> [[round(v, 4) for v in rc] for rc in patch_coordinates(2, 3).tolist()]   # (row, column), row-major
+        [[-0.5, -0.6667], [-0.5, 0.0], [-0.5, 0.6667], [0.5, -0.6667], [0.5, 0.0], [0.5, 0.6667]]
     """
     # arange(n) + 0.5 holds exactly the values of arange(0.5, n), and traces with a symbolic n.
     rows = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h * 2 - 1  # (h,)
