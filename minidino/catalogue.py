@@ -98,7 +98,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType({
         base_url=None, weights_license="DINOv3 License",
         access="Request access at https://ai.meta.com/resources/models-and-libraries/dinov3-downloads/ (the DINOv3 "
                "License), then pass the signed URL or the downloaded file: create_model(name, pretrained=True, "
-               "weights=URL) or create_model(name, pretrained=PATH)."),
+               "weights=URL) or create_model(name, pretrained=PATH); on the command line, --weights URL or PATH."),
 })
 
 

@@ -54,7 +54,7 @@ from .read import read_checkpoint
 
 __all__ = [
     "Pin", "DownloadError", "ChecksumError", "default_cache_dir", "base_url", "load_pins", "pin", "pin_for",
-    "download", "fetch", "fetch_url", "sha256_file", "ProgressBar", "name_hash", "verify_file",
+    "download", "fetch", "fetch_url", "sha256_file", "ProgressBar", "name_hash", "verify_file", "content_url",
     "DownloadTimeout", "BadDownload", "timeouts",
 ]
 
@@ -307,6 +307,20 @@ def name_hash(name: str, check_hash: bool = True) -> str | None:
     return file_hash(urllib.parse.urlsplit(name).path if "://" in name else name) if check_hash else None
 
 
+def content_url(url: str) -> str:
+    """A URL to record (in an output file, a log): without the query string when its file name carries a
+    digest (`-08c60483.pth`): the name says which file it is, and a signed URL's query is a credential
+    that expires. Other URLs and paths are returned unchanged.
+
+    Examples:
+        >>> content_url("https://h/dinov3_vits16_pretrain_lvd1689m-08c60483.pth?Policy=abc&Signature=xyz")
+        'https://h/dinov3_vits16_pretrain_lvd1689m-08c60483.pth'
+    """
+    if "://" not in url or file_hash(urllib.parse.urlsplit(url).path) is None:
+        return url
+    return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(query="", fragment=""))
+
+
 def verify_file(path: str | os.PathLike, *, check_hash: bool = True) -> None:
     """A local checkpoint whose name ends in `-<8 hex>.pth`: its SHA-256 must start with those digits
     (ChecksumError naming both otherwise). Files whose names carry no digest pass unread.
@@ -400,24 +414,24 @@ def _download_once(url: str, dest: Path, size: int | None, sha256: str | None, p
                         bar.update(len(chunk))
                     bar.close()
             except urllib.error.HTTPError as e:
-                raise DownloadError(f"{url}: HTTP {e.code} {e.reason}{_by_hand(url, dest)}") from e
+                raise DownloadError(f"{_shown(url)}: HTTP {e.code} {e.reason}{_by_hand(url, dest)}") from e
             except (urllib.error.URLError, OSError, ValueError) as e:  # no network, refused, reset, IncompleteRead
                 reason = getattr(e, "reason", e)
                 if isinstance(reason, (socket.timeout, TimeoutError)) or isinstance(e, (socket.timeout, TimeoutError)):
                     raise DownloadTimeout(
-                        f"could not download {url}: the server did not answer within the timeout (connect {connect:g} s, "
+                        f"could not download {_shown(url)}: the server did not answer within the timeout (connect {connect:g} s, "
                         f"read {read:g} s; set MINIDINO_CONNECT_TIMEOUT / MINIDINO_READ_TIMEOUT to wait longer)"
                         f"{_by_hand(url, dest)}") from e
-                raise DownloadError(f"could not download {url}: {reason}{_by_hand(url, dest)}") from e
+                raise DownloadError(f"could not download {_shown(url)}: {reason}{_by_hand(url, dest)}") from e
             if length is not None and length.isdigit() and got != int(length):
-                raise DownloadError(f"{url}: connection closed after {got} of {length} bytes{_by_hand(url, dest)}")
-        _check(f"downloaded {url}", got, h.hexdigest(), size, sha256, prefix)
+                raise DownloadError(f"{_shown(url)}: connection closed after {got} of {length} bytes{_by_hand(url, dest)}")
+        _check(f"downloaded {_shown(url)}", got, h.hexdigest(), size, sha256, prefix)
         if validate is not None:
             try:
                 validate(tmp)
             except ValueError as e:  # CheckpointError
                 detail = " ".join(str(e).replace(str(tmp), "the downloaded file").split())
-                raise BadDownload(f"{url} did not give a complete checkpoint ({detail}); nothing was cached") from None
+                raise BadDownload(f"{_shown(url)} did not give a complete checkpoint ({detail}); nothing was cached") from None
         _write_sidecar(dest, h.hexdigest(), got)  # before the rename: a cached file always has its sidecar
         os.replace(tmp, dest)
         return dest
@@ -426,8 +440,14 @@ def _download_once(url: str, dest: Path, size: int | None, sha256: str | None, p
 
 
 def _by_hand(url: str, dest: Path) -> str:
-    return (f". Without network, download {url} elsewhere and put it at {dest} (or set MINIDINO_HOME to the folder "
+    return (f". Without network, download {_shown(url)} elsewhere and put it at {dest} (or set MINIDINO_HOME to the folder "
             f"that holds it, or MINIDINO_BASE_URL to a mirror).")
+
+
+def _shown(url: str) -> str:
+    """A URL for messages: without its query string, which in a signed URL (DINOv3's) is a credential."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(query="<query hidden>" if parts.query else "", fragment=""))
 
 
 def _sidecar(path: Path) -> Path:
@@ -509,7 +529,7 @@ def fetch_url(url: str, *, cache_dir: str | os.PathLike | None = None, progress:
     pin = pin_for(filename)
     prefix = name_hash(filename, check_hash)
     # One folder per URL (same names from different hosts never clash); without the query for a name with a digest.
-    keyed = urllib.parse.urlunsplit(parts._replace(query="", fragment="")) if file_hash(filename) else url
+    keyed = content_url(url)
     key = hashlib.sha256(keyed.encode()).hexdigest()[:16]
     dest = default_cache_dir(cache_dir) / "urls" / key / filename
     if dest.is_file():
