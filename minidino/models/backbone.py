@@ -27,7 +27,7 @@ from torch.utils.checkpoint import checkpoint
 from .attention import attention_maps, cls_attention_map
 from .checks import check_block_indices, check_images, check_list_masks
 from .config import BackboneConfig
-from .layers import Block
+from .layers import Block, PatchEmbed
 from .rope import Rope
 
 __all__ = ["VisionTransformerBase", "Features"]
@@ -47,6 +47,7 @@ class VisionTransformerBase(nn.Module):
     extra_tokens_key: ClassVar[str]  # the output key of the R extra tokens: "x_norm_regtokens" | "x_storage_tokens"
     crop_partial_patches: ClassVar[bool] = False  # True: sides need not be multiples of the patch (DINOv3)
     config: BackboneConfig
+    patch_embed: PatchEmbed
     blocks: nn.ModuleList
     norm: nn.LayerNorm
 
