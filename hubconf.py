@@ -7,7 +7,9 @@ As in facebookresearch/dinov2's hubconf: pretrained=True by default (the publish
 downloaded once and checksum-verified), `weights=` the published set (LVD142M for the backbones,
 IMAGENET1K for the `_lc` classifiers, NYU or KITTI for the depthers; an official enum member or
 its name), `layers=4` by default where the entry point takes it (`_lc`, `_ld`); the depthers also
-take `depth_range=(min, max)`. Other keyword arguments are config overrides of create_model
+take `depth_range=(min, max)`. The DINOv3 backbones take the official DINOv3 hub's keywords:
+`weights="LVD1689M"|"SAT493M"|PATH|URL` and `check_hash` (the weights are gated: with
+pretrained=True, give the file or signed URL as `weights=`). Other keyword arguments are config overrides of create_model
 (e.g. depth=4, device="meta"). Each function is made from its catalogue row, so this file never
 lists a name: adding a row adds the entry point.
 """
@@ -29,6 +31,8 @@ def _entry_point(name: str) -> Callable[..., Any]:
     params.append(P("pretrained", P.KEYWORD_ONLY, default=True))
     if entry.hub_weights:
         params.append(P("weights", P.KEYWORD_ONLY, default=entry.default_weights.name))
+    if entry.family == "dinov3":  # the official DINOv3 signature; minidino checks the name's digest unless False
+        params.append(P("check_hash", P.KEYWORD_ONLY, default=True))
     params.append(P("kwargs", P.VAR_KEYWORD))
 
     def load(**kwargs: Any) -> Any:

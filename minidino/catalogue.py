@@ -2,7 +2,7 @@
 
 A row (`Entry`) says everything about a name that is not code: its family, what it is (a
 backbone, a classifier, a depther, dino.txt), the backbone architecture it is built on (a
-`DinoConfig`), which builder of minidino.factory assembles it, the head's fixed choices, the
+`DinoConfig` or `Dinov3Config`), which builder of minidino.factory assembles it, the head's fixed choices, the
 keyword arguments its entry point takes, the published weights (the hub's `weights=` names,
 each naming its files under the family's base URL) and the preprocessing those weights expect.
 
@@ -18,16 +18,17 @@ the downloader (weights/checkpoints.json), keyed by the paths named here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from .models.config import DinoConfig, closest_names, swiglu_hidden_dim
+from .models.config import BackboneConfig, DinoConfig, Dinov3Config, closest_names, swiglu_hidden_dim
 
 __all__ = [
     "Entry", "Weights", "Preprocessing", "Family", "FAMILIES", "CATALOGUE", "lookup", "list_models", "get_config",
-    "backbone_entries", "task_of", "IMAGENET", "DINOTXT",
+    "backbone_entries", "task_of", "IMAGENET", "SATELLITE", "DINOTXT", "file_hash",
 ]
 
 Task = Literal["backbone", "classifier", "depther", "dinotxt"]
@@ -50,7 +51,9 @@ class Preprocessing:
     crop: int = 224
 
 
-IMAGENET = Preprocessing()  # every DINOv2 weight set
+IMAGENET = Preprocessing()  # every DINOv2 weight set, and DINOv3's LVD-1689M
+# DINOv3's SAT-493M (satellite) weights: their own statistics (the official README's transform).
+SATELLITE = Preprocessing(mean=(0.430, 0.411, 0.296), std=(0.213, 0.156, 0.143))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,9 +69,10 @@ class Weights:
         [('NYU', 'dinov2_vitb14/dinov2_vitb14_nyu_dpt_head.pth'), ('KITTI', 'dinov2_vitb14/dinov2_vitb14_kitti_dpt_head.pth')]
     """
 
-    name: str  # e.g. "LVD142M", "IMAGENET1K", "NYU"
+    name: str  # e.g. "LVD142M", "IMAGENET1K", "NYU", "SAT493M"
     files: Mapping[str, str]  # part -> path: "backbone", "linear_head", "decode_head", "vision_head", "text_encoder", "vocabulary"
     preprocessing: Preprocessing = IMAGENET
+    config: Mapping[str, Any] = field(default_factory=dict)  # the architecture these weights need (config overrides)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +82,8 @@ class Family:
     Examples:
         >>> FAMILIES["dinov2"].base_url, FAMILIES["dinov2"].weights_license
         ('https://dl.fbaipublicfiles.com/dinov2', 'Apache-2.0')
+        >>> FAMILIES["dinov3"].base_url is None, FAMILIES["dinov3"].weights_license
+        (True, 'DINOv3 License')
     """
 
     base_url: str | None  # None: no public URL (gated weights); `access` says how to get them
@@ -87,7 +93,25 @@ class Family:
 
 FAMILIES: Mapping[str, Family] = MappingProxyType({
     "dinov2": Family(base_url="https://dl.fbaipublicfiles.com/dinov2", weights_license="Apache-2.0"),
+    # The DINOv3 weights are gated: a request form, then an e-mail with signed URLs that expire.
+    "dinov3": Family(
+        base_url=None, weights_license="DINOv3 License",
+        access="Request access at https://ai.meta.com/resources/models-and-libraries/dinov3-downloads/ (the DINOv3 "
+               "License), then pass the signed URL or the downloaded file: create_model(name, pretrained=True, "
+               "weights=URL) or create_model(name, pretrained=PATH); on the command line, --weights URL or PATH."),
 })
+
+
+def file_hash(filename: str) -> str | None:
+    """The 8 hex digits a file name carries before `.pth` (`...-08c60483.pth`): the start of the file's
+    SHA-256, as torch.hub names files; None when the name carries none.
+
+    Examples:
+        >>> file_hash("dinov3_vits16_pretrain_lvd1689m-08c60483.pth"), file_hash("dinov2_vits14_pretrain.pth")
+        ('08c60483', None)
+    """
+    m = re.search(r"-([0-9a-f]{8})\.pth$", filename.rsplit("/", 1)[-1])
+    return m.group(1) if m else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,7 +130,7 @@ class Entry:
     family: str  # a key of FAMILIES
     task: Task  # also the builder of minidino.factory that assembles it
     backbone: str  # the backbone entry this one is built on (its own name for a backbone)
-    config: DinoConfig  # the backbone's architecture; create_model's overrides replace its fields
+    config: BackboneConfig  # the backbone's architecture (DinoConfig, Dinov3Config); overrides replace its fields
     summary: str  # one line, for list_models' users, hubconf's docstrings and `minidino info`
     weights: tuple[Weights, ...]  # the published weights; the first is the default of `weights=`
     head: Mapping[str, Any] = field(default_factory=dict)  # the head's fixed choices (kind, blocks per `layers`, ...)
@@ -119,7 +143,12 @@ class Entry:
         return self.weights[0]
 
     def weights_named(self, name: Any) -> Weights:
-        """The weight set called `name` (a string or an official enum member, any case)."""
+        """The weight set called `name` (a string or an official enum member, any case).
+
+        Examples:
+            >>> lookup("dinov3_vitl16").weights_named("sat493m").preprocessing.mean
+            (0.43, 0.411, 0.296)
+        """
         key = str(getattr(name, "name", name)).upper()
         for w in self.weights:
             if w.name == key:
@@ -127,6 +156,23 @@ class Entry:
         what = ("depth weights", "heads") if self.task == "depther" else ("weights", "ones")
         raise ValueError(f"unknown {what[0]} {name!r} for {self.name}; the published {what[1]} are "
                          f"{', '.join(w.name for w in self.weights)}")
+
+    def weights_of_file(self, source: str) -> Weights:
+        """The weight set a file or URL holds, by the SHA-256 prefix its name carries (`-eadcf0ff.pth`
+        is the satellite ViT-L, as the official hub decides); the default set when it names none.
+
+        Examples:
+            >>> e = lookup("dinov3_vitl16")
+            >>> e.weights_of_file("/data/dinov3_vitl16_pretrain_sat493m-eadcf0ff.pth").name
+            'SAT493M'
+            >>> e.weights_of_file("https://example.org/my_finetune.pth?sig=abc").name
+            'LVD1689M'
+        """
+        digest = file_hash(source.split("?", 1)[0])
+        for w in self.weights:
+            if digest is not None and any(file_hash(path) == digest for path in w.files.values()):
+                return w
+        return self.default_weights
 
 
 # ---------------------------------------------------------------------------------------------- DINOv2
@@ -205,11 +251,53 @@ _DINOV2 = [
 ]
 _BY_NAME = {e.name: e for e in _DINOV2}
 
+
+# ---------------------------------------------------------------------------------------------- DINOv3
+def _dinov3(embed_dim: int, depth: int, num_heads: int, ffn_ratio: float, swiglu: bool, multiple: int = 8,
+            qkv_bias: bool = True, local_cls_norm: bool = False) -> Dinov3Config:
+    """A DINOv3 ViT (SPEC.md section 8): GELU MLP of width ratio * D, or SwiGLU of 2/3 of it rounded up."""
+    hidden = swiglu_hidden_dim(embed_dim, ffn_ratio, multiple) if swiglu else int(embed_dim * ffn_ratio)
+    return Dinov3Config(embed_dim=embed_dim, depth=depth, num_heads=num_heads, ffn_layer="swiglu" if swiglu else "mlp",
+                        ffn_hidden_dim=hidden, qkv_bias=qkv_bias, local_cls_norm=local_cls_norm)
+
+
+def _dinov3_backbone(name: str, config: Dinov3Config, summary: str, lvd: str, sat: str | None = None) -> Entry:
+    """A DINOv3 ViT row: its LVD-1689M file and, for ViT-L and 7B, its SAT-493M one, as the official hub
+    names them (the 8 hex digits start the file's SHA-256). The satellite ViT-L adds local_cls_norm
+    (the 7B always has it), also with pretrained=False, as the official hub builds it."""
+    weights = [Weights(name="LVD1689M", files={"backbone": f"{name}/{name}_pretrain_lvd1689m-{lvd}.pth"})]
+    if sat is not None:
+        weights.append(Weights(name="SAT493M", files={"backbone": f"{name}/{name}_pretrain_sat493m-{sat}.pth"},
+                               preprocessing=SATELLITE, config={"local_cls_norm": True}))
+    return Entry(name=name, family="dinov3", task="backbone", backbone=name, config=config, summary=summary,
+                 weights=tuple(weights))
+
+
+_DINOV3 = [
+    _dinov3_backbone("dinov3_vits16", _dinov3(384, 12, 6, 4.0, False),
+                     "DINOv3 ViT-S/16 distilled (21M parameters), pretrained on LVD-1689M", "08c60483"),
+    _dinov3_backbone("dinov3_vits16plus", _dinov3(384, 12, 6, 6.0, True),
+                     "DINOv3 ViT-S+/16 distilled (29M parameters, SwiGLU), pretrained on LVD-1689M", "4057cbaa"),
+    _dinov3_backbone("dinov3_vitb16", _dinov3(768, 12, 12, 4.0, False),
+                     "DINOv3 ViT-B/16 distilled (86M parameters), pretrained on LVD-1689M", "73cec8be"),
+    _dinov3_backbone("dinov3_vitl16", _dinov3(1024, 24, 16, 4.0, False),
+                     "DINOv3 ViT-L/16 distilled (300M parameters), pretrained on LVD-1689M or SAT-493M", "8aa4cbdd",
+                     sat="eadcf0ff"),
+    _dinov3_backbone("dinov3_vitl16plus", _dinov3(1024, 24, 16, 6.0, True),
+                     "DINOv3 ViT-L+/16 distilled (404M parameters, SwiGLU), pretrained on LVD-1689M", "46503df0"),
+    _dinov3_backbone("dinov3_vith16plus", _dinov3(1280, 32, 20, 6.0, True),
+                     "DINOv3 ViT-H+/16 distilled (841M parameters, SwiGLU), pretrained on LVD-1689M", "7c1da9a5"),
+    _dinov3_backbone("dinov3_vit7b16", _dinov3(4096, 40, 32, 3.0, True, multiple=64, qkv_bias=False, local_cls_norm=True),
+                     "DINOv3 ViT-7B/16 (6.7B parameters, SwiGLU, no qkv bias), pretrained on LVD-1689M or SAT-493M",
+                     "a955f4ea", sat="a6675841"),
+]
+
 DINOTXT = "dinov2_vitl14_reg4_dinotxt_tet1280d20h24l"  # dino.txt: ViT-L/14 reg4 (frozen) + a 24-layer text encoder
 
 # The table, in the order list_models() gives it.
 CATALOGUE: Mapping[str, Entry] = MappingProxyType({e.name: e for e in [
     *_DINOV2,
+    *_DINOV3,
     *(_classifier(b) for b in _DINOV2),
     Entry(name=DINOTXT, family="dinov2", task="dinotxt", backbone="dinov2_vitl14_reg",
           config=_BY_NAME["dinov2_vitl14_reg"].config, aliases=("dinotxt", "dinov2_dinotxt"), hub_weights=False,
@@ -249,17 +337,17 @@ def lookup(name: str) -> Entry:
 
 
 def list_models(include_classifiers: bool = True, include_depthers: bool = True, *, family: str | None = None) -> list[str]:
-    """The names minidino builds: the backbones, then (unless include_classifiers=False) the models
-    with heads: the `*_lc` classifiers and dino.txt; then the `*_ld`/`*_dd` depthers. `family`
-    keeps one family ("dinov2").
+    """The names minidino builds: the backbones (DINOv2's, then DINOv3's), then (unless
+    include_classifiers=False) the models with heads: the `*_lc` classifiers and dino.txt; then the
+    `*_ld`/`*_dd` depthers. `family` keeps one family ("dinov2" or "dinov3").
 
     Examples:
         >>> minidino.list_models()[:3]
         ['dinov2_vits14', 'dinov2_vitb14', 'dinov2_vitl14']
         >>> len(minidino.list_models()), len(minidino.list_models(include_depthers=False))
-        (25, 17)
-        >>> len(minidino.list_models(False, False))
-        8
+        (32, 24)
+        >>> len(minidino.list_models(False, False)), minidino.list_models(family="dinov3")[-1]
+        (15, 'dinov3_vit7b16')
     """
     keep = {"backbone"} | ({"classifier", "dinotxt"} if include_classifiers else set()) | ({"depther"} if include_depthers else set())
     return [e.name for e in CATALOGUE.values() if e.task in keep and (family is None or e.family == family)]
@@ -287,8 +375,9 @@ def backbone_entries(family: str | None = None) -> list[Entry]:
     return [e for e in CATALOGUE.values() if e.task == "backbone" and (family is None or e.family == family)]
 
 
-def get_config(name: str) -> DinoConfig:
-    """The backbone config of a name (a classifier, depther or dino.txt gives its backbone's).
+def get_config(name: str) -> BackboneConfig:
+    """The backbone config of a name (a classifier, depther or dino.txt gives its backbone's): a
+    DinoConfig for DINOv2, a Dinov3Config for DINOv3.
 
     Examples:
         >>> c = minidino.get_config("dinov2_vitb14_reg")

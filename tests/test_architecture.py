@@ -14,7 +14,7 @@ from minidino.models.config import swiglu_hidden_dim
 
 from conftest import official_shapes
 
-BACKBONES = list_models(False, False)
+BACKBONES = list_models(False, False, family="dinov2")  # DINOv3: tests/test_dinov3.py
 PARAMS_M = {"s": 22.06, "b": 86.58, "l": 304.37, "g": 1136.48}
 
 
@@ -63,9 +63,10 @@ def test_presets_are_plain_frozen_data():
 
 def test_list_models_and_lc_config():
     names = list_models()
-    assert len(names) == 25 and "dinov2_vitg14_reg_lc" in names and "dinov2_vitg14_dd" in names
-    assert "dinov2_vitl14_reg4_dinotxt_tet1280d20h24l" in names  # all 25 official hub entry points
-    assert len(list_models(include_depthers=False)) == 17
+    assert len(names) == 32 and "dinov2_vitg14_reg_lc" in names and "dinov2_vitg14_dd" in names
+    assert "dinov2_vitl14_reg4_dinotxt_tet1280d20h24l" in names  # all 25 official DINOv2 hub entry points
+    assert len(list_models(family="dinov3")) == 7 and "dinov3_vit7b16" in names  # and the 7 DINOv3 ViTs
+    assert len(list_models(include_depthers=False)) == 24
     assert get_config("dinov2_vits14_lc") == get_config("dinov2_vits14")
 
 

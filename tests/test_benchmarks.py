@@ -49,9 +49,16 @@ def test_list_profile_and_attention_scripts_run(tmp_path, capsys):
     assert "| math | " in text and "| default | " in text
 
 
-def test_bench_list_runs(monkeypatch, capsys):
-    bench_list = load("bench_list")
-    monkeypatch.setattr(sys, "argv", ["bench_list.py", "--repeats", "1", "--out", "-"])
-    bench_list.main()
-    out = capsys.readouterr().out
-    assert "Packed / loop throughput" in out and "packed vs alone" in out
+def test_bench_dinov3_runs(tmp_path):
+    import pytest
+    from minidino.conformance.reference_v3 import official_dinov3_repo
+
+    pytest.importorskip("transformers")
+    if official_dinov3_repo() is None:
+        pytest.skip("no official DINOv3 code (../shared/official)")
+    bench = load("bench_dinov3")
+    assert bench.main(["--rows", "dinov3_vits16:32:1", "--depth", "1", "--rounds", "1", "--no-memory",
+                       "--out", str(tmp_path), "--tag", "t"]) == 0
+    (row,) = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert row["max_abs_vs_minidino"]["official"] == 0.0 and row["max_abs_vs_minidino"]["transformers"] < 1e-4
+    assert "transformers / minidino" in (tmp_path / "t.md").read_text()

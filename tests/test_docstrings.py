@@ -1,7 +1,7 @@
 """Every public function and class has a docstring with an example, and every example runs.
 
 Public: the names in a module's `__all__` that the module defines (plus the public methods of
-DinoVisionTransformer, the main API). The examples are doctests (`>>>`), run here with `torch`
+the backbones, the main API: DinoVisionTransformer, Dinov3VisionTransformer and their shared base). The examples are doctests (`>>>`), run here with `torch`
 and `minidino` imported, offline, in a temporary folder; those marked `# doctest: +SKIP` need
 the network or real weights.
 
@@ -27,7 +27,8 @@ MODULES = sorted(
     - {"minidino.__main__"}
 )
 LIBRARY = [m for m in MODULES if not m.startswith("minidino.cli")]  # the command line documents itself (--help)
-MAIN_CLASS_METHODS = "minidino.models.dinov2.DinoVisionTransformer"
+MAIN_CLASSES = ["minidino.models.dinov2.DinoVisionTransformer", "minidino.models.dinov3.Dinov3VisionTransformer",
+                "minidino.models.backbone.VisionTransformerBase"]
 
 
 def public_objects() -> dict[str, object]:
@@ -38,10 +39,10 @@ def public_objects() -> dict[str, object]:
             obj = getattr(mod, attr)
             if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__ == name:
                 out[f"{name}.{attr}"] = obj
-    cls = out[MAIN_CLASS_METHODS]
-    for attr, obj in vars(cls).items():
-        if inspect.isfunction(obj) and not attr.startswith("_"):
-            out[f"{MAIN_CLASS_METHODS}.{attr}"] = obj
+    for main_class in MAIN_CLASSES:
+        for attr, obj in vars(out[main_class]).items():
+            if inspect.isfunction(obj) and not attr.startswith("_"):
+                out[f"{main_class}.{attr}"] = obj
     return out
 
 

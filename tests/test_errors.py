@@ -71,7 +71,9 @@ def test_list_with_mismatched_masks(model):
 
 def test_unknown_model_name_suggests():
     with pytest.raises(ValueError, match="did you mean 'dinov2_vits14'"):
-        create_model("dinov2_vits16")
+        create_model("dinov2_vits15")
+    with pytest.raises(ValueError, match="did you mean 'dinov3_vits16'"):
+        create_model("dinov2_vits16")  # the patch size says DINOv3
 
 
 def test_unknown_override_is_a_type_error():

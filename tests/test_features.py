@@ -10,71 +10,36 @@ from minidino import DINOHead, create_model
 from test_properties import SMALL, images, small
 
 
-@pytest.mark.parametrize("name", ["dinov2_vits14", "dinov2_vits14_reg"])
+@pytest.mark.parametrize("name", ["dinov2_vits14", "dinov2_vits14_reg", "dinov3_vits16"])
 def test_list_of_sizes_matches_running_each_alone(name):
+    """Each batch of a list gives exactly (0.0) what it gives alone, as the official DINOv3 list call does."""
     model = small(name)
-    xs = [images(1, 2, 28, 42), images(2, 1, 224, 224), images(3, 1, 14, 14), images(4, 3, 98, 56)]
-    masks = [None, torch.rand(1, 256) < 0.3, None, torch.rand(3, 28) < 0.5]
+    p = model.patch_size
+    xs = [images(1, 2, 2 * p, 3 * p), images(2, 1, 16 * p, 16 * p), images(3, 1, p, p), images(4, 3, 7 * p, 4 * p),
+          images(8, 2, 2 * p, 3 * p)]
+    masks = [None, torch.rand(1, 256) < 0.3, None, torch.rand(3, 28) < 0.5, None]
     with torch.no_grad():
-        packed = model.forward_features(xs, masks=masks)
-        for x, m, out in zip(xs, masks, packed):
+        listed = model.forward_features(xs, masks=masks)
+        for x, m, out in zip(xs, masks, listed):
             alone = model.forward_features(x, masks=m)
-            for key in ("x_norm_clstoken", "x_norm_regtokens", "x_norm_patchtokens", "x_prenorm"):
+            for key in ("x_norm_clstoken", model.extra_tokens_key, "x_norm_patchtokens", "x_prenorm"):
                 assert out[key].shape == alone[key].shape
-                diff = (out[key] - alone[key]).abs()
-                assert diff.numel() == 0 or diff.max().item() <= 1e-5, key
+                assert torch.equal(out[key], alone[key]), key
             assert out["masks"] is m
 
 
-def test_list_of_equal_sizes_is_one_plain_batch():
-    model = small("dinov2_vits14")
-    xs = [images(1, 1, 28, 28), images(2, 2, 28, 28)]
-    with torch.no_grad():
-        out = model.forward_features(xs)
-        cat = model.forward_features(torch.cat(xs))
-    assert torch.equal(torch.cat([o["x_prenorm"] for o in out]), cat["x_prenorm"])
-
-
-def test_packing_pads_only_for_attention_and_takes_the_rows_back():
-    from minidino.models.packing import Packing
-
-    p = Packing.of([3, 1, 2])
-    rows = torch.arange(6.0)[:, None].repeat(1, 2)  # (T=6, C=2), row i holds i
-    padded = p.pad(rows)  # (3, 3, 2)
-    assert padded[:, :, 0].tolist() == [[0, 1, 2], [3, 0, 0], [4, 5, 0]]
-    assert p.attn_mask.squeeze(1).squeeze(1).tolist() == [[True] * 3, [True, False, False], [True, True, False]]
-    assert torch.equal(p.unpad(padded), rows) and p.sample.tolist() == [0, 0, 0, 1, 2, 2]
-
-
-def test_drop_path_on_packed_rows_drops_whole_images():
-    from minidino.models.layers import DropPath
-    from minidino.models.packing import Packing
-
-    p = Packing.of([3, 5, 2, 4])
-    dp = DropPath(0.5).train()
-    seen = set()
-    for seed in range(20):
-        torch.manual_seed(seed)
-        out = dp(torch.ones(14, 4), p)
-        for i in range(4):
-            values = set(out[p.sample == i].flatten().tolist())
-            assert values in ({0.0}, {2.0}), values  # one draw per image, rescaled by 1 / keep
-            seen |= values
-    assert seen == {0.0, 2.0}
-
-
-def test_packed_list_trains_like_separate_images():
-    """Gradients through the packed path (with checkpointing) equal those of the images run alone."""
+def test_list_trains_like_separate_images():
+    """Gradients through a list call (with checkpointing) equal those of the images run alone."""
     model = small("dinov2_vits14_reg").train()
     model.set_grad_checkpointing(True)
     xs = [images(11, 1, 28, 42), images(12, 2, 14, 14)]
     sum(o["x_norm_patchtokens"].square().mean() for o in model.forward_features(xs)).backward()
-    packed = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    listed = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
     sum(model.forward_features(x)["x_norm_patchtokens"].square().mean() for x in xs).backward()
     alone = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    assert packed.keys() == alone.keys() and "blocks.0.attn.qkv.weight" in alone  # mask_token: no masks, no grad
-    worst = max((packed[n] - alone[n]).abs().max().item() for n in alone)
+    assert listed.keys() == alone.keys() and "blocks.0.attn.qkv.weight" in alone  # mask_token: no masks, no grad
+    worst = max((listed[n] - alone[n]).abs().max().item() for n in alone)
     assert worst <= 1e-5, worst
 
 
@@ -102,11 +67,9 @@ def test_explicit_attention_path_matches_fused():
         model.attn_impl = "explicit"
         try:
             explicit = model.forward_features(x)["x_prenorm"]
-            packed = model.forward_features([x, images(7, 1, 14, 28)])[0]["x_prenorm"]
         finally:
             model.attn_impl = "fused"
     assert (fused - explicit).abs().max().item() <= 1e-5
-    assert (fused - packed).abs().max().item() <= 1e-5
 
 
 def test_drop_path_is_inert_in_eval_and_active_in_training():

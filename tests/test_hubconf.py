@@ -30,9 +30,9 @@ def _hubconf():
 
 
 def test_every_official_entry_point_is_listed():
-    listed = [n for n in dir(_hubconf()) if n.startswith("dinov2_")]
+    listed = [n for n in dir(_hubconf()) if n.startswith(("dinov2_", "dinov3_"))]
     assert sorted(listed) == sorted(minidino.list_models())
-    assert len(listed) == 25  # 8 backbones, 8 classifiers, 8 depthers, dino.txt: every official entry point
+    assert len(listed) == 32  # DINOv2: 8 backbones, 8 classifiers, 8 depthers, dino.txt; DINOv3: 7 ViTs
 
 
 @pytest.mark.parametrize("name", minidino.list_models())
@@ -46,6 +46,8 @@ def test_entry_point_defaults_match_the_official_hub(name):
         assert set(params) == {"pretrained", "kwargs"}
     elif name.endswith("_lc"):
         assert params["layers"].default == 4 and params["weights"].default == "IMAGENET1K"
+    elif name.startswith("dinov3_"):  # the official DINOv3 hub: (*, pretrained=True, weights=LVD1689M, check_hash, **kwargs)
+        assert list(params) == ["pretrained", "weights", "check_hash", "kwargs"] and params["weights"].default == "LVD1689M"
     else:
         assert "layers" not in params and params["weights"].default == "LVD142M"
 
@@ -63,7 +65,7 @@ def test_load_vits14_is_the_real_config_and_runs():
 def test_load_each_backbone(name):
     model = _load(name, pretrained=False, device="meta")  # full size on meta: nothing allocated
     assert model.config == minidino.get_config(name)
-    assert model.num_register_tokens == (4 if name.endswith("_reg") else 0)
+    assert model.num_register_tokens == (4 if name.endswith("_reg") or name.startswith("dinov3_") else 0)
 
 
 def test_lc_default_layers_4_and_layers_1():

@@ -117,7 +117,8 @@ def test_the_checkers_can_fail():
 def test_import_graph_sees_the_package_and_the_lazy_imports():
     graph = import_graph()
     assert "minidino.models.dinov2" in graph["minidino"]  # __init__ imports the model
-    assert "minidino.models.attention" in graph["minidino.models.dinov2"]
+    assert "minidino.models.attention" in graph["minidino.models.backbone"]
+    assert "minidino.models.backbone" in graph["minidino.models.dinov3"]
     assert "minidino.factory" in graph["minidino.cli._common"]  # imported inside a function there
 
 

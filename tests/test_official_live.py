@@ -36,7 +36,7 @@ from minidino.conformance.side_by_side import compare, official_pair
 
 REPO = official_repo()  # $MINIDINO_OFFICIAL_REPO, else ../shared/official/dinov2-*.tar.gz, else None
 # The depthers have their own live tests (tests/test_depth_live.py), dino.txt too (test_dinotxt.py).
-NAMES = [n for n in list_models(include_depthers=False) if "dinotxt" not in n]
+NAMES = [n for n in list_models(include_depthers=False, family="dinov2") if "dinotxt" not in n]  # DINOv3: test_dinov3_live.py
 FAST = ["dinov2_vits14", "dinov2_vits14_reg", "dinov2_vitb14_reg", "dinov2_vits14_lc", "dinov2_vits14_reg_lc"]
 PLAIN = ["dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "dinov2_vitg14"]
 # Reduced cost, same code: ViT-L/g run their first 2 blocks (their *_lc classifiers 4, the last 4 feed the head).

@@ -19,9 +19,12 @@ names = st.sampled_from(["dinov2_vits14", "dinov2_vits14_reg", "dinov2_vitg14"])
 def small(name: str, dtype: torch.dtype = torch.float32):
     torch.manual_seed(0)
     model = create_model(name, **SMALL)
-    with torch.no_grad():  # non-trivial tokens so masks and registers matter
-        for p in (model.mask_token, model.cls_token, model.pos_embed):
+    with torch.no_grad():  # non-trivial tokens so masks and registers matter (and LayerScale: DINOv3 starts at 1e-5)
+        for p in (model.mask_token, model.cls_token, getattr(model, "pos_embed", model.cls_token)):
             p.normal_()
+        for name_, p in model.named_parameters():
+            if name_.endswith("gamma"):
+                p.fill_(0.5)
     return model.to(dtype)
 
 

@@ -488,6 +488,9 @@ def test_vendored_pins_are_the_shared_catalogue():
     shared = Path(__file__).resolve().parents[2] / "shared" / "checkpoints.json"
     if shared.is_file():
         assert json.loads(shared.read_text()) == pins
-    for name in minidino.list_models(include_classifiers=False, include_depthers=False):
+    for name in minidino.list_models(include_classifiers=False, include_depthers=False, family="dinov2"):
         pin = weight_files(name)["backbone"]
         assert pin.sha256 and len(pin.sha256) == 64 and pin.bytes and pin.path.endswith("_pretrain.pth")
+    for name in minidino.list_models(family="dinov3"):  # gated: no pins, the 8 hex digits of the official names
+        pin = weight_files(name)["backbone"]
+        assert pin.sha256 is None and pin.sha256_prefix and len(pin.sha256_prefix) == 8

@@ -57,7 +57,8 @@ def add_model_args(parser: argparse.ArgumentParser, *, default_model: str | None
     """Add the model options. A default of None means 'decided by the command' (e.g. from an index file)."""
     g = parser.add_argument_group("model")
     g.add_argument("--model", default=default_model, metavar="NAME",
-                   help="hub name of the model: dinov2_vit{s,b,l,g}14, the same with _reg (registers); "
+                   help="hub name of the model: dinov2_vit{s,b,l,g}14, the same with _reg (registers), "
+                        "dinov3_vit{s,s+,b,l,l+,h+,7b}16 (written dinov3_vits16plus, ...); "
                         + (f"default {default_model}" if default_model else "default: see above"))
     g.add_argument("--weights", default=default_weights, metavar="official|PATH|URL|random[:SEED]",
                    help="official: the published checkpoint (downloaded once, checksum-verified, cached in "
@@ -94,8 +95,9 @@ def describe_weights(args: argparse.Namespace) -> str:
     """A one-line label: 'official weights', 'weights: PATH' or a RANDOM WEIGHTS warning."""
     spec = weights_spec(args)
     if spec.startswith("random:"):
+        family = "DINOv3" if str(getattr(args, "model", "")).startswith("dinov3") else "DINOv2"
         return (f"RANDOM WEIGHTS (golden-vector generator, seed {spec.split(':')[1]}): "
-                "checks the pipeline, not real DINOv2 features")
+                f"checks the pipeline, not real {family} features")
     if spec == "official":
         return "official weights"
     return f"weights: {spec}"

@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
                                                 caption=weights_caption(args), names=[display_name(os.path.basename(items[0][0]))])
         atomic_write(out, lambda tmp: picture.save(tmp, format=fmt))
     nh, h, w = cls.shape
-    regs = f", {model.num_register_tokens} registers skipped" if model.num_register_tokens else ""
+    extra = "storage tokens" if getattr(model, "extra_tokens_key", "") == "x_storage_tokens" else "registers"
+    regs = f", {model.num_register_tokens} {extra} skipped" if model.num_register_tokens else ""
     print(f"{args.image}: {h}x{w} patches, {nh} heads of block {args.block % depth}{regs}")
     print(f"wrote {args.output} ({picture.width}x{picture.height} px)")
     return 0

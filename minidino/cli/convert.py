@@ -14,7 +14,7 @@ def run(args: argparse.Namespace) -> int:
     from ..catalogue import get_config
     from ..heads import LinearClassifier
     from ..models.dinov2 import DinoVisionTransformer
-    from ..weights.load import _load_part, _prepare, check_backbone, check_tensors
+    from ..weights.load import _load_part, _prepare, check_backbone, check_tensors, fill_dinov3
     from .errors import EXIT_USAGE, fail
     from .outputs import input_files, plan_outputs
 
@@ -23,10 +23,11 @@ def run(args: argparse.Namespace) -> int:
     outputs = [(dst, "DST")] + ([(dst.with_name("config.json"), "DST's config.json")] if folder else [])
     local = "://" not in args.src
     plan_outputs(outputs, [(f, "SRC") for f in input_files(args.src)] if local else [])  # before SRC is read
-    parts, layout, name = _prepare(args.src, args.network, None, True)
+    parts, layout, name, backbone_layout = _prepare(args.src, args.network, None, True)
     if "backbone" not in parts:
         fail(f"minidino convert: {name} holds no backbone ({', '.join(sorted(parts))}); nothing to convert", EXIT_USAGE)
     sd = parts["backbone"]
+    filled = fill_dinov3(sd, backbone_layout)  # a transformers / timm DINOv3 file: what the official one has and it lacks
     heads = get_config(args.model).num_heads if args.model else args.num_heads
     config = check_backbone(sd, num_heads=heads)  # what load_weights accepts: else status 3, nothing written
     looks_like = weights.guess_hub_name(sd)
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     weights.save_weights(sd, dst, layout=args.layout, side_files=side)  # the weights and config.json together
     dropped = sorted(p for p in parts if p != "backbone" and not (keep_heads and p in ("linear_head", "dino_head")))
     print(f"{name}: {layout} layout, looks like {looks_like}; {len(sd)} tensors -> {dst} ({args.layout} layout)"
-          + (f"; left out: {', '.join(dropped)}" if dropped else ""))
+          + (f"; left out: {', '.join(dropped)}" if dropped else "")
+          + (f"; filled (not in that layout): {len(filled)} tensors ({filled[0]}, ...)" if filled else ""))
     return 0
 
 
@@ -77,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "Dinov2Model names; huggingface_hub: the older names stored in the facebook/dinov2-* repos")
     p.add_argument("--network", choices=["teacher", "student"], default="teacher",
                    help="which network of a training checkpoint to convert (default: teacher)")
-    p.add_argument("--model", default=None, choices=sorted(list_models(False, False, family="dinov2")), metavar="NAME",
+    p.add_argument("--model", default=None, choices=sorted(list_models(False, False)), metavar="NAME",
                    help="hub name whose head count config.json uses (default: the model the weights look like)")
     p.add_argument("--num-heads", type=int, default=None, metavar="N",
                    help="attention heads, for widths no hub model has (default: width // 64, as in every DINOv2)")

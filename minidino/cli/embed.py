@@ -199,6 +199,7 @@ def _embed_locked(args: argparse.Namespace, out: Path, shard: tuple[int, int] | 
                   list_failures: list[tuple[str, str]]) -> int:
     from ..utils.files import UnreadableFile, read_limited
     from ..utils.progress import ProgressBar
+    from ..weights.download import content_url  # a signed URL's query (a credential) is not recorded
     from ._common import config_overrides, describe_weights, model_from_args, parse_dtype, weights_spec
     from .errors import ResumeHint
 
@@ -209,7 +210,7 @@ def _embed_locked(args: argparse.Namespace, out: Path, shard: tuple[int, int] | 
     per_chunk = max(1, args.checkpoint_every // B)
     names_digest = hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()
     settings = {
-        "format": FORMAT, "version": VERSION, "model": args.model, "weights": weights_spec(args),
+        "format": FORMAT, "version": VERSION, "model": args.model, "weights": content_url(weights_spec(args)),
         "config": config_overrides(args), "size": args.size, "tokens": args.tokens, "dtype": str(parse_dtype(args.dtype)),
         "batch_size": B, "shard": list(shard) if shard else None, "inputs_total": len(paths),
         "inputs_sha256": names_digest,

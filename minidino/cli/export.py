@@ -72,7 +72,8 @@ def _export(args: argparse.Namespace) -> int:
     size = args.static or (224, 224)
     t0 = time.perf_counter()
     path = minidino.export_onnx(model, args.onnx, dynamic=dynamic, opset=args.opset, size=size)
-    what = "any batch and any HxW with sides multiples of 14" if dynamic else f"{size[0]}x{size[1]} only (any batch)"
+    p = minidino.factory.vision_backbone(model).patch_size
+    what = f"any batch and any HxW with sides multiples of {p}" if dynamic else f"{size[0]}x{size[1]} only (any batch)"
     print(f"{args.name} -> {path} in {time.perf_counter() - t0:.0f}s: input x (B, 3, H, W) float32, {what}")
     return 0
 

@@ -61,14 +61,15 @@ def run(args: argparse.Namespace) -> int:
     B = args.batch_size
     h, w = cost.grid
     ffn = f"SwiGLU {c.ffn_hidden_dim}" if c.ffn_layer == "swiglu" else f"GELU MLP {c.ffn_hidden_dim}"
+    extra = "storage tokens" if entry.family == "dinov3" else "registers"  # the same thing, named by each family
     print(f"{args.name}: {c.depth} blocks, width D {c.embed_dim}, {c.num_heads} heads of {c.head_dim}, {ffn}, "
-          f"{c.num_register_tokens} registers, patch {c.patch_size}")
+          f"{c.num_register_tokens} {extra}, patch {c.patch_size}")
     print(f"  {entry.summary}; weights {', '.join(w.name for w in entry.weights)} ({FAMILIES[entry.family].weights_license})")
     part = {"classifier": "linear head", "depther": "depth head"}.get(entry.task, "heads and text encoder")
     head = f" (backbone {cost.params - cost.head_params:,} + {part} {cost.head_params:,})" if cost.head_params else ""
     print(f"  parameters      {cost.params:,} ({cost.params / 1e6:.2f} M){head}")
     print(f"  input           {H}x{W} px -> {h}x{w} = {h * w} patches")
-    print(f"  tokens          {cost.tokens} = 1 class + {c.num_register_tokens} registers + {h * w} patches")
+    print(f"  tokens          {cost.tokens} = 1 class + {c.num_register_tokens} {extra} + {h * w} patches")
     print(f"  FLOPs / image   {_si(cost.total_flops, 'FLOP')} ({_si(cost.total_flops / 2)} multiply-adds)")
     for part, f in cost.flops.items():
         print(f"      {part:26s} {_si(f, 'FLOP'):>12s} {100 * f / cost.total_flops:5.1f}%")

@@ -32,7 +32,31 @@ def run(args: argparse.Namespace) -> int:
         print("quick pass: the first stored input of every case. `minidino selftest --full` checks every input, then "
               "runs the official code side by side when it is on this machine (a few minutes).")
         return 1 if failed else 0
-    return 1 if (failed or live(args)) else 0
+    return 1 if (failed or live(args) or live_dinov3()) else 0
+
+
+def live_dinov3() -> int:
+    """The official DINOv3 code side by side, when ../shared/official (or $MINIDINO_OFFICIAL_DINOV3) has it."""
+    from ..conformance.reference_v3 import official_dinov3_repo
+    from ..conformance.side_by_side import side_by_side_dinov3
+
+    repo = official_dinov3_repo()
+    if repo is None:
+        print("\nofficial DINOv3 code side by side: skipped (set MINIDINO_OFFICIAL_DINOV3 to a folder of "
+              "facebookresearch/dinov3 or its .tar.gz)")
+        return 0
+    print(f"\nofficial DINOv3 code side by side on this machine (code at {repo}; must be identical):")
+    runs = [("dinov3_vits16", None, None), ("dinov3_vits16plus", None, 2), ("dinov3_vitb16", None, 2),
+            ("dinov3_vitl16", "SAT493M", 1), ("dinov3_vitl16plus", None, 1), ("dinov3_vith16plus", None, 1),
+            ("dinov3_vit7b16", None, 1)]
+    failed = 0
+    for name, weights, depth in runs:
+        rows = side_by_side_dinov3(name, repo, weights=weights, depth=depth)
+        worst = max(d for _, d in rows)
+        failed += worst != 0.0
+        what = name + (f" {weights}" if weights else "") + (f" (first {depth} block{'s' * (depth > 1)})" if depth else "")
+        print(f"  {what:38s} {len(rows)} inputs, max abs {worst:.3e}  {'ok' if worst == 0.0 else 'FAIL'}")
+    return failed
 
 
 def live(args: argparse.Namespace) -> int:
@@ -71,7 +95,7 @@ def live(args: argparse.Namespace) -> int:
         worst = max(d for _, d in rows)
         failed += worst != 0.0
         what = name + (f" (first {kw['depth']} blocks)" if "depth" in kw else f" layers={kw['layers']}" if kw else "")
-        print(f"  {what:36s} {len(rows)} inputs, max abs {worst:.3e}  {'ok' if worst == 0.0 else 'FAIL'}")
+        print(f"  {what:38s} {len(rows)} inputs, max abs {worst:.3e}  {'ok' if worst == 0.0 else 'FAIL'}")
     if repo is not None:  # dino.txt: built from the hub code's own classes (its entry point always downloads)
         from ..conformance.golden_text import side_by_side as dinotxt_side_by_side
 

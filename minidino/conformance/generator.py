@@ -8,16 +8,17 @@ hardware. `random_model` gives any entry point such weights: random, reproducibl
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..factory import create_model
+from .. import factory  # factory.create_model looked up at each call (a test may patch it)
 
 __all__ = [
-    "splitmix64", "uniform", "generate_tensor", "init_range", "generate_state_dict", "generate_for", "random_model",
+    "splitmix64", "uniform", "generate_tensor", "init_range", "generate_key", "generate_state_dict", "generate_for", "random_model",
     "weights_sha256", "generate_images", "generate_masks",
 ]
 
@@ -31,12 +32,47 @@ def splitmix64(x: np.ndarray | int) -> np.ndarray:
         >>> hex(int(splitmix64(1234567)))
         '0x599ed017fb08fc85'
     """
-    z = np.asarray(x, dtype=np.uint64)
+    z = np.array(x, dtype=np.uint64)  # a copy: the steps below work in place (one buffer, fast on big tensors)
     with np.errstate(over="ignore"):
-        z = z + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+        z += np.uint64(0x9E3779B97F4A7C15)
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(0xBF58476D1CE4E5B9)
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return z
+
+
+_CHUNK = 1 << 16  # elements per step: the working arrays stay in the CPU cache (the 7B's matrices: 4x faster)
+
+
+def _uniform_chunks(seed: int, stream: int, n: int, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    """(offset, u) for consecutive chunks of elements start .. start+n-1: the values of `uniform`,
+    computed in place in reused buffers (a chunk is overwritten by the next one)."""
+    if not (0 <= seed < 2**16 and 0 <= stream < 2**16):
+        raise ValueError(f"seed and stream must be < 2**16, got {seed}, {stream}")
+    base = (np.uint64(seed) << np.uint64(48)) | (np.uint64(stream) << np.uint64(32))
+    index = np.arange(min(_CHUNK, max(n, 1)), dtype=np.uint64)
+    z, t, u = np.empty_like(index), np.empty_like(index), np.empty(len(index), dtype=np.float64)
+    with np.errstate(over="ignore"):
+        for offset in range(0, n, _CHUNK):
+            m = min(_CHUNK, n - offset)
+            zz, tt, uu = z[:m], t[:m], u[:m]
+            np.add(index[:m], np.uint64(start + offset), out=zz)
+            zz |= base  # (seed << 48) | (stream << 32) | i
+            zz += np.uint64(0x9E3779B97F4A7C15)  # splitmix64, step by step in place
+            np.right_shift(zz, np.uint64(30), out=tt)
+            zz ^= tt
+            zz *= np.uint64(0xBF58476D1CE4E5B9)
+            np.right_shift(zz, np.uint64(27), out=tt)
+            zz ^= tt
+            zz *= np.uint64(0x94D049BB133111EB)
+            np.right_shift(zz, np.uint64(31), out=tt)
+            zz ^= tt
+            zz >>= np.uint64(40)  # the top 24 bits
+            uu[:] = zz
+            uu /= float(2**24)
+            yield offset, uu
 
 
 def uniform(seed: int, stream: int, n: int, start: int = 0) -> np.ndarray:
@@ -46,11 +82,10 @@ def uniform(seed: int, stream: int, n: int, start: int = 0) -> np.ndarray:
         >>> uniform(7, 12, 3).tolist()
         [0.034661948680877686, 0.12949126958847046, 0.545982301235199]
     """
-    if not (0 <= seed < 2**16 and 0 <= stream < 2**16):
-        raise ValueError(f"seed and stream must be < 2**16, got {seed}, {stream}")
-    i = np.arange(start, start + n, dtype=np.uint64)
-    x = (np.uint64(seed) << np.uint64(48)) | (np.uint64(stream) << np.uint64(32)) | i
-    return (splitmix64(x) >> np.uint64(40)).astype(np.float64) / float(2**24)
+    out = np.empty(n, dtype=np.float64)
+    for offset, u in _uniform_chunks(seed, stream, n, start):
+        out[offset : offset + len(u)] = u
+    return out
 
 
 def generate_tensor(seed: int, stream: int, shape: tuple[int, ...], center: float, half_width: float) -> Tensor:
@@ -62,8 +97,14 @@ def generate_tensor(seed: int, stream: int, shape: tuple[int, ...], center: floa
         (torch.float32, True)
     """
     n = int(np.prod(shape)) if shape else 1
-    u = uniform(seed, stream, n)
-    return torch.from_numpy((center + half_width * (2.0 * u - 1.0)).astype(np.float32).reshape(shape))
+    out = np.empty(n, dtype=np.float32)
+    for offset, u in _uniform_chunks(seed, stream, n):
+        u *= 2.0
+        u -= 1.0
+        u *= half_width
+        u += center  # float64: center + half_width * (2u - 1)
+        out[offset : offset + len(u)] = u  # rounded once to float32
+    return torch.from_numpy(out.reshape(shape))
 
 
 def init_range(key: str, shape: tuple[int, ...]) -> tuple[float, float]:
@@ -83,12 +124,37 @@ def init_range(key: str, shape: tuple[int, ...]) -> tuple[float, float]:
         return 1.0, 0.25
     if key.endswith(".bias"):
         return 0.0, 0.1
-    if key in ("cls_token", "register_tokens", "mask_token", "pos_embed"):
+    if key in ("cls_token", "register_tokens", "storage_tokens", "mask_token", "pos_embed"):
         # Exact names only: in the classifier cases `backbone.cls_token` etc. fall through to the
         # fan-in rule below (that is how the reference files were generated; weights_sha256 proves it).
         return 0.0, 1.0
     fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
     return 0.0, float(np.sqrt(3.0 / fan_in))
+
+
+def generate_key(seed: int, stream: int, key: str, shape: tuple[int, ...]) -> Tensor:
+    """The generated value of one key: init_range's uniform rule, except DINOv3's two buffers, which
+    are not free weights. `rope_embed.periods` (F,): the official periods 100 ** (k / F) times
+    (1 + 0.1 (2u - 1)), computed in float64 and rounded once (close to the official ones, and different
+    from them, so a model that recomputes them instead of reading them fails). `*.bias_mask` (3D,):
+    the official 1 (q), 0 (k), 1 (v), no randomness (its stream is not read).
+
+    Examples:
+        >>> generate_key(0, 5, "blocks.0.attn.qkv.bias_mask", (6,)).tolist()
+        [1.0, 1.0, 0.0, 0.0, 1.0, 1.0]
+        >>> p = generate_key(0, 7, "rope_embed.periods", (16,))
+        >>> bool(((p / (100 ** (torch.arange(16) / 16)) - 1).abs() <= 0.1).all())
+        True
+    """
+    if key.endswith("rope_embed.periods"):
+        F = shape[0]
+        official = 100.0 ** (np.arange(F, dtype=np.float64) / F)  # rope_base ** (2k / (hd/2)) with hd = 4F
+        jitter = 1.0 + 0.1 * (2.0 * uniform(seed, stream, F) - 1.0)
+        return torch.from_numpy((official * jitter).astype(np.float32))
+    if key.endswith("bias_mask"):
+        D = shape[0] // 3
+        return torch.from_numpy(np.concatenate([np.ones(D), np.zeros(D), np.ones(D)]).astype(np.float32))
+    return generate_tensor(seed, stream, shape, *init_range(key, shape))
 
 
 def generate_state_dict(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, Tensor]:
@@ -99,8 +165,7 @@ def generate_state_dict(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[s
         >>> {k: tuple(v.shape) for k, v in sd.items()}
         {'a.bias': (4,), 'a.weight': (4, 3)}
     """
-    return {key: generate_tensor(seed, k, tuple(shapes[key]), *init_range(key, tuple(shapes[key])))
-            for k, key in enumerate(sorted(shapes))}
+    return {key: generate_key(seed, k, key, tuple(shapes[key])) for k, key in enumerate(sorted(shapes))}
 
 
 def generate_for(module: torch.nn.Module, seed: int) -> dict[str, Tensor]:
@@ -124,7 +189,7 @@ def random_model(name: str, seed: int = 0, **overrides: Any) -> torch.nn.Module:
         >>> tuple(model(generate_images(0, 1, (1, 3, 28, 28))).shape)
         (1, 384)
     """
-    model = create_model(name, device="meta", **overrides)
+    model = factory.create_model(name, device="meta", **overrides)
     model.load_state_dict(generate_for(model, seed), strict=True, assign=True)
     return model.eval()
 

@@ -1,7 +1,7 @@
 """Golden vectors: the runner of the reference outputs.
 
 A conformance kit. The reference outputs in tests/golden/ were computed with the official
-DINOv2 code; weights and inputs are not stored but rebuilt bit-exactly from a counter-based
+DINOv2 and DINOv3 code; weights and inputs are not stored but rebuilt bit-exactly from a counter-based
 generator (generator.py, tests/golden/README.md), so any implementation, in any language or on
 any hardware, can run the same check. `run_case` rebuilds a case's model and inputs and returns
 the max abs difference of every stored output. The generator's functions are re-exported here:
@@ -14,13 +14,14 @@ import ast
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..factory import create_model
+from ..factory import create_model, vision_backbone
 from ..heads import DINOHead
 from .compare import CaseResult
 from .generator import (  # noqa: F401  (re-exported: see the module docstring)
@@ -50,7 +51,7 @@ def load_index(golden_dir: str | Path | None = None) -> dict[str, Any]:
     Examples:
         >>> index = load_index()
         >>> len(index["cases"]), index["cases"][0]["model"]
-        (19, 'dinov2_vits14')
+        (27, 'dinov2_vits14')
     """
     from ..utils.files import UnreadableFile, read_limited
 
@@ -101,6 +102,14 @@ def _index_problem(index: Any) -> str | None:
 
 
 def case_name(case: dict[str, Any]) -> str:
+    """A case's name: the model, with its layers or its non-default weight set.
+
+    Examples:
+        >>> case_name({"model": "dinov3_vitl16", "weights": "SAT493M"})
+        'dinov3_vitl16_sat493m'
+    """
+    if "weights" in case:  # a weight set that changes the architecture (DINOv3's satellite ViT-L)
+        return f"{case['model']}_{case['weights'].lower()}"
     if "lc_layers" in case:
         return f"{case['model']}_layers{case['lc_layers']}"
     if "depth_layers" in case:  # a linear depther (*_ld)
@@ -128,7 +137,7 @@ def build_case(case: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Tensor]
         kw = {"layers": case["depth_layers"]} if "depth_layers" in case else {}
         model = create_model(case["model"], device="meta", **kw)
     else:
-        kw = {"layers": case["lc_layers"]} if "lc_layers" in case else {}
+        kw = {"layers": case["lc_layers"]} if "lc_layers" in case else {"weights": case["weights"]} if "weights" in case else {}
         model = create_model(case["model"], depth=case["depth"], device="meta", **kw)
     sd = generate_for(model, case["weight_seed"])  # weights_sha256 proves these are the case's keys and values
     model.load_state_dict(sd, strict=True, assign=True)
@@ -191,8 +200,8 @@ def _evaluate(model: torch.nn.Module, x: Tensor, masks: Tensor | None, spec: str
         n = args.get("n", 1)
         pos = n.index(int(parts[0])) if isinstance(n, list) else int(parts[0])  # list n: block index; int n: position
         value = value[pos]
-        if len(parts) > 1:
-            value = value[0] if parts[1] == "patch" else value[1]
+        if len(parts) > 1:  # the tuple (patches, cls if return_class_token, storage if return_extra_tokens)
+            value = value[{"patch": 0, "cls": 1, "storage": 1 + bool(args.get("return_class_token"))}[parts[1]]]
     return value[slices] if slices else value
 
 
@@ -230,12 +239,15 @@ def run_case(case: dict[str, Any], golden_dir: str | Path | None = None, model: 
         x = generate_images(case["weight_seed"], inp["image_stream"], (B, C, H, W))
         masks = None
         if inp.get("mask_stream") is not None:
-            masks = generate_masks(case["weight_seed"], inp["mask_stream"], B, (H // 14) * (W // 14), inp["mask_p"])
+            p = vision_backbone(model).patch_size  # the grid is floored: DINOv3 takes sides that are not multiples
+            masks = generate_masks(case["weight_seed"], inp["mask_stream"], B, (H // p) * (W // p), inp["mask_p"])
             results.append(CaseResult(name, inp["tag"], "masks", float((masks != ref[f"{inp['tag']}/masks"]).sum()),
                                       tuple(masks.shape)))
         cache: dict[str, Any] = {}
         for spec in inp["outputs"]:
-            got = _evaluate(model, x, masks, spec, cache)
+            with warnings.catch_warnings():  # the DINOv3 cases' odd sizes, on purpose
+                warnings.filterwarnings("ignore", message="image size .* is not a multiple of the patch size")
+                got = _evaluate(model, x, masks, spec, cache)
             want = ref[f"{inp['tag']}/{spec}"]
             if got.shape != want.shape:
                 raise AssertionError(f"{name} {inp['tag']} {spec}: shape {tuple(got.shape)} != reference {tuple(want.shape)}")

@@ -17,8 +17,9 @@ from ..factory import create_model
 from .compare import max_abs_difference
 from .generator import generate_for, generate_images, generate_masks
 from .reference import OfficialModel, ReferenceUnavailable, official_model, official_repo, snapshot_available
+from .reference_v3 import official_dinov3
 
-__all__ = ["official_pair", "compare", "side_by_side", "side_by_side_depth"]
+__all__ = ["official_pair", "compare", "side_by_side", "side_by_side_depth", "side_by_side_dinov3"]
 
 
 def official_pair(name: str, repo: str | os.PathLike | None = None, *, layers: int | None = None,
@@ -119,6 +120,44 @@ def side_by_side_depth(name: str, repo: str | os.PathLike | None = None, seed: i
         want = ref.eval().whole_inference(x, img_meta=None, rescale=True)
         out.append((f"{B}x3x{H}x{W}", max_abs_difference(want, ours.eval()(x))))
     return out
+@torch.no_grad()
+def side_by_side_dinov3(name: str, repo: str | os.PathLike | None = None, seed: int = 0, *, weights: str | None = None,
+                        depth: int | None = None) -> list[tuple[str, float]]:
+    """A DINOv3 backbone of the official code (reference_v3) and minidino's, same generated weights, on
+    a few inputs: a side that is not a multiple of 16, masks, a list with masks, and every output
+    (forward_features, get_intermediate_layers with the class and storage tokens). Each figure should be 0.0.
+
+    Examples:
+        >>> side_by_side_dinov3("dinov3_vits16", depth=2)   # doctest: +SKIP
+        [('2x3x224x224', 0.0), ('1x3x203x125', 0.0), ('2x3x112x96 masks p=0.4', 0.0), ('list of 2, masks', 0.0)]
+
+        (Needs the official DINOv3 code; docs/dinov3.md runs it where it is present.)
+    """
+    import warnings
+
+    ref = official_dinov3(name, repo, depth=depth, weights=weights, meta=True).module
+    ours = create_model(name, device="meta", **({"weights": weights} if weights else {}), **({"depth": depth} if depth else {}))
+    sd = generate_for(ours, seed)
+    ref.load_state_dict(sd, strict=True, assign=True)
+    ours.load_state_dict(sd, strict=True, assign=True)
+    ref.eval(), ours.eval()
+    last = len(ours.blocks) - 1
+    kw = dict(n=sorted({0, last}), reshape=True, return_class_token=True, return_extra_tokens=True)
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the odd size: minidino says which pixels it ignores, the official code does not
+        for i, (B, H, W, p) in enumerate([(2, 224, 224, None), (1, 203, 125, None), (2, 112, 96, 0.4)]):
+            x = generate_images(seed, 100 + i, (B, 3, H, W))
+            masks = generate_masks(seed, 200 + i, B, (H // 16) * (W // 16), p) if p else None
+            d = max(max_abs_difference(ref.forward_features(x, masks=masks), ours.forward_features(x, masks=masks)),
+                    max_abs_difference(ref.get_intermediate_layers(x, **kw), ours.get_intermediate_layers(x, **kw)))
+            out.append((f"{B}x3x{H}x{W}" + (f" masks p={p}" if p else ""), d))
+        xs = [generate_images(seed, 110, (1, 3, 64, 48)), generate_images(seed, 111, (2, 3, 48, 80))]
+        ms = [None, generate_masks(seed, 210, 2, 15, 0.3)]
+        out.append(("list of 2, masks", max_abs_difference(ref.forward_features(xs, ms), ours.forward_features(xs, ms))))
+    return out
+
+
 # ---------------------------------------------------------------------------- dino.txt
 # The configuration the official entry point `dinov2_vitl14_reg4_dinotxt_tet1280d20h24l` builds
 # (read from the `model_config` attribute of the model it returns, not from its source).

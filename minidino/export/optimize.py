@@ -24,9 +24,10 @@ stated here with what it does to the numbers:
   input shape, then replayed: removes the per-kernel launch cost that dominates batch-1
   latency. Outputs are copied out of the graph's static buffers, so they are never overwritten.
 
-The wrapper computes the position embedding with the model's own (eager, cached) resize, so
-the interpolation quirks of posembed.py are exactly the eager ones, and passes it into the
-compiled / captured function as an input. Masks and lists of differently sized batches are
+The wrapper computes the positions eagerly, outside the compiled / captured function, and
+passes them in as inputs: DINOv2's position embedding with the model's own cached resize (so
+the interpolation quirks of posembed.py are exactly the eager ones), DINOv3's RoPE tables
+from its stored periods. Masks and lists of differently sized batches are
 not supported here: use the eager model for those.
 """
 
@@ -39,8 +40,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..models.layers import Block, Mlp, SwiGLUFFN
-from ..models.dinov2 import DinoVisionTransformer, Features
+from ..models.backbone import Features, VisionTransformerBase
+from ..models.dinov3 import Dinov3VisionTransformer
+from ..models.layers import Block, Mlp, SwiGLUFFN, SwiGLUSplitFFN
+from ..models.rope import Rope
 
 __all__ = ["optimize", "OptimizedModel", "fold_layerscale"]
 
@@ -48,7 +51,7 @@ _FAST_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 @torch.no_grad()
-def fold_layerscale(model: DinoVisionTransformer) -> DinoVisionTransformer:
+def fold_layerscale(model: VisionTransformerBase) -> VisionTransformerBase:
     """Fold every block's ls1 / ls2 into the linear layer before it, in place; returns the model.
 
     (x W^T + b) * gamma == x (diag(gamma) W)^T + gamma * b. The LayerScale modules become
@@ -68,7 +71,7 @@ def fold_layerscale(model: DinoVisionTransformer) -> DinoVisionTransformer:
     for blk in model.blocks:
         if not isinstance(blk, Block):
             raise TypeError(f"fold_layerscale expects minidino Blocks, got {type(blk).__name__}")
-        last = blk.mlp.fc2 if isinstance(blk.mlp, Mlp) else blk.mlp.w3 if isinstance(blk.mlp, SwiGLUFFN) else None
+        last = blk.mlp.fc2 if isinstance(blk.mlp, Mlp) else blk.mlp.w3 if isinstance(blk.mlp, (SwiGLUFFN, SwiGLUSplitFFN)) else None
         if last is None:
             raise TypeError(f"unknown FFN {type(blk.mlp).__name__}: cannot fold ls2")
         for ls_name, linear in (("ls1", blk.attn.proj), ("ls2", last)):
@@ -86,27 +89,34 @@ def fold_layerscale(model: DinoVisionTransformer) -> DinoVisionTransformer:
 
 
 class _Forward(nn.Module):
-    """The forward pass without checks or masks: (B, 3, H, W), (1, 1 + h*w, D) -> x_norm, x_prenorm (B, N, D).
+    """The forward pass without checks or masks: (B, 3, H, W) and the positions -> x_norm, x_prenorm (B, N, D).
 
-    The same operations as DinoVisionTransformer.prepare_tokens_with_masks and _run_blocks, with
-    the position embedding passed in (computed outside by the model's cached eager resize).
-    This is the module that is compiled and captured.
+    The same operations as the model's prepare_tokens_with_masks and _run_blocks, with the positions
+    passed in, computed outside: DINOv2's position embedding (1, 1 + h*w, D) by the model's cached
+    eager resize; DINOv3's RoPE tables, sin and cos (h*w, hd). This is the module that is compiled
+    and captured.
     """
 
-    def __init__(self, model: DinoVisionTransformer) -> None:
+    def __init__(self, model: VisionTransformerBase) -> None:
         super().__init__()
         self.m = model
 
-    def forward(self, x: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, *positions: Tensor) -> tuple[Tensor, Tensor]:
         m = self.m
         B = x.shape[0]
         t = m.patch_embed(x)  # (B, h*w, D)
-        t = torch.cat((m.cls_token.expand(B, -1, -1), t), dim=1) + pos  # (B, 1 + h*w, D)
-        if m.num_register_tokens:
-            reg = m.register_tokens.expand(B, -1, -1)  # (B, R, D)
-            t = torch.cat((t[:, :1], reg, t[:, 1:]), dim=1)  # (B, 1 + R + h*w, D)
+        rope = None
+        if isinstance(m, Dinov3VisionTransformer):  # [cls, storage, patches], rotated in every block
+            extra = [m.storage_tokens.expand(B, -1, -1)] if m.num_register_tokens else []  # (B, R, D)
+            t = torch.cat([m._class_token(False).expand(B, -1, -1), *extra, t], dim=1)  # (B, 1 + R + h*w, D)
+            rope = Rope(*positions)
+        else:  # DINOv2: the position embedding added to cls and patches, registers inserted after
+            t = torch.cat((m.cls_token.expand(B, -1, -1), t), dim=1) + positions[0]  # (B, 1 + h*w, D)
+            if m.num_register_tokens:
+                reg = m.register_tokens.expand(B, -1, -1)  # (B, R, D)
+                t = torch.cat((t[:, :1], reg, t[:, 1:]), dim=1)  # (B, 1 + R + h*w, D)
         for blk in m.blocks:
-            t = blk(t)  # (B, N, D)
+            t = blk(t, rope=rope)  # (B, N, D)
         return m.norm(t), t
 
 
@@ -116,18 +126,18 @@ _fold_layerscale = fold_layerscale  # optimize's argument of the same name shado
 class _Graph:
     """One captured CUDA graph for one input shape: static input, static outputs."""
 
-    def __init__(self, fn: Any, x: Tensor, pos: Tensor, warmup: int = 3) -> None:
+    def __init__(self, fn: Any, x: Tensor, positions: tuple[Tensor, ...], warmup: int = 3) -> None:
         self.x = x.clone()
-        self.pos = pos  # held here, so the address the graph reads stays valid
+        self.positions = positions  # held here, so the addresses the graph reads stay valid
         side = torch.cuda.Stream(device=x.device)
         side.wait_stream(torch.cuda.current_stream(x.device))
         with torch.cuda.stream(side):  # warm-up outside the graph (compilation, autotuning, cuBLAS handles)
             for _ in range(warmup):
-                fn(self.x, self.pos)
+                fn(self.x, *self.positions)
         torch.cuda.current_stream(x.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.out = fn(self.x, self.pos)
+            self.out = fn(self.x, *self.positions)
 
     def __call__(self, x: Tensor) -> tuple[Tensor, ...]:
         self.x.copy_(x)
@@ -136,7 +146,7 @@ class _Graph:
 
 
 class OptimizedModel(nn.Module):
-    """An inference-only DINOv2 backbone made by `optimize`; forward_features / forward as the model's.
+    """An inference-only backbone (either family) made by `optimize`; forward_features / forward as the model's.
 
     Outputs are in the compute dtype (`self.dtype`). `self.model` is the transformed copy.
 
@@ -147,7 +157,7 @@ class OptimizedModel(nn.Module):
     """
 
     def __init__(
-        self, model: DinoVisionTransformer, *, compile: bool, cuda_graphs: bool | str, graph_max_batch: int,
+        self, model: VisionTransformerBase, *, compile: bool, cuda_graphs: bool | str, graph_max_batch: int,
         compile_options: dict[str, Any] | None,
     ) -> None:
         super().__init__()
@@ -173,7 +183,7 @@ class OptimizedModel(nn.Module):
 
     @torch.inference_mode()
     def forward_features(self, x: Tensor, masks: Tensor | None = None) -> Features:
-        """As DinoVisionTransformer.forward_features for one batch without masks."""
+        """As the model's forward_features for one batch without masks."""
         m = self.model
         if masks is not None:
             raise ValueError("an optimized model takes no masks; run the eager model for masked inputs")
@@ -182,16 +192,19 @@ class OptimizedModel(nn.Module):
         if isinstance(x, Tensor) and x.is_floating_point():
             x = x.to(self.dtype)
         h, w = m._check_images(x)  # the eager model's checks and messages
-        pos = m.interpolate_pos_encoding(h, w, self.dtype)  # (1, 1 + h*w, D), eager and cached
+        if isinstance(m, Dinov3VisionTransformer):
+            positions: tuple[Tensor, ...] = tuple(m.rope_tables(h, w))  # sin, cos (h*w, hd), float32
+        else:
+            positions = (m.interpolate_pos_encoding(h, w, self.dtype),)  # (1, 1 + h*w, D), eager and cached
         if self._use_graph(x):
             key = (tuple(x.shape), x.dtype, x.device)
             if key not in self._graphs:
                 if len(self._graphs) >= 8:  # each graph holds its own memory pool
                     self._graphs.clear()
-                self._graphs[key] = _Graph(self._fn, x, pos.clone())
+                self._graphs[key] = _Graph(self._fn, x, tuple(p.clone() for p in positions))
             x_norm, x_prenorm = self._graphs[key](x)
         else:
-            x_norm, x_prenorm = self._fn(x, pos)
+            x_norm, x_prenorm = self._fn(x, *positions)
         return m._split(x_norm, x_prenorm, None)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -200,7 +213,7 @@ class OptimizedModel(nn.Module):
 
 
 def optimize(
-    model: DinoVisionTransformer,
+    model: VisionTransformerBase,
     *,
     dtype: torch.dtype | None = None,
     compile: bool | str = "auto",
@@ -230,9 +243,10 @@ def optimize(
         >>> tuple(optimize(model, dtype=torch.bfloat16, compile=False)(x).shape)
         (2, 384)
     """
-    if not isinstance(model, DinoVisionTransformer):
+    if not isinstance(model, VisionTransformerBase):
         hint = " (for a *_lc classifier, optimize its .backbone)" if hasattr(model, "backbone") else ""
-        raise TypeError(f"optimize expects a minidino DinoVisionTransformer, got {type(model).__name__}{hint}")
+        raise TypeError("optimize expects a minidino backbone (DinoVisionTransformer or Dinov3VisionTransformer), "
+                        f"got {type(model).__name__}{hint}")
     if dtype is not None and dtype not in _FAST_DTYPES:
         raise ValueError(f"dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
     if cuda_graphs not in (True, False, "auto"):
@@ -266,6 +280,7 @@ def optimize(
         _fold_layerscale(m)
     if dtype is not None:
         m.to(dtype)
-    m._pos_cache.clear()
+    if hasattr(m, "_pos_cache"):  # DINOv2: resized position embeddings of the unfolded, uncast weights
+        m._pos_cache.clear()
     return OptimizedModel(m, compile=compile, cuda_graphs=cuda_graphs, graph_max_batch=graph_max_batch,
                           compile_options=compile_options)

@@ -5,7 +5,8 @@ bicubic `interpolate` with scale factors (the 0.1 offset) or with antialias has 
 ONNX counterpart. Here the resize is traced in its "matrix" form (posembed.py): plain
 tensor ops on h and w that reproduce PyTorch's CPU kernel, so one graph serves every image
 size and matches eager PyTorch. A static export instead bakes the exact position embedding
-of one size into the graph as a constant.
+of one size into the graph as a constant. DINOv3 has no position embedding to resize: its
+RoPE tables (rope.py) are plain tensor ops on h and w, traced into the graph in both modes.
 
     import minidino
     model = minidino.create_model("dinov2_vits14_reg", pretrained=...)
@@ -14,7 +15,7 @@ of one size into the graph as a constant.
     program = minidino.export_program(model)                       # torch.export.ExportedProgram
 
 Graph inputs and outputs: "x" (B, 3, H, W) float32 in; out, by default, "x_norm_clstoken"
-(B, D), "x_norm_regtokens" (B, R, D) for the register models, "x_norm_patchtokens"
+(B, D), "x_norm_regtokens" (B, R, D) for the register models ("x_storage_tokens" for DINOv3), "x_norm_patchtokens"
 (B, h*w, D) (the keys of `forward_features`); a `*_lc` classifier gives "logits" (B, 1000);
 a depther (`*_ld`, `*_dd`) gives "depth" (B, 1, H, W) in metres, for any H and W (it pads itself).
 onnx and onnxruntime are optional dependencies (`pip install minidino[export]`), imported
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 
 from ..utils.atomic import atomic_write_files
 from ..heads import Depther, LinearClassifier
+from ..models.backbone import VisionTransformerBase
 from ..models.dinov2 import DinoVisionTransformer
 
 __all__ = ["export_onnx", "export_program", "default_outputs"]
@@ -41,23 +43,25 @@ __all__ = ["export_onnx", "export_program", "default_outputs"]
 # Smallest side of an exported depther's input: 3 patches after padding. torch.export guards the
 # patch grid to h, w >= 3 (the DPT's 2x-down level and the size-1 specialisation); eager takes any size.
 DEPTH_MIN_SIDE = 29
-FEATURE_KEYS = ("x_norm_clstoken", "x_norm_regtokens", "x_norm_patchtokens", "x_prenorm")
+FEATURE_KEYS = ("x_norm_clstoken", "x_norm_regtokens", "x_storage_tokens", "x_norm_patchtokens", "x_prenorm")
 
 
 def default_outputs(model: nn.Module) -> tuple[str, ...]:
     """The graph outputs used when none are asked for: ("logits",) for a classifier; class,
-    register (only if the model has registers) and patch tokens for a backbone.
+    register / storage (only if the model has them) and patch tokens for a backbone.
 
     Examples:
         >>> default_outputs(minidino.create_model("dinov2_vits14_reg", device="meta"))
         ('x_norm_clstoken', 'x_norm_regtokens', 'x_norm_patchtokens')
+        >>> default_outputs(minidino.create_model("dinov3_vits16", device="meta"))
+        ('x_norm_clstoken', 'x_storage_tokens', 'x_norm_patchtokens')
     """
     if isinstance(model, LinearClassifier):
         return ("logits",)
     if isinstance(model, Depther):
         return ("depth",)
     backbone = _backbone(model)
-    regs = ("x_norm_regtokens",) if backbone.num_register_tokens else ()
+    regs = (backbone.extra_tokens_key,) if backbone.num_register_tokens else ()
     return ("x_norm_clstoken", *regs, "x_norm_patchtokens")
 
 
@@ -76,10 +80,10 @@ class _Exportable(nn.Module):
         return tuple(feats[k] for k in self.outputs)
 
 
-def _backbone(model: nn.Module) -> DinoVisionTransformer:
+def _backbone(model: nn.Module) -> VisionTransformerBase:
     if isinstance(model, (LinearClassifier, Depther)):
         return model.backbone
-    if isinstance(model, DinoVisionTransformer):
+    if isinstance(model, VisionTransformerBase):
         return model
     raise TypeError(
         f"can only export a minidino backbone or *_lc classifier (or a depther), got {type(model).__name__}; "
@@ -91,14 +95,18 @@ def _check_outputs(model: nn.Module, outputs: Sequence[str] | None) -> tuple[str
     if outputs is None:
         return default_outputs(model)
     outputs = tuple(outputs)
-    allowed = ("logits",) if isinstance(model, LinearClassifier) else ("depth",) if isinstance(model, Depther) else FEATURE_KEYS
+    if isinstance(model, (LinearClassifier, Depther)):
+        allowed: tuple[str, ...] = ("logits",) if isinstance(model, LinearClassifier) else ("depth",)
+    else:  # a backbone: its own keys (x_norm_regtokens for DINOv2, x_storage_tokens for DINOv3)
+        allowed = tuple(k for k in FEATURE_KEYS if k not in ("x_norm_regtokens", "x_storage_tokens")
+                        or k == _backbone(model).extra_tokens_key)
     bad = [o for o in outputs if o not in allowed]
     if bad or not outputs:
         raise ValueError(f"unknown graph outputs {bad or outputs!r}; choose from {allowed}")
     return outputs
 
 
-def _check_size(model: DinoVisionTransformer, size: Sequence[int], any_size: bool = False) -> tuple[int, int]:
+def _check_size(model: VisionTransformerBase, size: Sequence[int], any_size: bool = False) -> tuple[int, int]:
     if len(size) != 2 or not all(isinstance(s, int) for s in size):
         raise TypeError(f"size must be (H, W) in pixels, got {size!r}")
     if any_size:  # a depther pads the image itself
@@ -121,15 +129,17 @@ def _export_mode(model: nn.Module, static_size: tuple[int, int] | None) -> Itera
     constant (the instance attribute shadows the method until the export ends).
     """
     backbone = _backbone(model)
-    was_training, method = model.training, backbone.pos_embed_method
+    was_training, method = model.training, getattr(backbone, "pos_embed_method", None)
     model.eval()
     try:
-        _set_export_pos(backbone, static_size)
+        if isinstance(backbone, DinoVisionTransformer):  # DINOv3 computes its RoPE tables in the graph
+            _set_export_pos(backbone, static_size)
         with _size_oblivious():
             yield
     finally:
         backbone.__dict__.pop("interpolate_pos_encoding", None)
-        backbone.pos_embed_method = method
+        if method is not None:
+            backbone.pos_embed_method = method  # type: ignore[attr-defined]
         model.train(was_training)
 
 
@@ -171,7 +181,7 @@ def _set_export_pos(backbone: DinoVisionTransformer, static_size: tuple[int, int
     backbone.interpolate_pos_encoding = fixed_pos  # type: ignore[method-assign]
 
 
-def _example_and_shapes(model: DinoVisionTransformer, size: tuple[int, int], dynamic: bool,
+def _example_and_shapes(model: VisionTransformerBase, size: tuple[int, int], dynamic: bool,
                         any_size: bool = False) -> tuple[Tensor, Any]:
     weight = model.patch_embed.proj.weight
     # Batch 2, not 1: torch.export specialises dimensions of size 1.
@@ -186,7 +196,8 @@ def _example_and_shapes(model: DinoVisionTransformer, size: tuple[int, int], dyn
         # could not trace to its op; one image at a time is what depth inference does anyway
         return x[:1], {"x": sides}
     p = model.patch_size
-    # H = 14 h and W = 14 w: the graph knows the sides are multiples of the patch size.
+    # H = p h and W = p w: the graph knows the sides are multiples of the patch size (DINOv3 models
+    # take other sides in eager mode, floored; their exported graphs take multiples of 16).
     h, w = Dim("h", min=1), Dim("w", min=1)
     return x, {"x": {0: batch, 2: p * h, 3: p * w}}
 

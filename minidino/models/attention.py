@@ -2,13 +2,13 @@
 
 Computed on the explicit maths path (Attention.forward_explicit) for the requested blocks
 only; every block still runs its usual fused path to produce the next block's input.
-Token order along both N axes: [cls, reg_1 .. reg_R, patch_1 .. patch_hw].
+Token order along both N axes: [cls, extra_1 .. extra_R (registers or storage tokens), patch_1 .. patch_hw].
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from einops import rearrange
 from torch import Tensor, nn
@@ -17,12 +17,12 @@ __all__ = ["attention_maps", "cls_attention_map"]
 
 
 class _Backbone(Protocol):
-    """What attention_maps needs of a backbone (a DinoVisionTransformer); named here, not imported,
-    so that this module and model.py do not import each other."""
+    """What attention_maps needs of a backbone (either family's); named here, not imported,
+    so that this module and backbone.py do not import each other."""
 
     blocks: nn.ModuleList
 
-    def prepare_tokens_with_masks(self, x: Tensor) -> Tensor: ...
+    def prepare(self, x: Tensor) -> tuple[Tensor, Any]: ...
 
 
 def attention_maps(model: _Backbone, x: Tensor, blocks: Sequence[int] = (-1,)) -> tuple[Tensor, ...]:
@@ -40,14 +40,14 @@ def attention_maps(model: _Backbone, x: Tensor, blocks: Sequence[int] = (-1,)) -
         if not isinstance(b, int) or not -depth <= b < depth:
             raise ValueError(f"block index {b!r} out of range for depth {depth}")
         wanted.append(b % depth)
-    tokens = model.prepare_tokens_with_masks(x)  # (B, N, D)
+    tokens, rope = model.prepare(x)  # (B, N, D); DINOv3's rotary tables (None for DINOv2)
     maps: dict[int, Tensor] = {}
     for i, blk in enumerate(model.blocks):
         if i in wanted:
-            _, maps[i] = blk.attn.forward_explicit(blk.norm1(tokens))  # (B, nh, N, N)
+            _, maps[i] = blk.attn.forward_explicit(blk.norm1(tokens), rope=rope)  # (B, nh, N, N)
         if i >= max(wanted):
             break
-        tokens = blk(tokens)
+        tokens = blk(tokens, rope=rope)
     return tuple(maps[i] for i in wanted)
 
 

@@ -3,6 +3,7 @@ never as a shape error from deep inside torch."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,8 +13,13 @@ from torch import Tensor
 __all__ = ["check_images", "check_masks", "check_list_masks", "check_block_indices"]
 
 
-def check_images(x: Any, *, in_chans: int, patch_size: int, weight_dtype: torch.dtype, what: str = "x") -> tuple[int, int]:
+def check_images(x: Any, *, in_chans: int, patch_size: int, weight_dtype: torch.dtype, what: str = "x",
+                 crop: bool = False) -> tuple[int, int]:
     """Validate a (B, C, H, W) image batch for a model; returns the patch grid (h, w).
+
+    crop=False (DINOv2): both sides must be multiples of the patch size. crop=True (DINOv3, as
+    its official model does): any side of at least one patch; the grid is floor(H / p) x
+    floor(W / p) and the pixels past the last whole patch are ignored, with a warning.
 
     Examples:
         >>> check_images(torch.randn(2, 3, 28, 42), in_chans=3, patch_size=14, weight_dtype=torch.float32)
@@ -37,10 +43,16 @@ def check_images(x: Any, *, in_chans: int, patch_size: int, weight_dtype: torch.
     if not x.is_floating_point():
         raise TypeError(f"{what} has dtype {x.dtype}; convert to float and normalise (see minidino.utils.transforms)")
     p = patch_size
+    if crop and H >= p and W >= p and (H % p or W % p):
+        warnings.warn(f"image size {H}x{W} is not a multiple of the patch size {p}: the model sees its top-left "
+                      f"{H // p * p}x{W // p * p} pixels (the official DINOv3 crops the same way); resize or crop the "
+                      "images to multiples of the patch size to use every pixel", UserWarning, stacklevel=2)
     for side, n in (("height", H), ("width", W)):
-        if n < p or n % p:
+        if n < p or (n % p and not crop):
             lo, hi = max(p, n // p * p), max(p, -(-n // p) * p)
             near = f"{lo}" if lo == hi else f"{lo} or {hi}"
+            if crop:
+                raise ValueError(f"image {side} {n} is smaller than one patch ({p} pixels)")
             raise ValueError(f"image {side} {n} is not a positive multiple of the patch size {p}; nearest valid: {near}")
     if x.dtype != weight_dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(

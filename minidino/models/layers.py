@@ -1,4 +1,4 @@
-"""The building blocks of a DINOv2 ViT. Module and parameter names are the checkpoint's keys.
+"""The building blocks both families' ViTs share. Module and parameter names are the checkpoint's keys.
 
 Shapes: B batch, N tokens, D width, nh heads, hd head dim, F FFN hidden width.
 Each module takes `device=` and `dtype=` and allocates uninitialised memory (build on
@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .packing import Packing
+from .rope import Rope, apply_rope
 
-__all__ = ["PatchEmbed", "Attention", "Mlp", "SwiGLUFFN", "SwiGLUSplitFFN", "LayerScale", "DropPath", "Block"]
+__all__ = ["PatchEmbed", "MaskedBiasLinear", "Attention", "Mlp", "SwiGLUFFN", "SwiGLUSplitFFN", "LayerScale", "DropPath",
+           "Block"]
 
 
 class PatchEmbed(nn.Module):
@@ -37,13 +38,44 @@ class PatchEmbed(nn.Module):
         return x.flatten(2).transpose(1, 2)  # (B, h*w, D)
 
 
+class MaskedBiasLinear(nn.Linear):
+    """DINOv3's qkv projection: a Linear whose bias is multiplied by the `bias_mask` buffer in the same call.
+
+    The mask is 1 for the query and value rows and 0 for the key rows: the key bias is stored (and
+    trained) but never used. Both are checkpoint keys (`attn.qkv.bias`, `attn.qkv.bias_mask`), so
+    the mask a file holds is the one applied.
+
+    Examples:
+        >>> qkv = MaskedBiasLinear(4, 12)
+        >>> _ = qkv.reset_bias_mask()
+        >>> qkv.bias_mask.tolist()                      # rows q, k, v
+        [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    """
+
+    def __init__(self, in_features: int, out_features: int, **factory: Any) -> None:
+        super().__init__(in_features, out_features, bias=True, **factory)
+        self.register_buffer("bias_mask", torch.empty(out_features, **factory))  # persistent: a checkpoint key
+
+    @torch.no_grad()
+    def reset_bias_mask(self) -> "MaskedBiasLinear":
+        D = self.out_features // 3
+        self.bias_mask.fill_(1.0)
+        self.bias_mask[D : 2 * D] = 0.0  # the key rows
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias * self.bias_mask)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection (rows: q, k, v; heads contiguous).
 
     Two paths computing the same thing: `F.scaled_dot_product_attention` (the fast, default
-    path, and the one the current official model runs) and the explicit softmax(q k^T * scale) v,
+    path, and the one the current official models run) and the explicit softmax(q k^T * scale) v,
     which is the readable maths, the only one that can return the attention weights, and the
-    operation order of the April-2023 official code (bit-identical to it on CPU float32).
+    operation order of the April-2023 official DINOv2 code (bit-identical to it on CPU float32).
+    DINOv3 adds two things, each in one place: the key-masked qkv bias (`MaskedBiasLinear`,
+    mask_k_bias=True) and the rotation of q and k by the patches' places (`rope`, see rope.py).
 
     Examples:
         >>> attn = Attention(dim=384, num_heads=6, qkv_bias=True, proj_bias=True)
@@ -51,53 +83,56 @@ class Attention(nn.Module):
         (2, 5, 384)
     """
 
-    def __init__(self, *, dim: int, num_heads: int, qkv_bias: bool, proj_bias: bool, **factory: Any) -> None:
+    def __init__(self, *, dim: int, num_heads: int, qkv_bias: bool, proj_bias: bool, mask_k_bias: bool = False,
+                 **factory: Any) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias, **factory)
+        if qkv_bias and mask_k_bias:
+            self.qkv: nn.Linear = MaskedBiasLinear(dim, 3 * dim, **factory)
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias, **factory)
         self.proj = nn.Linear(dim, dim, bias=proj_bias, **factory)
 
-    def _qkv(self, x: Tensor, packing: Packing | None) -> tuple[Tensor, Tensor, Tensor]:
-        qkv = self.qkv(x)  # (B, N, 3D), or (T, 3D) rows of a packed list
-        if packing is not None:
-            qkv = packing.pad(qkv)  # (B, N, 3D), zeros after each image's last token
+    def _split_heads(self, qkv: Tensor, rope: Rope | None) -> tuple[Tensor, Tensor, Tensor]:
         B, N, _ = qkv.shape
         qkv = qkv.reshape(B, N, 3, self.num_heads, self.head_dim)  # (B, N, 3, nh, hd)
         qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, nh, N, hd)
-        return qkv[0], qkv[1], qkv[2]  # each (B, nh, N, hd)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # each (B, nh, N, hd)
+        if rope is not None:  # DINOv3: the patches' queries and keys turned by their places
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
+        return q, k, v
 
-    def _out(self, x: Tensor, packing: Packing | None) -> Tensor:
+    def _attend(self, qkv: Tensor, attn_mask: Tensor | None, explicit: bool, rope: Rope | None
+                ) -> tuple[Tensor, Tensor | None]:
+        """(B, N, 3D) projections -> the heads' outputs merged, (B, N, D), and the weights (explicit path only)."""
+        q, k, v = self._split_heads(qkv, rope)
+        weights = None
+        if explicit:
+            logits = (q * self.scale) @ k.transpose(-2, -1)  # (B, nh, N, N)
+            if attn_mask is not None:
+                logits = logits.masked_fill(~attn_mask, float("-inf"))
+            weights = logits.softmax(dim=-1)  # (B, nh, N, N), rows sum to 1
+            x = weights @ v  # (B, nh, N, hd)
+        else:
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, nh, N, hd)
         B, nh, N, hd = x.shape
-        x = x.transpose(1, 2).reshape(B, N, nh * hd)  # (B, N, D)
-        if packing is not None:
-            x = packing.unpad(x)  # (T, D)
-        return self.proj(x)
+        return x.transpose(1, 2).reshape(B, N, nh * hd), weights  # (B, N, D)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, explicit: bool = False,
-                packing: Packing | None = None) -> Tensor:
-        """x: (B, N, D), or the (T, D) token rows of a packed list (see packing.py).
-        attn_mask: optional bool (B or 1, 1, N, N), True = may attend (packing brings its own)."""
-        if explicit:
-            out, _ = self.forward_explicit(x, attn_mask, packing)
-            return out
-        if packing is not None:
-            attn_mask = packing.attn_mask
-        q, k, v = self._qkv(x, packing)
-        return self._out(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask), packing)  # (B, N, D)
+                rope: Rope | None = None) -> Tensor:
+        """x: (B, N, D). attn_mask: optional bool (B or 1, 1, N, N), True = may attend.
+        rope: the patch grid's rotary tables (DINOv3); None for DINOv2."""
+        out, _ = self._attend(self.qkv(x), attn_mask, explicit, rope)  # (B, N, D)
+        return self.proj(out)
 
     def forward_explicit(self, x: Tensor, attn_mask: Tensor | None = None,
-                         packing: Packing | None = None) -> tuple[Tensor, Tensor]:
-        """The readable maths. Returns the output (B, N, D) and the weights (B, nh, N, N)."""
-        if packing is not None:
-            attn_mask = packing.attn_mask
-        q, k, v = self._qkv(x, packing)
-        logits = (q * self.scale) @ k.transpose(-2, -1)  # (B, nh, N, N)
-        if attn_mask is not None:
-            logits = logits.masked_fill(~attn_mask, float("-inf"))
-        weights = logits.softmax(dim=-1)  # (B, nh, N, N), rows sum to 1
-        return self._out(weights @ v, packing), weights
+                         rope: Rope | None = None) -> tuple[Tensor, Tensor]:
+        """The readable maths on (B, N, D). Returns the output (B, N, D) and the weights (B, nh, N, N)."""
+        out, weights = self._attend(self.qkv(x), attn_mask, True, rope)
+        assert weights is not None
+        return self.proj(out), weights
 
 
 class Mlp(nn.Module):
@@ -122,7 +157,7 @@ class Mlp(nn.Module):
 
 
 class SwiGLUFFN(nn.Module):
-    """The SwiGLU FFN of ViT-g: w12 projects to 2F, halves a, b -> silu(a) * b -> w3.
+    """The SwiGLU FFN of DINOv2's ViT-g: w12 projects to 2F, halves a, b -> silu(a) * b -> w3.
 
     Named w12 / w3 after the official keys (w1 and w2 fused into one matrix).
 
@@ -176,14 +211,11 @@ class DropPath(nn.Module):
         super().__init__()
         self.p = p
 
-    def forward(self, x: Tensor, packing: Packing | None = None) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
         keep = 1.0 - self.p
-        if packing is not None:  # (T, D) rows of several images: one draw per image, spread to its rows
-            mask = x.new_empty(packing.batch, 1).bernoulli_(keep)[packing.sample]  # (T, 1)
-        else:
-            mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # (B, 1, 1)
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # (B, 1, 1)
         return x * mask / keep
 
 
@@ -199,11 +231,12 @@ class Block(nn.Module):
 
     def __init__(
         self, *, dim: int, num_heads: int, ffn_layer: str, ffn_hidden_dim: int, qkv_bias: bool, proj_bias: bool,
-        ffn_bias: bool, eps: float, drop_path: float = 0.0, **factory: Any,
+        ffn_bias: bool, eps: float, drop_path: float = 0.0, mask_k_bias: bool = False, **factory: Any,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps, **factory)
-        self.attn = Attention(dim=dim, num_heads=num_heads, qkv_bias=qkv_bias, proj_bias=proj_bias, **factory)
+        self.attn = Attention(dim=dim, num_heads=num_heads, qkv_bias=qkv_bias, proj_bias=proj_bias,
+                              mask_k_bias=mask_k_bias, **factory)
         self.ls1 = LayerScale(dim=dim, **factory)
         self.norm2 = nn.LayerNorm(dim, eps=eps, **factory)
         ffn = {"mlp": Mlp, "swiglu": SwiGLUFFN, "swiglu_split": SwiGLUSplitFFN}[ffn_layer]
@@ -212,17 +245,17 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, explicit: bool = False,
-                packing: Packing | None = None) -> Tensor:
-        """x: (B, N, D), or (T, D) token rows with their packing (only attention looks at it)."""
-        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), attn_mask, explicit, packing)), packing)  # (B, N, D)
-        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))), packing)  # (B, N, D)
+                rope: Rope | None = None) -> Tensor:
+        """x: (B, N, D); rope: DINOv3's rotary tables (only attention uses them), None for DINOv2."""
+        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), attn_mask, explicit, rope)))  # (B, N, D)
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))  # (B, N, D)
 
 
 class SwiGLUSplitFFN(nn.Module):
     """SwiGLU with the two input projections kept apart: silu(w1 x) * (w2 x) -> w3.
 
-    The same maths as SwiGLUFFN with w12 split in two; this is how the dino.txt vision head's
-    blocks store it (keys mlp.w1, mlp.w2, mlp.w3).
+    The same maths as SwiGLUFFN with w12 split in two; this is how DINOv3's SwiGLU models
+    (ViT-S+, L+, H+, 7B) and the dino.txt vision head's blocks store it (keys mlp.w1, mlp.w2, mlp.w3).
 
     Examples:
         >>> ffn = SwiGLUSplitFFN(dim=64, hidden_dim=176, bias=True)

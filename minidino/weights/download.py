@@ -26,6 +26,9 @@ Guarantees:
   place, so an HTML page served with status 200, or a body cut short without Content-Length,
   is refused and not kept. A cached file of an unpinned URL is checked against its `.sha256`
   sidecar on every use; a mismatch names the file to delete.
+* A file whose name carries the start of its SHA-256 (`...-08c60483.pth`, torch.hub's naming, the
+  DINOv3 files') is checked against it: downloaded, cached or local (`verify_file`), one rule
+  (`name_hash`); `check_hash=False` skips it.
 * Files are written with the usual permissions (0666 minus the umask).
 """
 
@@ -44,14 +47,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..catalogue import FAMILIES
+from ..catalogue import FAMILIES, file_hash
 from ..utils.atomic import WriteError, atomic_write, create_exclusive
 from ..utils.progress import ProgressBar
 from .read import read_checkpoint
 
 __all__ = [
     "Pin", "DownloadError", "ChecksumError", "default_cache_dir", "base_url", "load_pins", "pin", "pin_for",
-    "download", "fetch", "fetch_url", "sha256_file", "ProgressBar",
+    "download", "fetch", "fetch_url", "sha256_file", "ProgressBar", "name_hash", "verify_file", "content_url",
     "DownloadTimeout", "BadDownload", "timeouts",
 ]
 
@@ -169,6 +172,11 @@ class Pin:
     def filename(self) -> str:
         return self.path.rsplit("/", 1)[-1]
 
+    @property
+    def sha256_prefix(self) -> str | None:
+        """The start of the SHA-256 the file name carries (`...-08c60483.pth`), else None."""
+        return file_hash(self.filename)
+
 
 # ---------------------------------------------------------------------------- pins
 def load_pins() -> dict[str, Any]:
@@ -271,22 +279,73 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _check(what: str, size: int, digest: str, want_size: int | None, want_sha: str | None) -> None:
-    """Raise ChecksumError, naming the expected and actual size and SHA-256, unless both match their pins."""
+def _check(what: str, size: int, digest: str, want_size: int | None, want_sha: str | None,
+           want_prefix: str | None = None) -> None:
+    """Raise ChecksumError, naming the expected and actual size and SHA-256, unless both match their pins
+    and the digest starts with `want_prefix` (the 8 hex digits a file name carries, `...-08c60483.pth`)."""
     bad_size = want_size is not None and size != want_size
     bad_sha = want_sha is not None and digest != want_sha.lower()
     if bad_size or bad_sha:
         sizes = f"size {size} bytes, expected {want_size} (pinned); " if bad_size else ""
         shas = f"SHA-256 mismatch: expected {want_sha.lower()} (pinned), got {digest}" if want_sha else f"SHA-256 {digest}"
         raise ChecksumError(f"{what}: {sizes}{shas}. The file is incomplete or not the official one")
+    if want_prefix is not None and not digest.startswith(want_prefix.lower()):
+        raise ChecksumError(
+            f"{what}: SHA-256 mismatch: its name says the digest starts with {want_prefix.lower()}, but it is {digest}. "
+            "The file is incomplete or not the one its name says: download it again (check_hash=False skips this "
+            "check, for a name whose last 8 hex digits are not a digest)")
+
+
+def name_hash(name: str, check_hash: bool = True) -> str | None:
+    """The SHA-256 prefix a file name (or URL) carries, which the file must match; None when it carries
+    none or check_hash is False. The one rule for downloads, cached files and local files alike.
+
+    Examples:
+        >>> name_hash("https://host/dinov3_vits16_pretrain_lvd1689m-08c60483.pth?Policy=x"), name_hash("a.pth")
+        ('08c60483', None)
+    """
+    return file_hash(urllib.parse.urlsplit(name).path if "://" in name else name) if check_hash else None
+
+
+def content_url(url: str) -> str:
+    """A URL to record (in an output file, a log): without the query string when its file name carries a
+    digest (`-08c60483.pth`): the name says which file it is, and a signed URL's query is a credential
+    that expires. Other URLs and paths are returned unchanged.
+
+    Examples:
+        >>> content_url("https://h/dinov3_vits16_pretrain_lvd1689m-08c60483.pth?Policy=abc&Signature=xyz")
+        'https://h/dinov3_vits16_pretrain_lvd1689m-08c60483.pth'
+    """
+    if "://" not in url or file_hash(urllib.parse.urlsplit(url).path) is None:
+        return url
+    return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(query="", fragment=""))
+
+
+def verify_file(path: str | os.PathLike, *, check_hash: bool = True) -> None:
+    """A local checkpoint whose name ends in `-<8 hex>.pth`: its SHA-256 must start with those digits
+    (ChecksumError naming both otherwise). Files whose names carry no digest pass unread.
+
+    Examples:
+        >>> import pathlib
+        >>> _ = pathlib.Path("w-00000000.pth").write_bytes(b"abc")
+        >>> try:
+        ...     verify_file("w-00000000.pth")
+        ... except ChecksumError as e:
+        ...     print("refused")
+        refused
+    """
+    prefix = name_hash(Path(path).name, check_hash)
+    if prefix is not None and Path(path).is_file():
+        _check(str(path), Path(path).stat().st_size, sha256_file(path), None, None, prefix)
 
 
 def download(
     url: str, dest: str | os.PathLike, *, size: int | None = None, sha256: str | None = None, progress: bool = True,
     timeout: float | None = None, retries: int = 2, connect_timeout: float | None = None,
-    read_timeout: float | None = None, validate: Any = "checkpoint",
+    read_timeout: float | None = None, validate: Any = "checkpoint", sha256_prefix: str | None = None,
 ) -> Path:
-    """Download `url` to `dest` atomically, verifying `size` and `sha256` when given.
+    """Download `url` to `dest` atomically, verifying `size` and `sha256` (or its first digits,
+    `sha256_prefix`) when given.
 
     The bytes go to a temporary file beside `dest`, renamed onto `dest` only once complete and
     verified; on any failure the temporary file is removed, so nothing half-written remains.
@@ -312,7 +371,7 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(retries + 1):
         try:
-            return _download_once(url, dest, size, sha256, progress, connect, read, validate)
+            return _download_once(url, dest, size, sha256, progress, connect, read, validate, sha256_prefix)
         except (DownloadTimeout, BadDownload):
             raise
         except DownloadError:
@@ -327,7 +386,7 @@ def _read_as_checkpoint(path: Path) -> None:
 
 
 def _download_once(url: str, dest: Path, size: int | None, sha256: str | None, progress: bool, connect: float,
-                   read: float, validate: Any) -> Path:
+                   read: float, validate: Any, prefix: str | None = None) -> Path:
     import socket
 
     fd, tmp = create_exclusive(dest.parent, f".{dest.name}.", ".part")  # a new file, no link followed, usual mode
@@ -352,24 +411,24 @@ def _download_once(url: str, dest: Path, size: int | None, sha256: str | None, p
             except WriteError:
                 raise
             except urllib.error.HTTPError as e:
-                raise DownloadError(f"{url}: HTTP {e.code} {e.reason}{_by_hand(url, dest)}") from e
+                raise DownloadError(f"{_shown(url)}: HTTP {e.code} {e.reason}{_by_hand(url, dest)}") from e
             except (urllib.error.URLError, OSError, ValueError) as e:  # no network, refused, reset, IncompleteRead
                 reason = getattr(e, "reason", e)
                 if isinstance(reason, (socket.timeout, TimeoutError)) or isinstance(e, (socket.timeout, TimeoutError)):
                     raise DownloadTimeout(
-                        f"could not download {url}: the server did not answer within the timeout (connect {connect:g} s, "
+                        f"could not download {_shown(url)}: the server did not answer within the timeout (connect {connect:g} s, "
                         f"read {read:g} s; set MINIDINO_CONNECT_TIMEOUT / MINIDINO_READ_TIMEOUT to wait longer)"
                         f"{_by_hand(url, dest)}") from e
-                raise DownloadError(f"could not download {url}: {reason}{_by_hand(url, dest)}") from e
+                raise DownloadError(f"could not download {_shown(url)}: {reason}{_by_hand(url, dest)}") from e
             if length is not None and length.isdigit() and got != int(length):
-                raise DownloadError(f"{url}: connection closed after {got} of {length} bytes{_by_hand(url, dest)}")
-        _check(f"downloaded {url}", got, h.hexdigest(), size, sha256)
+                raise DownloadError(f"{_shown(url)}: connection closed after {got} of {length} bytes{_by_hand(url, dest)}")
+        _check(f"downloaded {_shown(url)}", got, h.hexdigest(), size, sha256, prefix)
         if validate is not None:
             try:
                 validate(tmp)
             except ValueError as e:  # CheckpointError
                 detail = " ".join(str(e).replace(str(tmp), "the downloaded file").split())
-                raise BadDownload(f"{url} did not give a complete checkpoint ({detail}); nothing was cached") from None
+                raise BadDownload(f"{_shown(url)} did not give a complete checkpoint ({detail}); nothing was cached") from None
         _write_sidecar(dest, h.hexdigest(), got)  # before the rename: a cached file always has its sidecar
         os.replace(tmp, dest)
         return dest
@@ -378,8 +437,14 @@ def _download_once(url: str, dest: Path, size: int | None, sha256: str | None, p
 
 
 def _by_hand(url: str, dest: Path) -> str:
-    return (f". Without network, download {url} elsewhere and put it at {dest} (or set MINIDINO_HOME to the folder "
+    return (f". Without network, download {_shown(url)} elsewhere and put it at {dest} (or set MINIDINO_HOME to the folder "
             f"that holds it, or MINIDINO_BASE_URL to a mirror).")
+
+
+def _shown(url: str) -> str:
+    """A URL for messages: without its query string, which in a signed URL (DINOv3's) is a credential."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(query="<query hidden>" if parts.query else "", fragment=""))
 
 
 def _sidecar(path: Path) -> Path:
@@ -427,7 +492,7 @@ def _verified_digest(path: Path) -> str:
 
 
 def fetch(pin: Pin, *, cache_dir: str | os.PathLike | None = None, base: str | None = None, progress: bool = True,
-          retries: int = 2) -> Path:
+          retries: int = 2, check_hash: bool = True) -> Path:
     """The cached file of `pin`, downloading it from `base` (see `base_url`) if absent.
 
     Examples:
@@ -438,22 +503,26 @@ def fetch(pin: Pin, *, cache_dir: str | os.PathLike | None = None, base: str | N
         (Needs the network once; later calls find the file in the cache.)
     """
     dest = default_cache_dir(cache_dir) / pin.path
+    prefix = name_hash(pin.filename, check_hash)
     if dest.is_file():
         size = dest.stat().st_size
-        if pin.sha256 is not None or (pin.bytes is not None and size != pin.bytes):
-            _check(f"{dest} (delete it to download it again)", size, _verified_digest(dest), pin.bytes, pin.sha256)
+        if pin.sha256 is not None or prefix is not None or (pin.bytes is not None and size != pin.bytes):
+            _check(f"{dest} (delete it to download it again)", size, _verified_digest(dest), pin.bytes, pin.sha256, prefix)
         else:
             _check_sidecar(dest)
         return dest
     url = f"{base_url(base)}/{pin.path}"
-    if pin.sha256 is None:
+    if pin.sha256 is None and prefix is None:
         known = "its size" if pin.bytes is not None else "nothing"
         print(f"note: {pin.filename} has no pinned SHA-256; only {known} can be verified", file=sys.stderr)
-    return download(url, dest, size=pin.bytes, sha256=pin.sha256, progress=progress, retries=retries)
+    return download(url, dest, size=pin.bytes, sha256=pin.sha256, progress=progress, retries=retries, sha256_prefix=prefix)
 
 
-def fetch_url(url: str, *, cache_dir: str | os.PathLike | None = None, progress: bool = True, retries: int = 2) -> Path:
-    """Download any http(s) URL into the cache (once). A file name of the catalogue is verified against its pin.
+def fetch_url(url: str, *, cache_dir: str | os.PathLike | None = None, progress: bool = True, retries: int = 2,
+              check_hash: bool = True) -> Path:
+    """Download any http(s) URL into the cache (once). A file name of the catalogue is verified against its pin;
+    one ending in `-<8 hex>.pth` against those digits. Such a name is content-addressed, so its cache
+    entry ignores the URL's query string: a new signed URL of the same file (DINOv3's expire) finds it.
 
     Examples:
         >>> path = fetch_url("https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth")  # doctest: +SKIP
@@ -465,13 +534,17 @@ def fetch_url(url: str, *, cache_dir: str | os.PathLike | None = None, progress:
         raise ValueError(f"unsupported URL scheme in {url!r}: use http(s):// or a local file path")
     filename = parts.path.rsplit("/", 1)[-1] or "checkpoint"
     pin = pin_for(filename)
-    key = hashlib.sha256(url.encode()).hexdigest()[:16]  # one folder per URL: same names from different hosts never clash
+    prefix = name_hash(filename, check_hash)
+    # One folder per URL (same names from different hosts never clash); without the query for a name with a digest.
+    keyed = content_url(url)
+    key = hashlib.sha256(keyed.encode()).hexdigest()[:16]
     dest = default_cache_dir(cache_dir) / "urls" / key / filename
     if dest.is_file():
-        if pin is not None and pin.sha256 is not None:
-            _check(f"{dest} (delete it to download it again)", dest.stat().st_size, _verified_digest(dest), pin.bytes, pin.sha256)
+        if (pin is not None and pin.sha256 is not None) or prefix is not None:
+            _check(f"{dest} (delete it to download it again)", dest.stat().st_size, _verified_digest(dest),
+                   pin.bytes if pin else None, pin.sha256 if pin else None, prefix)
         else:
             _check_sidecar(dest)
         return dest
     return download(url, dest, size=pin.bytes if pin else None, sha256=pin.sha256 if pin else None,
-                    progress=progress, retries=retries)
+                    progress=progress, retries=retries, sha256_prefix=prefix)

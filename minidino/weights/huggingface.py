@@ -1,6 +1,13 @@
 """The transformers layouts, both ways: Dinov2Model / Dinov2WithRegistersModel (the names stored in
-the facebook/dinov2-* hub repos and the newer q/k/v/o_proj, gate/up/down_proj names) and
-DPTForDepthEstimation (the `*_dd` depthers), with the config.json that builds each offline.
+the facebook/dinov2-* hub repos and the newer q/k/v/o_proj, gate/up/down_proj names),
+DINOv3ViTModel (the facebook/dinov3-* repos) and DPTForDepthEstimation (the `*_dd` depthers),
+with the config.json that builds each offline.
+
+A DINOv3ViTModel file lacks four things of the official checkpoint (transformers recomputes or
+drops them): `rope_embed.periods` (transformers recomputes the RoPE frequencies in float32 from
+`rope_theta`), every `attn.qkv.bias_mask` (it has no key bias at all: `k_proj` has none), the key
+part of `attn.qkv.bias` (masked out anyway) and `local_cls_norm` (used only in training). Loading
+such a file fills them with their defined values (minidino.weights.load, LoadReport.filled).
 
 Shapes: D width, H FFN hidden width.
 """
@@ -15,10 +22,21 @@ import torch
 from torch import Tensor, nn
 
 from ..heads import Depther
-from ..models.config import DinoConfig
-from .read import StateDict
+from ..models.config import BackboneConfig, Dinov3Config
+from .read import CheckpointError, StateDict
 
-__all__ = ["to_huggingface", "huggingface_config", "huggingface_dpt_config", "dpt_to_huggingface"]
+__all__ = ["to_huggingface", "huggingface_config", "huggingface_dpt_config", "dpt_to_huggingface", "is_dinov3"]
+
+
+def is_dinov3(sd: Mapping[str, Any]) -> bool:
+    """Whether official-layout keys are a DINOv3 backbone's (storage tokens, RoPE periods, masked key bias).
+
+    Examples:
+        >>> from minidino.conformance.golden import generate_for
+        >>> is_dinov3(generate_for(minidino.create_model("dinov3_vits16", depth=1, device="meta"), 0))
+        True
+    """
+    return "storage_tokens" in sd or "rope_embed.periods" in sd or any(k.endswith(".attn.qkv.bias_mask") for k in sd)
 
 
 # Hugging Face transformers' Dinov2Model / Dinov2WithRegistersModel keys -> official keys.
@@ -94,7 +112,8 @@ def _from_huggingface(sd: StateDict) -> StateDict:
 
 
 def to_huggingface(sd: StateDict, *, hub_names: bool = False) -> StateDict:
-    """Official keys -> transformers' Dinov2Model keys (`hub_names=True`: the older names of the hub repos).
+    """Official keys -> transformers' Dinov2Model keys (`hub_names=True`: the older names of the hub repos),
+    or DINOv3ViTModel keys for a DINOv3 backbone (see the module docstring for what they drop).
 
     Examples:
         >>> from minidino.conformance.golden import generate_for
@@ -103,6 +122,8 @@ def to_huggingface(sd: StateDict, *, hub_names: bool = False) -> StateDict:
         >>> tuple(hf["embeddings.cls_token"].shape), "encoder.layer.0.attention.q_proj.weight" in hf
         ((1, 1, 384), True)
     """
+    if is_dinov3(sd):
+        return _to_huggingface_dinov3(sd)
     inv_top = {v: k for k, v in _HF_TOP.items()}
     out: StateDict = {}
     for key, value in sd.items():
@@ -136,14 +157,20 @@ def to_huggingface(sd: StateDict, *, hub_names: bool = False) -> StateDict:
     return out
 
 
-def huggingface_config(config: DinoConfig) -> dict[str, Any]:
-    """A transformers config.json for Dinov2Model / Dinov2WithRegistersModel of this architecture.
+def huggingface_config(config: BackboneConfig) -> dict[str, Any]:
+    """A transformers config.json for Dinov2Model / Dinov2WithRegistersModel of this architecture,
+    or for DINOv3ViTModel given a Dinov3Config.
 
     Examples:
         >>> cfg = huggingface_config(minidino.get_config("dinov2_vits14_reg"))
         >>> cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_register_tokens"]
         (384, 6, 4)
+        >>> cfg = huggingface_config(minidino.get_config("dinov3_vits16plus"))
+        >>> cfg["model_type"], cfg["intermediate_size"], cfg["use_gated_mlp"], cfg["rope_theta"]
+        ('dinov3_vit', 1536, True, 100.0)
     """
+    if isinstance(config, Dinov3Config):
+        return _huggingface_config_dinov3(config)
     reg = config.num_register_tokens > 0
     out: dict[str, Any] = {
         "architectures": ["Dinov2WithRegistersModel" if reg else "Dinov2Model"],
@@ -158,6 +185,112 @@ def huggingface_config(config: DinoConfig) -> dict[str, Any]:
     if reg:
         out["num_register_tokens"] = config.num_register_tokens
     return out
+
+
+# ---------------------------------------------------------------------------------------------- DINOv3
+# transformers' DINOv3ViTModel (state dict in memory: model.layer.N.*; its files: layer.N.*) <-> official keys.
+_HF3_TOP = {
+    "embeddings.cls_token": "cls_token", "embeddings.register_tokens": "storage_tokens",
+    "embeddings.patch_embeddings.weight": "patch_embed.proj.weight",
+    "embeddings.patch_embeddings.bias": "patch_embed.proj.bias", "norm.weight": "norm.weight", "norm.bias": "norm.bias",
+}
+_HF3_BLOCK = {  # per block, transformers -> official (parameter lambda1 <-> gamma; the MLP's names depend on its kind)
+    "norm1": "norm1", "norm2": "norm2", "attention.o_proj": "attn.proj", "layer_scale1": "ls1", "layer_scale2": "ls2",
+}
+_HF3_LAYER = re.compile(r"^(?:model\.)?layer\.(\d+)\.(.*)\.(weight|bias|lambda1)$")
+
+
+def _is_huggingface_dinov3(sd: Mapping[str, Any]) -> bool:
+    return any(_HF3_LAYER.match(k) for k in sd) and any(k.startswith("embeddings.") for k in sd)
+
+
+def _from_huggingface_dinov3(sd: StateDict) -> StateDict:
+    """DINOv3ViTModel keys -> official keys. q/k/v are concatenated into qkv (the key bias, which
+    transformers does not have, becomes zeros: the official model masks it out); the gated MLP's
+    gate_proj / up_proj / down_proj are w1 / w2 / w3, the plain one's up_proj / down_proj fc1 / fc2."""
+    out: StateDict = {}
+    blocks: dict[str, dict[str, Tensor]] = {}
+    for key, value in sd.items():
+        if key in _HF3_TOP:
+            out[_HF3_TOP[key]] = value
+        elif key == "embeddings.mask_token":
+            out["mask_token"] = value.reshape(1, -1)  # (1, 1, D) -> the official (1, D)
+        elif (m := _HF3_LAYER.match(key)) is not None:
+            i, name, param = m.groups()
+            blocks.setdefault(i, {})[f"{name}.{param}"] = value
+        else:
+            out[key] = value  # unknown: reported as unexpected by the strict check
+    for i, b in blocks.items():
+        pre = f"blocks.{i}."
+        gated = any(k.startswith("mlp.gate_proj.") for k in b)
+        mlp = {"gate_proj": "w1", "up_proj": "w2", "down_proj": "w3"} if gated else {"up_proj": "fc1", "down_proj": "fc2"}
+        parts = {p: b.pop(f"attention.{p}_proj.weight", None) for p in "qkv"}
+        if any(v is None for v in parts.values()):
+            raise CheckpointError(f"transformers DINOv3 checkpoint: layer {i} lacks some of q_proj, k_proj, v_proj")
+        out[pre + "attn.qkv.weight"] = torch.cat([parts["q"], parts["k"], parts["v"]])  # (3D, D), rows q, k, v
+        q_bias, v_bias = b.pop("attention.q_proj.bias", None), b.pop("attention.v_proj.bias", None)
+        k_bias = b.pop("attention.k_proj.bias", None)
+        if q_bias is not None and v_bias is not None:
+            out[pre + "attn.qkv.bias"] = torch.cat([q_bias, torch.zeros_like(q_bias) if k_bias is None else k_bias, v_bias])
+        for key, value in b.items():
+            name, _, param = key.rpartition(".")
+            if name in _HF3_BLOCK:
+                out[pre + f"{_HF3_BLOCK[name]}.{'gamma' if param == 'lambda1' else param}"] = value
+            elif name.startswith("mlp.") and name[4:] in mlp:
+                out[pre + f"mlp.{mlp[name[4:]]}.{param}"] = value
+            else:
+                out[f"layer.{i}.{key}"] = value  # unknown: unexpected
+    return out
+
+
+def _to_huggingface_dinov3(sd: StateDict) -> StateDict:
+    """Official DINOv3 keys -> DINOv3ViTModel's file keys (layer.N.*). Dropped, as transformers has no
+    place for them: rope_embed.periods, every bias_mask, the key part of the qkv bias, local_cls_norm."""
+    out: StateDict = {}
+    inv_top = {v: k for k, v in _HF3_TOP.items()}
+    inv_block = {v: k for k, v in _HF3_BLOCK.items()}
+    for key, value in sd.items():
+        if key in inv_top:
+            out[inv_top[key]] = value
+            continue
+        if key == "mask_token":
+            out["embeddings.mask_token"] = value.reshape(1, 1, -1)  # (1, D) -> (1, 1, D)
+            continue
+        if key == "rope_embed.periods" or key.startswith("local_cls_norm.") or key.endswith(".bias_mask"):
+            continue
+        m = re.match(r"^blocks\.(\d+)\.(.*)\.(weight|bias|gamma)$", key)
+        if m is None:
+            raise ValueError(f"cannot write key {key!r} in the transformers DINOv3 layout: it is not a backbone key")
+        i, name, param = m.groups()
+        pre = f"layer.{i}."
+        if name == "attn.qkv":
+            q, k, v = value.chunk(3, dim=0)  # rows q, k, v
+            out[pre + f"attention.q_proj.{param}"] = q.contiguous()
+            if param == "weight":
+                out[pre + "attention.k_proj.weight"] = k.contiguous()
+            out[pre + f"attention.v_proj.{param}"] = v.contiguous()
+        elif name in inv_block:
+            out[pre + f"{inv_block[name]}.{'lambda1' if param == 'gamma' else param}"] = value
+        else:
+            hf = {"mlp.w1": "mlp.gate_proj", "mlp.w2": "mlp.up_proj", "mlp.w3": "mlp.down_proj",
+                  "mlp.fc1": "mlp.up_proj", "mlp.fc2": "mlp.down_proj"}[name]
+            out[pre + f"{hf}.{param}"] = value
+    return out
+
+
+def _huggingface_config_dinov3(config: Dinov3Config) -> dict[str, Any]:
+    """transformers' DINOv3ViTConfig of this architecture (its key bias off: the official one is masked)."""
+    gated = config.ffn_layer == "swiglu"
+    return {
+        "architectures": ["DINOv3ViTModel"], "model_type": "dinov3_vit",
+        "hidden_size": config.embed_dim, "intermediate_size": config.ffn_hidden_dim,
+        "num_hidden_layers": config.depth, "num_attention_heads": config.num_heads,
+        "num_register_tokens": config.num_register_tokens, "use_gated_mlp": gated, "hidden_act": "silu" if gated else "gelu",
+        "query_bias": config.qkv_bias, "key_bias": False, "value_bias": config.qkv_bias, "proj_bias": config.proj_bias,
+        "mlp_bias": config.ffn_bias, "layer_norm_eps": config.layer_norm_eps, "layerscale_value": config.layerscale_init,
+        "rope_theta": float(config.rope_base), "patch_size": config.patch_size, "num_channels": config.in_chans,
+        "image_size": 224, "drop_path_rate": 0.0,
+    }
 
 
 # transformers' DPTForDepthEstimation (the facebook/dpt-dinov2-* conversions) <-> the official DPT head:

@@ -17,14 +17,18 @@ import torch
 from torch import Tensor, nn
 
 from ..heads import DINOHead, Depther, DinoTxt, LinearClassifier
+from ..models.backbone import VisionTransformerBase
+from ..models.config import Dinov3Config
 from ..models.dinov2 import DinoVisionTransformer
-from .download import fetch_url
+from ..models.dinov3 import Dinov3VisionTransformer
+from ..models.rope import rope_periods
+from .download import fetch_url, verify_file
 from .huggingface import _dpt_from_huggingface, _is_huggingface_dpt
-from .layouts import _from_dino_head, _split_parts, _unwrap_training, guess_hub_name, to_official
+from .layouts import FILLED_BY_LAYOUT, _from_dino_head, _split_parts, _unwrap_training, guess_hub_name, infer_config, to_official
 from .read import CheckpointError, StateDict, _listing, read_checkpoint
 
-__all__ = ["WeightsMismatchError", "LoadReport", "load_weights", "DINOTXT_PARTS", "check_state_dict", "check_tensors",
-           "check_backbone"]
+__all__ = ["WeightsMismatchError", "LoadReport", "load_weights", "fill_dinov3", "DINOTXT_PARTS", "check_state_dict",
+           "check_tensors", "check_backbone"]
 
 
 class WeightsMismatchError(ValueError):
@@ -60,17 +64,60 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)  # model keys the checkpoint lacked (strict=False only)
     unexpected: list[str] = field(default_factory=list)  # checkpoint keys the model lacked (strict=False only)
     mask_token_missing: bool = False  # True for timm files: masks= then raises instead of using garbage
+    filled: list[str] = field(default_factory=list)  # keys a foreign DINOv3 layout lacks, filled with their defined values
 
 
-def _read_source(source: Any, cache_dir: str | os.PathLike | None, progress: bool) -> tuple[dict[str, Any], str]:
-    """A path, URL or in-memory mapping -> (its contents, a name for messages)."""
+def fill_dinov3(sd: StateDict, layout: str, model: Dinov3VisionTransformer | None = None) -> list[str]:
+    """Complete, in place, a backbone state dict translated from a transformers or timm DINOv3 file
+    (layouts.FILLED_BY_LAYOUT) with what the official model holds and the file lacks: the RoPE periods
+    (recomputed in float32: docs/dinov3.md says what that costs against a file that stores them), the
+    key-bias masks (1 q, 0 k, 1 v), local_cls_norm (1, 0; unused at inference) and, for timm's models
+    without qkv bias, a zero qkv bias. `model`: the one it is for (default: built on the meta device
+    from the keys' shapes). Returns the keys filled.
+
+    Examples:
+        >>> from minidino.conformance.golden import generate_for
+        >>> sd = generate_for(minidino.create_model("dinov3_vits16", depth=1, device="meta"), 0)
+        >>> hf, _ = minidino.weights.to_official(minidino.weights.to_huggingface(sd))
+        >>> fill_dinov3(hf, "huggingface-dinov3")
+        ['rope_embed.periods', 'blocks.0.attn.qkv.bias_mask']
+    """
+    if layout not in FILLED_BY_LAYOUT:
+        return []
+    if model is None:
+        model = Dinov3VisionTransformer(infer_config(sd), device="meta")  # type: ignore[arg-type]
+    c, kinds, filled = model.config, FILLED_BY_LAYOUT[layout], []
+    for key, target in model.state_dict().items():
+        if key in sd:
+            continue
+        if key == "rope_embed.periods":
+            value = rope_periods(c.head_dim, c.rope_base)  # (hd/4,)
+        elif key.endswith("attn.qkv.bias_mask"):
+            value = torch.ones(target.shape)
+            value[c.embed_dim : 2 * c.embed_dim] = 0.0  # the key rows
+        elif key.startswith("local_cls_norm."):
+            value = torch.ones(target.shape) if key.endswith("weight") else torch.zeros(target.shape)
+        elif key.endswith("attn.qkv.bias") and "attn.qkv.bias" in kinds:
+            value = torch.zeros(target.shape)
+        else:
+            continue
+        sd[key] = value
+        filled.append(key)
+    return filled
+
+
+def _read_source(source: Any, cache_dir: str | os.PathLike | None, progress: bool,
+                 check_hash: bool = True) -> tuple[dict[str, Any], str]:
+    """A path, URL or in-memory mapping -> (its contents, a name for messages). A file name that
+    carries the start of its SHA-256 (`-08c60483.pth`) is checked against it (check_hash)."""
     if isinstance(source, Mapping):
         return dict(source), "the given state dict"
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         if text.startswith(("http://", "https://")):
-            path = fetch_url(text, cache_dir=cache_dir, progress=progress)
-            return read_checkpoint(path), text
+            path = fetch_url(text, cache_dir=cache_dir, progress=progress, check_hash=check_hash)
+            return read_checkpoint(path), text.split("?", 1)[0]  # a signed URL's query is a secret: not in messages
+        verify_file(text, check_hash=check_hash)
         return read_checkpoint(text), text
     raise TypeError(f"weights source must be a file path, an http(s) URL or a state dict, got {type(source).__name__}")
 
@@ -134,8 +181,6 @@ def check_backbone(sd: StateDict, *, num_heads: int | None = None, what: str = "
         ...
         minidino.weights.read.CheckpointError: the backbone is not a complete DINOv2 backbone (no 'patch_embed.proj.weight'): ...
     """
-    from .layouts import infer_config
-
     try:
         config = infer_config(sd, num_heads=num_heads)
     except KeyError as e:
@@ -149,17 +194,20 @@ def check_backbone(sd: StateDict, *, num_heads: int | None = None, what: str = "
 
 
 def _backbone_class(config: Any) -> type[nn.Module]:
-    """The backbone class of a config `infer_config` returned (one per family; a new family adds its own)."""
-    return DinoVisionTransformer
+    """The backbone class of a config `infer_config` returned (one per family; a new family adds its own, as
+    minidino.factory.BACKBONES does by family name)."""
+    return Dinov3VisionTransformer if isinstance(config, Dinov3Config) else DinoVisionTransformer
 
 
-def _load_part(module: nn.Module, sd: StateDict, strict: bool, what: str, hint: str, report: LoadReport) -> None:
+def _load_part(module: nn.Module, sd: StateDict, strict: bool, what: str, hint: str, report: LoadReport,
+               layout: str = "official") -> None:
     """Load `sd` into `module` after checking keys and shapes; meta modules are materialised (assign)."""
     expected = module.state_dict()
     sd = dict(sd)
-    if isinstance(module, DinoVisionTransformer):
+    if isinstance(module, Dinov3VisionTransformer):
+        report.filled += fill_dinov3(sd, layout, module)
+    if isinstance(module, VisionTransformerBase):
         hint += f" and the model is {guess_hub_name(expected)}"
-    if isinstance(module, DinoVisionTransformer):
         missing_mask = "mask_token" not in sd and "mask_token" in expected
         if missing_mask:  # timm: no mask token. Zeros (the official init), and masks= raises (model.py).
             sd["mask_token"] = torch.zeros(expected["mask_token"].shape)
@@ -190,21 +238,23 @@ def _load_part(module: nn.Module, sd: StateDict, strict: bool, what: str, hint: 
             target = expected[key]
             ready[key] = value.to(dtype=target.dtype) if value.is_floating_point() else value
     module.load_state_dict(ready, strict=False, assign=meta)
-    if isinstance(module, DinoVisionTransformer):
+    if isinstance(module, VisionTransformerBase):
         module.mask_token_missing = report.mask_token_missing  # read by prepare_tokens_with_masks
+    if hasattr(module, "_pos_cache"):  # DINOv2: the resized position embeddings of the old weights
         module._pos_cache.clear()
     report.loaded.append(what)
 
 
-def _prepare(source: Any, network: str, cache_dir: str | os.PathLike | None, progress: bool
-             ) -> tuple[dict[str, StateDict], str, str]:
-    """source -> (parts with the backbone in official keys, layout description, source name)."""
-    obj, name = _read_source(source, cache_dir, progress)
+def _prepare(source: Any, network: str, cache_dir: str | os.PathLike | None, progress: bool, check_hash: bool = True
+             ) -> tuple[dict[str, StateDict], str, str, str]:
+    """source -> (parts with the backbone in official keys, layout description, source name, backbone layout)."""
+    obj, name = _read_source(source, cache_dir, progress, check_hash)
     obj, notes = _unwrap_training(obj, network)
     if _is_huggingface_dpt(obj):
         obj, notes = _dpt_from_huggingface(obj), notes + ["Hugging Face DPT"]
     parts = _split_parts(obj)
     layouts = []
+    layout = "official"
     if notes:
         layouts.append(f"training ({'/'.join(notes)})")
     if "backbone" in parts:
@@ -213,16 +263,19 @@ def _prepare(source: Any, network: str, cache_dir: str | os.PathLike | None, pro
     if "dino_head" in parts:
         parts["dino_head"] = _from_dino_head(parts["dino_head"])
     layouts += [p.replace("_", " ") for p in ("linear_head", "dino_head", "decode_head") if p in parts and "backbone" not in parts]
-    return parts, " + ".join(layouts), name
+    return parts, " + ".join(layouts), name, layout
 
 
 def load_weights(model: nn.Module, source: Any, *, strict: bool = True, network: str = "teacher",
-                 cache_dir: str | os.PathLike | None = None, progress: bool = True) -> LoadReport:
+                 cache_dir: str | os.PathLike | None = None, progress: bool = True, check_hash: bool = True) -> LoadReport:
     """Load weights in any known layout into a minidino model, in place.
 
     source: a file path (.pth, .bin, .safetensors, a Hugging Face folder), an http(s) URL
     (downloaded once into the cache), or an in-memory state dict. The layout is recognised
-    from the keys. `network` picks the teacher or the student of a training checkpoint.
+    from the keys (DINOv2's and DINOv3's). A file name ending in `-<8 hex>.pth` (torch.hub's
+    naming, the DINOv3 files') must match the start of the file's SHA-256 (check_hash=False: not
+    checked). A transformers or timm DINOv3 file lacks a few keys of the official one: they are
+    filled with their defined values and listed in the report's `filled`. `network` picks the teacher or the student of a training checkpoint.
     A DinoVisionTransformer takes the backbone; a LinearClassifier takes the backbone and/or
     the linear head, whichever the file holds; a DINOHead takes the dino head; a Depther the
     backbone and/or the depth head (decode_head.*, e.g. the official *_nyu_dpt_head.pth). strict=True
@@ -242,10 +295,10 @@ def load_weights(model: nn.Module, source: Any, *, strict: bool = True, network:
         raise TypeError(f"model must be a minidino model (nn.Module), got {type(model).__name__}")
     if isinstance(model, DinoTxt):  # its three official files, or one whole state dict
         return _load_dinotxt(model, source, cache_dir=cache_dir, progress=progress)
-    parts, layout, name = _prepare(source, network, cache_dir, progress)
+    parts, layout, name, backbone_layout = _prepare(source, network, cache_dir, progress, check_hash)
     report = LoadReport(layout=layout)
     hint = guess_hub_name(parts["backbone"]) if "backbone" in parts else "a head file"
-    if isinstance(model, DinoVisionTransformer):
+    if isinstance(model, VisionTransformerBase):
         wanted = {"backbone": model}
     elif isinstance(model, LinearClassifier):
         wanted = {"backbone": model.backbone, "linear_head": model.linear_head}
@@ -254,13 +307,14 @@ def load_weights(model: nn.Module, source: Any, *, strict: bool = True, network:
     elif isinstance(model, Depther):  # a depther takes the backbone and/or the official depth-head file
         wanted = {"backbone": model.backbone, "decode_head": model.decode_head}
     else:
-        raise TypeError(f"load_weights loads DinoVisionTransformer, LinearClassifier, DINOHead or Depther models, got {type(model).__name__}")
+        raise TypeError("load_weights loads DinoVisionTransformer, Dinov3VisionTransformer, LinearClassifier, DINOHead or "
+                        f"Depther models, got {type(model).__name__}")
     found = [p for p in wanted if p in parts]
     if not found:
         raise WeightsMismatchError(f"{name} holds {', '.join(sorted(parts)) or 'nothing'} ({layout}) but a "
                                    f"{type(model).__name__} needs {' or '.join(wanted)}")
     for part in found:
-        _load_part(wanted[part], parts[part], strict, part, hint, report)
+        _load_part(wanted[part], parts[part], strict, part, hint, report, backbone_layout if part == "backbone" else "official")
     report.ignored = sorted(set(parts) - set(found))
     return report
 

@@ -43,9 +43,10 @@ def weight_files(entry: Entry | str, weights: Weights | str | None = None, *, la
 
 
 def load_pretrained(model: nn.Module, entry: Entry, weights: Weights, pretrained: Any, *, layers: int | None = None,
-                    cache_dir: str | os.PathLike | None = None, progress: bool = True) -> LoadReport:
+                    cache_dir: str | os.PathLike | None = None, progress: bool = True, check_hash: bool = True) -> LoadReport:
     """Load `pretrained` into a model built from `entry`: True for the published files of `weights`,
-    else a file path, an http(s) URL or a state dict.
+    else a file path, an http(s) URL or a state dict. A family without a public URL (DINOv3's gated
+    weights) says in one line how to get them, unless $MINIDINO_BASE_URL names a mirror.
 
     Examples:
         >>> from minidino.conformance.golden import generate_for
@@ -58,11 +59,12 @@ def load_pretrained(model: nn.Module, entry: Entry, weights: Weights, pretrained
     """
     if pretrained is True:
         family = FAMILIES[entry.family]
-        if family.base_url is None and not os.environ.get("MINIDINO_BASE_URL"):
+        base = os.environ.get("MINIDINO_BASE_URL") or family.base_url
+        if base is None:
             raise DownloadError(f"{entry.name}: the {entry.family} weights have no public URL. {family.access}")
         files = weight_files(entry, weights, layers=layers)
-        fetched = {part: download.fetch(p, cache_dir=cache_dir, progress=progress) for part, p in files.items()
-                   if part in _parts_of(model)}
+        fetched = {part: download.fetch(p, cache_dir=cache_dir, base=base, progress=progress, check_hash=check_hash)
+                   for part, p in files.items() if part in _parts_of(model)}
         if isinstance(model, DinoTxt):  # the three files together: one strict load each
             return load_weights(model, fetched, cache_dir=cache_dir, progress=progress)
         report = load_weights(model, fetched.pop("backbone"))
@@ -70,7 +72,7 @@ def load_pretrained(model: nn.Module, entry: Entry, weights: Weights, pretrained
             report.loaded += load_weights(model, path).loaded
         return report
     if isinstance(pretrained, (str, os.PathLike, Mapping)):
-        return load_weights(model, pretrained, cache_dir=cache_dir, progress=progress)
+        return load_weights(model, pretrained, cache_dir=cache_dir, progress=progress, check_hash=check_hash)
     raise TypeError(f"pretrained must be True, False, a file path, an http(s) URL or a state dict; got {type(pretrained).__name__}")
 
 

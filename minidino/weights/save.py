@@ -10,9 +10,9 @@ from typing import Literal
 from torch import Tensor, nn
 
 from ..heads import DINOHead, Depther, LinearClassifier
-from ..models.dinov2 import DinoVisionTransformer
+from ..models.backbone import VisionTransformerBase
 from ..utils.atomic import atomic_write_all
-from .huggingface import dpt_to_huggingface, to_huggingface
+from .huggingface import dpt_to_huggingface, is_dinov3, to_huggingface
 from .layouts import guess_hub_name
 from .load import check_tensors
 
@@ -28,8 +28,10 @@ def save_weights(model: nn.Module | Mapping[str, Tensor], path: str | os.PathLik
 
     layout="official": the torch.hub keys (a LinearClassifier keeps its backbone.* / linear_head.*).
     layout="huggingface": transformers' Dinov2Model / Dinov2WithRegistersModel keys of current
-    releases (q/k/v/o_proj, gate/up/down_proj): loads there with strict=True.
-    layout="huggingface_hub": the older names stored in the facebook/dinov2-* hub repos.
+    releases (q/k/v/o_proj, gate/up/down_proj): loads there with strict=True; for a DINOv3
+    backbone, DINOv3ViTModel's keys (without what it has no place for: the RoPE periods, the
+    key-bias masks and key bias, local_cls_norm; minidino.weights.huggingface).
+    layout="huggingface_hub": the older names stored in the facebook/dinov2-* hub repos (DINOv2 only).
     A backbone loaded without a mask token (timm) is written without one in the official
     layout, and with zeros (transformers' own init) in the Hugging Face layouts.
     side_files: {name: text} written beside the weights together with them (a Hugging Face
@@ -52,7 +54,7 @@ def save_weights(model: nn.Module | Mapping[str, Tensor], path: str | os.PathLik
         if any(t.is_meta for t in model.state_dict().values()):
             raise ValueError("the model is on the meta device (no weights yet): load weights before saving")
         sd = dict(model.state_dict())
-        if isinstance(model, DinoVisionTransformer) and getattr(model, "mask_token_missing", False) and layout == "official":
+        if isinstance(model, VisionTransformerBase) and getattr(model, "mask_token_missing", False) and layout == "official":
             sd.pop("mask_token")
     elif isinstance(model, Mapping):
         sd = dict(model)
@@ -63,6 +65,9 @@ def save_weights(model: nn.Module | Mapping[str, Tensor], path: str | os.PathLik
     elif layout != "official":
         if isinstance(model, (LinearClassifier, DINOHead, Depther)) or any(k.startswith(("backbone.", "linear_head.", "last_layer.")) for k in sd):
             raise ValueError("the Hugging Face layouts hold a backbone only: save model.backbone, or use layout='official'")
+        if layout == "huggingface_hub" and is_dinov3(sd):
+            raise ValueError("layout='huggingface_hub' is the older DINOv2 hub names; a DINOv3 backbone has one "
+                             "transformers layout: layout='huggingface'")
         if "mask_token" not in sd and "cls_token" in sd:
             sd["mask_token"] = sd["cls_token"].new_zeros(1, sd["cls_token"].shape[-1])
         sd = to_huggingface(sd, hub_names=layout == "huggingface_hub")
