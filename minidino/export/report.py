@@ -43,8 +43,9 @@ class ExportReport:
     ops:       operator type -> count (the graph the runtime runs; ExecuTorch: what is left
                outside the delegate, plus one `executorch_call_delegate` per delegated segment)
     delegated: ExecuTorch only: operator type -> count inside the XNNPACK delegate
-    opset:     ONNX: domain -> version; CoreML: {"iOS": target}; else empty
+    opset:     ONNX: domain -> version; CoreML: {"minimum deployment target": target}; else empty
     notes:     the traps of this runtime that apply to this artifact (and how they are handled)
+    check:     output -> [max abs, cosine] against eager float32 (export_model's check), if run
 
     Examples:
         >>> r = ExportReport("onnx", "m.onnx", "float32", {"x": ["batch", 3, 224, 224]}, {"cls": ["batch", 384]},
@@ -68,6 +69,7 @@ class ExportReport:
     opset: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float | None = None  # how long the export took
+    check: dict[str, list[float]] = field(default_factory=dict)  # output -> [max abs, cosine] against eager float32
 
     def summary(self) -> str:
         """The report as a few lines of text (what `minidino export` prints)."""
@@ -81,6 +83,7 @@ class ExportReport:
         lines.append(f"  ops    {_format_ops(self.ops)}")
         if self.delegated:
             lines.append(f"  inside the delegate: {_format_ops(self.delegated)}")
+        lines += [f"  check  {k}: max abs {v[0]:.1e}, cosine {v[1]:.6f}" for k, v in self.check.items()]
         lines += [f"  note   {n}" for n in self.notes]
         return "\n".join(lines)
 
