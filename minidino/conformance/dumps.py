@@ -119,9 +119,9 @@ def load_dump(path: str | os.PathLike) -> dict[str, np.ndarray]:
         {'b': [0.0, 1.0, 2.0], 'a': [1.0, 1.0]}
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
     kind = _kind(path)
+    if not path.exists():
+        raise FileNotFoundError("no such file or folder")
     if kind == "safetensors":
         from safetensors import safe_open
 
