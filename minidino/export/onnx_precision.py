@@ -32,7 +32,9 @@ import numpy as np
 
 from .extras import require
 
-__all__ = ["quantize_dynamic_int8", "quantize_static_int8", "convert_float16", "save_onnx"]
+__all__ = ["convert_onnx", "quantize_dynamic_int8", "quantize_static_int8", "convert_float16", "save_onnx", "PRECISIONS"]
+
+PRECISIONS = ("float16", "int8", "int8-dynamic")
 
 _TWO_GB = 2**31 - 2**26  # protobuf's limit, with room for the graph itself
 
@@ -56,7 +58,12 @@ def _external(src: Path) -> bool:
 
 
 def quantize_dynamic_int8(src: str | Path, dst: str | Path) -> Path:
-    """int8-dynamic: int8 per-channel weights on the MatMuls, activations quantized at run time."""
+    """int8-dynamic: int8 per-channel weights on the MatMuls, activations quantized at run time.
+
+    Examples:
+        >>> quantize_dynamic_int8("vits14.onnx", "vits14_int8.onnx")               # doctest: +SKIP
+        PosixPath('vits14_int8.onnx')
+    """
     q = require("onnxruntime.quantization", "int8 quantization of an ONNX file")
     src, dst = Path(src), Path(dst)
     with _quiet_quantizer():
@@ -77,7 +84,13 @@ class _Batches:
 
 def quantize_static_int8(src: str | Path, dst: str | Path, calibration: Sequence[Any]) -> Path:
     """int8 (static QDQ) on MatMul and Conv, activation ranges calibrated on `calibration`:
-    (B, 3, H, W) float32 batches (tensors or arrays), preprocessed as the model's inputs are."""
+    (B, 3, H, W) float32 batches (tensors or arrays), preprocessed as the model's inputs are.
+
+    Examples:
+        >>> images = [torch.randn(1, 3, 224, 224) for _ in range(8)]             # your own images, normalised
+        >>> quantize_static_int8("vits14.onnx", "vits14_qdq.onnx", images)       # doctest: +SKIP
+        PosixPath('vits14_qdq.onnx')
+    """
     q = require("onnxruntime.quantization", "int8 quantization of an ONNX file")
     if not calibration:
         raise ValueError("static int8 needs calibration images: give a few (8-32) images like the ones the model will see")
@@ -93,7 +106,12 @@ def quantize_static_int8(src: str | Path, dst: str | Path, calibration: Sequence
 
 def convert_float16(src: str | Path, dst: str | Path) -> Path:
     """float16 weights and arithmetic, float32 graph inputs and outputs (keep_io_types=True), with
-    onnxruntime's own converter (onnxruntime.transformers.float16, the code of onnxconverter-common)."""
+    onnxruntime's own converter (onnxruntime.transformers.float16, the code of onnxconverter-common).
+
+    Examples:
+        >>> convert_float16("vits14.onnx", "vits14_fp16.onnx")                     # doctest: +SKIP
+        PosixPath('vits14_fp16.onnx')
+    """
     onnx = require("onnx", "float16 conversion of an ONNX file")
     f16 = require("onnxruntime.transformers.float16", "float16 conversion of an ONNX file")
     model = f16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
@@ -101,9 +119,36 @@ def convert_float16(src: str | Path, dst: str | Path) -> Path:
 
 
 def save_onnx(model: Any, dst: str | Path) -> Path:
-    """Write a ModelProto, its weights in DST.data beside it when it is over ~2 GB."""
+    """Write a ModelProto, its weights in DST.data beside it when it is over ~2 GB.
+
+    Examples:
+        >>> import onnx                                                             # doctest: +SKIP
+        >>> save_onnx(onnx.load("vits14.onnx"), "copy.onnx")                        # doctest: +SKIP
+        PosixPath('copy.onnx')
+    """
     onnx = require("onnx", "writing an ONNX file")
     dst = Path(dst)
     big = sum(len(t.raw_data) or 4 * int(np.prod(t.dims)) for t in model.graph.initializer) > _TWO_GB
     onnx.save(model, str(dst), save_as_external_data=big, location=dst.name + ".data" if big else None)
     return dst
+
+
+def convert_onnx(src: str | Path, dst: str | Path, precision: str, calibration: Sequence[Any] | None = None) -> str:
+    """Write `src` (a float32 ONNX file) at `precision` to `dst`; returns a line saying what was done.
+
+    Examples:
+        >>> convert_onnx("vits14.onnx", "vits14_int8.onnx", "int8-dynamic")   # doctest: +SKIP
+        'int8 per-channel weights on the MatMuls, activations quantized at run time'
+    """
+    if precision == "float16":
+        convert_float16(src, dst)
+        return "float16 weights and arithmetic, float32 inputs and outputs"
+    if precision == "int8-dynamic":
+        quantize_dynamic_int8(src, dst)
+        return "int8 per-channel weights on the MatMuls, activations quantized at run time"
+    if precision == "int8":
+        if not calibration:
+            raise ValueError("ONNX int8 (static QDQ) is calibrated: give calibration images (8-32 like the model will see)")
+        quantize_static_int8(src, dst, calibration)
+        return f"static int8 QDQ on MatMul and Conv, calibrated on {len(calibration)} batch(es)"
+    raise ValueError(f"ONNX precision {precision!r}: convert_onnx makes {', '.join(PRECISIONS)} from a float32 file")

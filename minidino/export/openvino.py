@@ -48,7 +48,7 @@ from .extras import require
 from .program import exportable
 from .report import ExportReport, count_ops, describe_free
 
-__all__ = ["export_openvino", "PRECISIONS", "PRECISION_HINT", "openvino_ops"]
+__all__ = ["export_openvino", "quantize_openvino", "PRECISIONS", "PRECISION_HINT", "openvino_ops"]
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8", "int8-weights")
 # The INFERENCE_PRECISION_HINT each precision is compiled with (the IR cannot store it).
@@ -117,22 +117,19 @@ def export_openvino(
         program = torch.export.export(module, (shapes.example,), dynamic_shapes=shapes.dynamic_shapes)
         names = module.outputs
     ov_model = ov.convert_model(program)
+    # The frontend leaves H and W free even for a static program: pin the fixed dimensions.
+    x = shapes.example
+    fixed = [-1 if "batch" in shapes.free else x.shape[0], 3, -1 if "H" in shapes.free else x.shape[2],
+             -1 if "W" in shapes.free else x.shape[3]]
+    ov_model.reshape({ov_model.inputs[0]: ov.PartialShape(fixed)})
     for port, name in zip(ov_model.outputs, names):  # the frontend names them 'select_22:0', 'slice_22:0' ...
         port.get_tensor().set_names({name})
     ov_model.inputs[0].get_tensor().set_names({"x"})
     notes = [f"compile with INFERENCE_PRECISION_HINT={PRECISION_HINT[precision]} (OpenVINO defaults to bf16 on "
              "CPUs with AVX512_BF16/AMX; minidino.export.runners sets it from this report)"]
     if precision in ("int8", "int8-weights"):
-        nncf = require("nncf", f"OpenVINO {precision}")
-        with _quiet_nncf():
-            if precision == "int8":
-                batches = [np.asarray(b.numpy() if hasattr(b, "numpy") else b, dtype=np.float32) for b in calibration or ()]
-                ov_model = nncf.quantize(ov_model, nncf.Dataset(batches), subset_size=len(batches),
-                                         model_type=nncf.ModelType.TRANSFORMER)
-                notes.append(f"NNCF int8, model_type=TRANSFORMER, calibrated on {len(batches)} batch(es)")
-            else:
-                ov_model = nncf.compress_weights(ov_model)
-                notes.append("NNCF weight compression: int8 asymmetric per-channel weights, float activations")
+        ov_model, note = _quantize(ov_model, precision, calibration)
+        notes.append(note)
     path.parent.mkdir(parents=True, exist_ok=True)
     _save(ov, ov_model, path, compress_to_fp16=precision == "float16")
     in_names = ["batch" if "batch" in shapes.free else None, None, "H" if "H" in shapes.free else None,
@@ -144,6 +141,53 @@ def export_openvino(
         ops=openvino_ops(ov_model), free=describe_free(shapes.free), notes=notes,
         seconds=round(time.perf_counter() - t0, 1),
     )
+
+
+def _quantize(ov_model: Any, precision: str, calibration: Sequence[Any] | None) -> tuple[Any, str]:
+    """NNCF on an openvino.Model: (the int8 model, a line saying what was done)."""
+    nncf = require("nncf", f"OpenVINO {precision}")
+    with _quiet_nncf():
+        if precision == "int8":
+            if not calibration:
+                raise ValueError("OpenVINO int8 is calibrated: give calibration images (8-32 like the model will see)")
+            batches = [np.asarray(b.numpy() if hasattr(b, "numpy") else b, dtype=np.float32) for b in calibration]
+            quantized = nncf.quantize(ov_model, nncf.Dataset(batches), subset_size=len(batches),
+                                      model_type=nncf.ModelType.TRANSFORMER)
+            return quantized, f"NNCF int8, model_type=TRANSFORMER, calibrated on {len(batches)} batch(es)"
+        if precision == "int8-weights":
+            return nncf.compress_weights(ov_model), "NNCF weight compression: int8 asymmetric per-channel weights, float activations"
+    raise ValueError(f"quantize_openvino makes int8 or int8-weights, not {precision!r}")
+
+
+def quantize_openvino(src: str | Path, dst: str | Path, precision: str,
+                      calibration: Sequence[Any] | None = None) -> ExportReport:
+    """An int8 (calibrated) or int8-weights IR from a float32 IR already written; returns its report.
+
+    Examples:
+        >>> images = [torch.randn(1, 3, 224, 224) for _ in range(8)]                      # your own images, normalised
+        >>> quantize_openvino("vits14.xml", "vits14_int8.xml", "int8", images).precision    # doctest: +SKIP
+        'int8'
+    """
+    from .report import read_report, write_report
+
+    ov = require("openvino", "quantize_openvino")
+    src, dst = Path(src), Path(dst)
+    if dst.suffix != ".xml":
+        raise ValueError(f"an OpenVINO IR path ends in .xml, got {str(dst)!r}")
+    t0 = time.perf_counter()
+    ov_model, note = _quantize(ov.Core().read_model(str(src)), precision, calibration)
+    _save(ov, ov_model, dst, compress_to_fp16=False)
+    base = read_report(src)
+    report = ExportReport(
+        runtime="openvino", path=str(dst), precision=precision,
+        inputs=base.inputs if base else {"x": _dims(ov_model.inputs[0].get_partial_shape())},
+        outputs={n: _dims(o.get_partial_shape()) for n, o in zip([next(iter(o.get_names())) for o in ov_model.outputs],
+                                                                  ov_model.outputs)},
+        ops=openvino_ops(ov_model), free=base.free if base else {},
+        notes=[f"compile with INFERENCE_PRECISION_HINT={PRECISION_HINT[precision]}", note],
+        seconds=round(time.perf_counter() - t0, 1))
+    write_report(report)
+    return report
 
 
 def _save(ov: Any, ov_model: Any, path: Path, compress_to_fp16: bool) -> None:

@@ -135,7 +135,12 @@ def portable_copy(model: nn.Module, *, layer_norm: Literal["op", "primitive"] = 
 
 def downgrade_opset(src: str | Path, dst: str | Path, opset: int) -> Path:
     """Convert an ONNX file to an older opset with onnx's version converter, then check the result
-    (onnx.checker, full check) and that its opset is the one asked for."""
+    (onnx.checker, full check) and that its opset is the one asked for.
+
+    Examples:
+        >>> downgrade_opset("vits14_o18.onnx", "vits14_o17.onnx", 17)                # doctest: +SKIP
+        PosixPath('vits14_o17.onnx')
+    """
     onnx = require("onnx", "downgrade_opset")
     from onnx import version_converter
 
@@ -160,7 +165,12 @@ def downgrade_opset(src: str | Path, dst: str | Path, opset: int) -> Path:
 
 def check_portable(path: str | Path) -> dict[str, int]:
     """The op counts of a portable file, after checking what the module docstring promises:
-    every dimension fixed, only ai.onnx operators, no fused ones, rank <= 4 where shapes are known."""
+    every dimension fixed, only ai.onnx operators, no fused ones, rank <= 4 where shapes are known.
+
+    Examples:
+        >>> check_portable("vits14_npu.onnx")                                      # doctest: +SKIP
+        {'Add': 73, 'MatMul': 72, 'Slice': 38, ...}
+    """
     from .report import onnx_summary
 
     onnx = require("onnx", "check_portable")

@@ -242,6 +242,11 @@ class Shapes:
     `dynamic_shapes` is torch.export's description of input "x" (None: every dimension fixed);
     `free` names the free dimensions with their ranges, for reports, e.g.
     {"batch": (1, 8), "H": (14, 518, "14*h"), "W": ...}.
+
+    Examples:
+        >>> model = minidino.create_model("dinov2_vits14", depth=1, device="meta")
+        >>> _shapes(model, (224, 224), dynamic=True, max_batch=8).free["batch"]
+        (1, 8)
     """
 
     example: Tensor  # (B, 3, H, W)

@@ -193,7 +193,13 @@ def _target_name(target: Any) -> str:
 def onnx_summary(path: str | Path) -> tuple[dict[str, int], dict[str, int], dict[str, Dims], dict[str, Dims]]:
     """(op counts, opset by domain, input dims, output dims) of an ONNX file (its weights are not read).
 
-    Op counts are over the main graph and the bodies of any local functions and subgraphs."""
+    Op counts are over the main graph and the bodies of any local functions and subgraphs.
+
+    Examples:
+        >>> ops, opset, inputs, outputs = onnx_summary("vits14.onnx")             # doctest: +SKIP
+        >>> opset, inputs                                                         # doctest: +SKIP
+        ({'ai.onnx': 20}, {'x': ['batch', 3, '14*h', '14*w']})
+    """
     import onnx
 
     mp = onnx.load(str(path), load_external_data=False)
@@ -229,7 +235,13 @@ def report_path(path: str | Path) -> Path:
 
 
 def write_report(report: ExportReport) -> Path:
-    """Store `report` as JSON beside its artifact; returns the JSON's path."""
+    """Store `report` as JSON beside its artifact; returns the JSON's path.
+
+    Examples:
+        >>> r = ExportReport("onnx", "m.onnx", "float32", {"x": [1, 3, 28, 28]}, {"y": [1, 384]})
+        >>> write_report(r).name, read_report("m.onnx").inputs
+        ('m.onnx.report.json', {'x': [1, 3, 28, 28]})
+    """
     from ..utils.atomic import atomic_write
 
     if report.path is None:
@@ -240,7 +252,12 @@ def write_report(report: ExportReport) -> Path:
 
 
 def read_report(path: str | Path) -> ExportReport | None:
-    """The report stored beside an artifact, or None if there is none."""
+    """The report stored beside an artifact, or None if there is none.
+
+    Examples:
+        >>> read_report("no_such_model.onnx") is None
+        True
+    """
     p = report_path(path)
     if not p.is_file():
         return None

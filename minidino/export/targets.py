@@ -201,19 +201,9 @@ def _export_onnx(model: nn.Module, path: Path, *, precision: str, calibration: S
 
 
 def _onnx_precision(src: Path, dst: Path, precision: str, calibration: Sequence[Any] | None, notes: list[str]) -> None:
-    from . import onnx_precision as op
+    from .onnx_precision import convert_onnx
 
-    if precision == "float16":
-        op.convert_float16(src, dst)
-        notes.append("float16 weights and arithmetic, float32 inputs and outputs")
-    elif precision == "int8-dynamic":
-        op.quantize_dynamic_int8(src, dst)
-        notes.append("int8 per-channel weights on the MatMuls, activations quantized at run time")
-    else:
-        if not calibration:
-            raise ValueError("ONNX int8 (static QDQ) is calibrated: give calibration images (8-32 like the model will see)")
-        op.quantize_static_int8(src, dst, calibration)
-        notes.append(f"static int8 QDQ on MatMul and Conv, calibrated on {len(calibration)} batch(es)")
+    notes.append(convert_onnx(src, dst, precision, calibration))
 
 
 def check_against_eager(model: nn.Module, path: str | Path, *, size: Sequence[int], batch: int = 1,
