@@ -273,11 +273,20 @@ def add_weights_args(parser: argparse.ArgumentParser) -> None:
 
 
 def preflight_named(name: str, args: argparse.Namespace) -> Any:
-    """preflight_model for a positional model NAME with --weights / --config: the backbone's DinoConfig,
-    checked before any work (unknown name or field: exit status 2)."""
-    ns = argparse.Namespace(model=name, config=getattr(args, "config", []), weights=getattr(args, "weights", "official"),
-                            dtype="float32", device="cpu")
-    return preflight_model(ns)
+    """The checks of preflight_model that a command with a positional model NAME and --weights / --config
+    needs, before any work: the name, the --config fields, a --weights file (exit status 2). Returns the
+    backbone's DinoConfig; nothing is built."""
+    from ..factory import resolve
+
+    try:
+        config = resolve(name, **config_overrides(args)).config
+    except (ValueError, TypeError, KeyError) as e:
+        raise SystemExit(f"minidino: {' '.join(str(e).split())}") from None
+    spec = weights_spec(args)
+    if not spec.startswith("random:") and spec != "official" and "://" not in spec and not os.path.exists(spec):
+        raise SystemExit(f"minidino: --weights {spec}: no such file; give an existing checkpoint file, a URL, "
+                         "'official' or random[:SEED]")
+    return config
 
 
 def read_image_batch(paths: Any, size: tuple[int, int], patch: int, command: str) -> tuple[Any, list[str], int]:
