@@ -155,7 +155,15 @@ def _quantize(ov_model: Any, precision: str, calibration: Sequence[Any] | None) 
                                       model_type=nncf.ModelType.TRANSFORMER)
             return quantized, f"NNCF int8, model_type=TRANSFORMER, calibrated on {len(batches)} batch(es)"
         if precision == "int8-weights":
-            return nncf.compress_weights(ov_model), "NNCF weight compression: int8 asymmetric per-channel weights, float activations"
+            # The free-size IR computes the position-embedding resize in float64, with constant tables
+            # (MatMul, Gather) that NNCF takes for weights and refuses ("Weight must be one of the following data types:
+            # [float32, ...]. But found: float64"): they stay float (they are not weights anyway).
+            ov = require("openvino", "OpenVINO int8-weights")
+            f64 = [op.get_friendly_name() for op in ov_model.get_ordered_ops()
+                   if op.get_type_name() in ("MatMul", "Gather") and any(i.get_element_type() == ov.Type.f64 for i in op.inputs())]
+            scope = nncf.IgnoredScope(names=f64, validate=False) if f64 else None
+            compressed = nncf.compress_weights(ov_model, ignored_scope=scope) if scope else nncf.compress_weights(ov_model)
+            return compressed, "NNCF weight compression: int8 asymmetric per-channel weights, float activations"
     raise ValueError(f"quantize_openvino makes int8 or int8-weights, not {precision!r}")
 
 
