@@ -40,7 +40,6 @@ from typing import Any, Callable  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import minidino  # noqa: E402
 from minidino.conformance import golden  # noqa: E402
 from minidino.conformance.compare import tensor_metrics  # noqa: E402
 from minidino.export.runners import load_runner  # noqa: E402
@@ -88,7 +87,7 @@ def build_paths(name: str, model: torch.nn.Module, calib: list[torch.Tensor], wo
 
     add("minidino eager", lambda: (lambda x: model.forward_features(x)))
     try:
-        from minidino.conformance.reference import ReferenceUnavailable, official_model
+        from minidino.conformance.reference import official_model
 
         def official() -> Callable[[torch.Tensor], Any]:
             ref = official_model(name).module

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from minidino.conformance import golden
 from minidino.conformance import numpy_reference as R
