@@ -171,16 +171,26 @@ def test_every_case_and_every_input_kind_is_covered():
     assert {i["tag"] for c in BACKBONES for i in c["inputs"]} == {i["tag"] for _, i in INPUTS}
 
 
-@pytest.mark.parametrize("name", ["dinov2_vits14", "dinov2_vitb14_reg"])
+def trace_models() -> list[str]:
+    """DINOv2 with and without registers, and the first backbone of every other family (DINOv3 once merged)."""
+    from minidino.catalogue import backbone_entries
+
+    others = {e.family: e.name for e in reversed(backbone_entries()) if e.family != "dinov2"}
+    return ["dinov2_vits14", "dinov2_vitb14_reg", *others.values()]
+
+
+@pytest.mark.parametrize("name", trace_models())
 def test_trace_matches_minidino_trace(name):
     """The same generated weights and image through the numpy reference (float64) and `minidino trace`
     (torch float32): every name, in order, within float32 rounding."""
     model = golden.random_model(name, 3, depth=2)
-    x = golden.generate_images(3, 7, (2, 3, 42, 56))  # a 3 x 4 grid: the position embedding is resized
+    p = model.patch_size
+    x = golden.generate_images(3, 7, (2, 3, 3 * p, 4 * p))  # a 3 x 4 grid: DINOv2's position embedding is resized
     ours = trace_model(model, x)
     sd = {k: v.numpy() for k, v in model.state_dict().items()}
     theirs: dict[str, np.ndarray] = {}
-    R.dinov2_forward_features(sd, None, x.numpy(), trace=theirs)
+    forward = R.dinov3_forward_features if R.config_from_state_dict(sd).family == "dinov3" else R.dinov2_forward_features
+    forward(sd, None, x.numpy(), trace=theirs)
     assert list(theirs) == list(ours)[1:]  # the same names in the same order, after trace's "input"
     worst = max(float(np.abs(ours[k].numpy() - theirs[k]).max()) / max(1.0, float(np.abs(theirs[k]).max()))
                 for k in theirs)

@@ -36,7 +36,7 @@ def one_backbone_per_family() -> list[str]:
     names = []
     for family in dict.fromkeys(e.family for e in backbone_entries()):
         rows = backbone_entries(family)
-        names.append(next((e.name for e in rows if e.config.num_register_tokens), rows[0].name))
+        names.append(next((e.name for e in rows if getattr(e.config, "num_register_tokens", 0)), rows[0].name))
     return names
 
 
