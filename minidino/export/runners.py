@@ -101,7 +101,9 @@ def _executorch(path: Path, threads: int | None) -> Runner:
     report = read_report(path)
     program = runtime.Runtime.get().load_program(str(path))  # kept in the Runner: the method needs it alive
     method = program.load_method("forward")
-    names = tuple(report.outputs) if report else tuple(f"output_{i}" for i in range(method.metadata.num_outputs()))
+    count = method.metadata.num_outputs
+    count = count() if callable(count) else count
+    names = tuple(report.outputs) if report else tuple(f"output_{i}" for i in range(count))  # a .pte keeps no names
     return Runner("executorch", names, lambda x: [t.float().numpy() for t in method.execute([torch.from_numpy(x)])],
                   keep=(program, method))
 
