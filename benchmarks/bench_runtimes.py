@@ -167,10 +167,12 @@ def main() -> None:
     result: dict[str, Any] = {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__,
                               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "loadavg_start": os.getloadavg(),
                               "date": _dt.date.today().isoformat(), "models": {}}
+    from importlib.metadata import PackageNotFoundError, version
+
     for pkg in ("onnxruntime", "openvino", "nncf", "executorch"):
         try:
-            result[pkg] = __import__(pkg).__version__
-        except Exception:
+            result[pkg] = version(pkg)
+        except PackageNotFoundError:
             result[pkg] = None
     log(json.dumps({k: v for k, v in result.items() if k != "models"}))
     for short in args.models:
