@@ -30,6 +30,10 @@ Traps met (OpenVINO 2026.4.1, NNCF 3.4.0):
   renamed here to minidino's names.
 - OpenVINO's PyTorch frontend has no aten.trunc: the antialiased resize of the register
   models uses floor instead (exactly equal there, see models/posembed.py).
+- the CPU plugin has no float64: the free-size resize, which needs float64 for the plain
+  models' 0.1-offset quirk, runs in float32 there, and their patch tokens move by ~1e-5 (max
+  abs 1.5e-5 at full depth ViT-S, against 5e-6 on ONNX Runtime; the register models 4.8e-6).
+  A static export bakes the exact embedding (1.7e-6). Said in the report when it applies.
 """
 
 from __future__ import annotations
@@ -127,6 +131,9 @@ def export_openvino(
     ov_model.inputs[0].get_tensor().set_names({"x"})
     notes = [f"compile with INFERENCE_PRECISION_HINT={PRECISION_HINT[precision]} (OpenVINO defaults to bf16 on "
              "CPUs with AVX512_BF16/AMX; minidino.export.runners sets it from this report)"]
+    if any(o.get_element_type() == ov.Type.f64 for op in ov_model.get_ordered_ops() for o in op.outputs()):
+        notes.append("the free-size position resize computes in float64, which OpenVINO's CPU plugin runs in float32: "
+                     "~1e-5 max abs for the plain models' 0.1-offset resize (a static size bakes it: ~2e-6)")
     if precision in ("int8", "int8-weights"):
         ov_model, note = _quantize(ov_model, precision, calibration)
         notes.append(note)
