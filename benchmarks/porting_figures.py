@@ -171,6 +171,13 @@ def main() -> None:
                 result["operators"][name] = operators(name, work)
     result["loadavg_end"] = os.getloadavg()
     stem = RESULTS / f"porting_{result['date']}"
+    if stem.with_suffix(".json").exists():  # a partial rerun (--models, --runtimes) updates the day's file
+        old = json.loads(stem.with_suffix(".json").read_text())
+        for name, runs in result["parity"].items():
+            old["parity"].setdefault(name, {}).update(runs)
+        old["operators"].update(result["operators"])
+        old["loadavg_end"] = result["loadavg_end"]
+        result = old
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown(result))
     log(f"wrote {stem}.json and .md")

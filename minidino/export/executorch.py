@@ -175,7 +175,8 @@ def export_executorch(
         names = module.outputs
     inputs, outs = program_io_dims(program, names)
     edge = exir.to_edge_transform_and_lower(program, partitioner=[xnnpack.XnnpackPartitioner()])
-    buffer = edge.to_executorch().buffer
+    ops, delegated = program_ops(edge.exported_program()), _delegated_ops(edge.exported_program())  # before
+    buffer = edge.to_executorch().buffer  # to_executorch rewrites the program in place (out variants, allocs)
     from ..utils.atomic import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,6 +188,6 @@ def export_executorch(
         notes.append("static int8 activations scored cls cosine 0.935 at depth 2 (random weights): prefer int8-dynamic")
     return ExportReport(
         runtime="executorch", path=str(path), precision=precision, inputs=inputs, outputs=outs,
-        ops=program_ops(edge.exported_program()), delegated=_delegated_ops(edge.exported_program()),
+        ops=ops, delegated=delegated,
         free=describe_free(shapes.free), notes=notes, seconds=round(time.perf_counter() - t0, 1),
     )
