@@ -201,6 +201,18 @@ def test_float16_model_keeps_its_layernorms_in_float32(model):
     assert tensor_metrics(ref["x_norm_clstoken"].numpy(), outs[0].numpy())[1] > 0.9999
 
 
+def test_swiglu_exports_without_a_split():
+    """ViT-g's SwiGLU cuts w12's output with two slices: ExecuTorch plans a split's outputs for the traced
+    shape, and a free-size ViT-g program then failed at batch 1 ("Attempted to resize a static tensor")."""
+    from minidino.export.report import program_ops
+    from minidino.models.layers import SwiGLUFFN
+
+    Dim = torch.export.Dim
+    program = torch.export.export(SwiGLUFFN(dim=48, hidden_dim=64, bias=True), (torch.randn(2, 5, 48),),
+                                  dynamic_shapes=({0: Dim("batch", max=8), 1: Dim("tokens", max=64)},))
+    assert not [op for op in program_ops(program) if "split" in op or "chunk" in op]
+
+
 def test_executorch_float16_layernorm_is_still_wrong_upstream():
     """Why float16 keeps its LayerNorms in float32: ExecuTorch's portable fp16 LayerNorm is wrong for
     rows of 256 values or more. If this fails, ExecuTorch fixed it: drop half_with_float32_layernorm."""
