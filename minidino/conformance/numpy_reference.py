@@ -717,7 +717,7 @@ def select_layers(sd: StateDict, cfg: ViTConfig, block_outputs: Sequence[np.ndar
     """The selection step of get_intermediate_layers, from every block's output (B, N, D) (e.g. a
     trace's "blocks.{i}.residual2"): per chosen block, in block order, its patch tokens (B, h*w, D),
     or (B, D, h, w) with reshape; normed with the final norm when norm=True; with
-    return_class_token / return_extra_tokens each item is (patches[, cls (B, D)][, extra (B, R, D)]).
+    return_class_token / return_extra_tokens each item is a tuple: patches, then cls (B, D), then extra (B, R, D), as asked.
 
     Examples:
         >>> sd = {k: v.numpy() for k, v in minidino.create_model("dinov2_vits14", depth=3).state_dict().items()}
@@ -768,7 +768,7 @@ def dinov3_get_intermediate_layers(state_dict: StateDict, config: ViTConfig | No
                                    n: int | Sequence[int] = 1, reshape: bool = False, return_class_token: bool = False,
                                    return_extra_tokens: bool = False, norm: bool = True,
                                    dtype: Any = np.float64) -> tuple:
-    """DINOv3 get_intermediate_layers: per chosen block, (patches[, cls (B, D)][, storage (B, R, D)]).
+    """DINOv3 get_intermediate_layers: per chosen block, patches, or a tuple: patches, then cls (B, D), then storage (B, R, D), as asked.
 
     Examples:
         >>> sd = {k: v.numpy() for k, v in minidino.create_model("dinov2_vits14_reg", depth=2, patch_size=16,
