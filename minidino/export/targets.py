@@ -108,7 +108,7 @@ def export_model(
     """Export `model` for a runtime (module docstring) and return the report, also written beside
     the artifact. `calibration`: (B, 3, H, W) float32 batches of the user's images for int8.
     dynamic / size / batch / max_batch / max_side as in export_program (CoreML: static size, batch
-    1 unless batch=None; ExecuTorch: bounds default to 8 images and 518 px). portable, layer_norm,
+    1 or batch=N, dynamic ignored; ExecuTorch: bounds default to 8 images and 518 px). portable, layer_norm,
     gelu, opset: the ONNX graph for NPU toolchains (minidino.export.portable; static, batch 1).
 
     Examples:
