@@ -65,7 +65,7 @@ def cpu_name() -> str:
 
 
 def build_paths(name: str, model: torch.nn.Module, calib: list[torch.Tensor], work: Path, threads: int,
-                skip: set[str]) -> tuple[dict[str, Callable[[torch.Tensor], Any]], dict[str, float]]:
+                skip: set[str], sources: dict[str, str]) -> tuple[dict[str, Callable[[torch.Tensor], Any]], dict[str, float]]:
     """label -> a function of one (B, 3, 224, 224) batch; label -> build seconds."""
     paths: dict[str, Callable[[torch.Tensor], Any]] = {}
     built: dict[str, float] = {}
@@ -90,9 +90,10 @@ def build_paths(name: str, model: torch.nn.Module, calib: list[torch.Tensor], wo
         from minidino.conformance.reference import official_model
 
         def official() -> Callable[[torch.Tensor], Any]:
-            ref = official_model(name).module
-            ref.load_state_dict(model.state_dict(), strict=False)
-            return lambda x: ref.forward_features(x)
+            ref = official_model(name)
+            sources[name] = ref.source  # the hub code beside the checkout, else the 2023 PyPI snapshot
+            ref.module.load_state_dict(model.state_dict(), strict=False)
+            return lambda x: ref.module.forward_features(x)
         add("official", official)
     except ImportError:
         pass
@@ -183,10 +184,12 @@ def main() -> None:
         x8 = torch.randn(8, 3, 224, 224, generator=g)
         with tempfile.TemporaryDirectory(prefix="bench-runtimes-") as tmp:
             log(f"{name}: building the paths")
-            paths, built = build_paths(name, model, calib, Path(tmp), args.threads, set(args.skip))
+            sources: dict[str, str] = {}
+            paths, built = build_paths(name, model, calib, Path(tmp), args.threads, set(args.skip), sources)
             acc = {n: accuracy(model, fn, x8) for n, fn in paths.items()}
             log(json.dumps(acc))
-            entry: dict[str, Any] = {"build_s": built, "accuracy_b8": acc, "loadavg_before": os.getloadavg()}
+            entry: dict[str, Any] = {"build_s": built, "accuracy_b8": acc, "loadavg_before": os.getloadavg(),
+                                     "official_source": sources.get(name)}
             for batch, rounds, reps in ((1, args.rounds[0], 3), (8, args.rounds[1], 1)):
                 entry[f"b{batch}"] = time_paths(paths, x8[:batch].contiguous(), rounds, reps)
                 log(f"{name} batch {batch}: {json.dumps(entry[f'b{batch}'])}")
@@ -209,7 +212,7 @@ def markdown(r: dict[str, Any]) -> str:
              "ratio = eager minidino time / path time, median of per-round ratios (interquartile range in brackets); "
              "accuracy against eager float32 on 8 images: max abs / cosine of the class token and of the patch tokens.", ""]
     for name, e in r["models"].items():
-        lines += [f"## {name}, 224 px", "",
+        lines += [f"## {name}, 224 px", "", f"official: {e.get('official_source') or 'the official hub code beside the checkout'}", "",
                   "| path | batch 1: ms | ratio | batch 8: ms | ratio | cls max abs / cosine | patch max abs / cosine | build s |",
                   "|---|---|---|---|---|---|---|---|"]
         for p in e["b1"]:
