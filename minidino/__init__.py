@@ -12,8 +12,10 @@ The package, one folder per concern (data flows down this list, never up):
     heads/         classifier, DINO head, depth (linear, DPT), dino.txt (vision head, text encoder, tokenizer)
     weights/       download and cache, reading files safely, one function per layout, load, save, pretrained
     factory.py     create_model: a catalogue row -> a built model
-    export/        torch.export, ONNX, optimize (compiled, reduced precision)
-    conformance/   the golden-vector generator and runner, the official-code runner
+    export/        torch.export, ONNX, OpenVINO, ExecuTorch, CoreML, the portable NPU graph, reduced
+                   precision and its accuracy, operator reports, optimize (compiled, reduced precision)
+    conformance/   the golden-vector generator and runner, the official-code runner, trace and compare,
+                   the numpy-only reference
     cli/           one module per subcommand
     utils/         transforms, pictures, atomic writes, locks, progress, hardware and memory
 """

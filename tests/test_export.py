@@ -128,7 +128,11 @@ def test_cli_export_defaults_to_official_weights_and_labels_random_ones(tmp_path
     asked = []
     monkeypatch.setattr(minidino.factory, "load_pretrained",
                         lambda model, entry, weights, pretrained, **kw: asked.append((entry.name, pretrained)))
-    monkeypatch.setattr(minidino, "export_onnx", lambda model, path, **kw: path)
+    from minidino.export import targets
+    from minidino.export.report import ExportReport
+
+    monkeypatch.setattr(targets, "export_model",
+                        lambda model, path, **kw: ExportReport("onnx", str(path), "float32", {"x": []}, {}))
     assert main(["export", "dinov2_vits14", "--onnx", str(tmp_path / "a.onnx")]) == 0
     assert asked == [("dinov2_vits14", True)]
     assert "official weights" in capsys.readouterr().err

@@ -13,7 +13,8 @@ import sys
 from collections.abc import Sequence
 
 # Subcommand modules, in the order `minidino --help` lists them.
-COMMANDS = ["selftest", "demo", "embed", "similar", "info", "pca", "attention", "convert", "export", "depth", "text"]
+COMMANDS = ["selftest", "demo", "embed", "similar", "info", "pca", "attention", "convert", "export", "accuracy", "trace",
+            "compare", "depth", "text"]
 
 
 def _exit_statuses_epilog() -> str:

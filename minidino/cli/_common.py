@@ -30,7 +30,7 @@ __all__ = [
     "add_model_args", "model_from_args", "describe_weights", "weights_spec", "config_overrides", "parse_dtype",
     "resolve_device", "parse_hw", "build_model", "DTYPES", "HelpFormatter", "preflight_model", "estimate_memory", "check_memory",
     "resolve_model", "check_weights_file", "model_size", "ModelSize", "REPEATED", "require_finite", "NOT_FINITE",
-    "memory_shortfall",
+    "memory_shortfall", "add_weights_args", "preflight_named", "read_image_batch",
 ]
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
@@ -379,3 +379,43 @@ def model_from_args(args: argparse.Namespace) -> Any:
     return build_model(args.model, weights_spec(args), config_overrides(args), device=device, dtype=dtype)
 
 
+
+
+def add_weights_args(parser: argparse.ArgumentParser) -> None:
+    """--weights and --config for the commands that take the model as a positional NAME (export, trace, accuracy)."""
+    parser.add_argument("--weights", default="official", metavar="official|PATH|URL|random[:SEED]",
+                        help="official (default): the published checkpoint, downloaded once and checksum-verified; "
+                             "PATH or URL: any checkpoint layout minidino.load_weights reads; random[:SEED]: RANDOM "
+                             "weights from the golden-vector generator, offline, to test a pipeline only")
+    parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --config depth=4 (repeatable; fields of minidino.DinoConfig)")
+
+
+def preflight_named(name: str, args: argparse.Namespace) -> Any:
+    """The checks of preflight_model for a command with a positional model NAME and --weights / --config
+    (export, accuracy, trace), before any work: the name and the --config fields (resolve_model), a
+    --weights file, and the memory the model needs (exit status 2 or 6). Returns the backbone's config;
+    nothing is built."""
+    overrides = config_overrides(args)
+    config = resolve_model(name, overrides).config
+    check_weights_file(weights_spec(args))
+    check_memory(argparse.Namespace(model=name, config=list(getattr(args, "config", None) or []), device="cpu",
+                                    dtype="float32"))
+    return config
+
+
+def read_image_batch(paths: Any, size: tuple[int, int], patch: int, command: str) -> tuple[Any, list[str], int]:
+    """The images at `paths`, each resized to exactly `size` = (H, W) and normalised, as one
+    (B, 3, H, W) batch; their paths; and the number that could not be read (each named on stderr).
+    No readable image: a one-line error (exit status 2)."""
+    import torch
+
+    from .inputs import DENSE_LIMITS, dense_transform_checked, expand_inputs, read_images, report_failures
+
+    files, missing = expand_inputs(paths)
+    items, failures = read_images(files, dense_transform_checked(size, "resize", patch), limits=DENSE_LIMITS)  # type: ignore[arg-type]
+    failures = list(missing) + list(failures)
+    report_failures(failures)
+    if not items:
+        raise SystemExit(f"minidino {command}: none of the {len(files) + len(missing)} images could be read")
+    return torch.stack([x for _, x in items]), [p for p, _ in items], len(failures)

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 __all__ = [
     "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "EXIT_WEIGHTS", "EXIT_DOWNLOAD", "EXIT_BUSY", "EXIT_RESOURCES", "EXIT_IO",
-    "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_STATUSES", "CliExit", "debug_enabled", "exit_status", "run_guarded",
+    "EXIT_MISMATCH", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_STATUSES", "CliExit", "debug_enabled", "exit_status", "run_guarded",
     "ResumeHint", "fail",
 ]
 
@@ -31,6 +31,7 @@ EXIT_DOWNLOAD = 4  # a download failed: no network, HTTP error, timeout, checksu
 EXIT_BUSY = 5  # another minidino run is writing the same output
 EXIT_RESOURCES = 6  # not enough memory (or a device that is not there)
 EXIT_IO = 7  # a file cannot be read or written: permissions, disk full, read-only folder
+EXIT_MISMATCH = 8  # a comparison found a tensor past the tolerance (compare; accuracy with --min-cosine)
 EXIT_INTERNAL = 70  # a bug in minidino: rerun with --debug and report the traceback
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 
@@ -44,6 +45,7 @@ EXIT_STATUSES = {
     EXIT_BUSY: "another minidino run is writing the same output (named in the message)",
     EXIT_RESOURCES: "not enough memory, or the --device asked for is not available",
     EXIT_IO: "a file or folder cannot be read or written (permissions, disk full, read-only); the file is named",
+    EXIT_MISMATCH: "compared, and a tensor is past the tolerance (compare; accuracy --min-cosine): the port differs",
     EXIT_INTERNAL: "a bug in minidino: rerun with --debug and report the traceback",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); where a command can resume, the message says how",
 }

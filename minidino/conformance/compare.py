@@ -1,14 +1,15 @@
-"""Comparing outputs: the max abs difference of two results (tensors or nests of them), and the record
-of one golden comparison."""
+"""Comparing outputs: the max abs difference of two results (tensors or nests of them), the record
+of one golden comparison, and the two figures every port comparison states (max abs, cosine)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["CaseResult", "max_abs_difference"]
+__all__ = ["CaseResult", "max_abs_difference", "tensor_metrics"]
 
 
 @dataclass
@@ -59,3 +60,23 @@ def max_abs_difference(a: Any, b: Any) -> float:
     if isinstance(a, dict):
         return max(max_abs_difference(a[k], b[k]) for k in a if a[k] is not None)
     return max(max_abs_difference(x, y) for x, y in zip(a, b, strict=True))
+
+
+def tensor_metrics(reference: Any, port: Any) -> tuple[float, float]:
+    """(max abs difference, cosine similarity) of two same-shaped tensors or arrays, in float64,
+    the cosine over all their values flattened (1.0 when both are all zero).
+
+    Examples:
+        >>> tensor_metrics(np.array([1.0, 2.0]), np.array([1.0, 2.5]))
+        (0.5, 0.9965457582448796)
+    """
+    a = np.asarray(reference, dtype=np.float64).ravel()
+    b = np.asarray(port, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"cannot compare {np.shape(reference)} with {np.shape(port)}")
+    if not a.size:
+        return 0.0, 1.0
+    diff = float(np.abs(a - b).max())
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    cos = 1.0 if na == nb == 0.0 else float(a @ b / (na * nb)) if na and nb else 0.0
+    return diff, cos

@@ -173,8 +173,12 @@ class SwiGLUFFN(nn.Module):
         self.w3 = nn.Linear(hidden_dim, dim, bias=bias, **factory)
 
     def forward(self, x: Tensor) -> Tensor:
-        a, b = self.w12(x).chunk(2, dim=-1)  # each (B, N, F)
-        return self.w3(F.silu(a) * b)
+        ab = self.w12(x)  # (B, N, 2F)
+        # Two slices, not chunk(2): the same views of the same values, but ExecuTorch lowers chunk to a
+        # split whose outputs it plans for the traced batch and size (a free-size program then fails at
+        # run time, "Attempted to resize a static tensor"); slices keep the sizes free.
+        F_ = ab.shape[-1] // 2
+        return self.w3(F.silu(ab[..., :F_]) * ab[..., F_:])  # silu(a) * b, each (B, N, F)
 
 
 class LayerScale(nn.Module):

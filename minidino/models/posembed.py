@@ -280,8 +280,11 @@ def _matrix_1d_aa(dst: Tensor, n_out: Tensor, in_size: int) -> Tensor:
     invscale = torch.where(down, (1.0 / scale.double()).float(), torch.ones_like(scale))
     max_taps = support.ceil() * 2 + 1
     center = (scale.double() * (dst + 0.5)).float()  # (out,)
-    xmin = ((center - support).double() + 0.5).trunc().clamp(min=0)  # (out,): the C++ int cast truncates
-    xmax = ((center + support).double() + 0.5).trunc().clamp(max=in_size)  # (out,)
+    # The C++ int cast truncates; floor is the same here and is an operator every runtime has
+    # (OpenVINO's PyTorch frontend has no aten.trunc): xmin's value differs only below 0, which
+    # the clamp sends to 0 either way, and xmax's is always positive (center >= 0, support > 0).
+    xmin = ((center - support).double() + 0.5).floor().clamp(min=0)  # (out,)
+    xmax = ((center + support).double() + 0.5).floor().clamp(max=in_size)  # (out,)
     xsize = torch.minimum((xmax - xmin).clamp(min=0), max_taps.double())  # (out,)
     x = (((src_pos[None, :] - center[:, None]).double() + 0.5) * invscale.double()[:, None]).float()  # (out, M)
     inside = (src_pos[None, :] >= xmin[:, None]) & (src_pos[None, :] < (xmin + xsize)[:, None])  # (out, M)
