@@ -49,6 +49,11 @@ def images(seed: int, B: int, H: int, W: int) -> torch.Tensor:
     return torch.randn(B, 3, H, W, generator=torch.Generator().manual_seed(seed))
 
 
+def px(model, *patches: int) -> tuple[int, ...]:
+    """Sides in patches -> pixels for this model (14 px for DINOv2, 16 for DINOv3)."""
+    return tuple(n * model.patch_size for n in patches)
+
+
 def against_eager(model, run, x) -> tuple[float, float]:
     """(max abs, min cosine) of a runner's outputs against eager float32, over every output."""
     with torch.no_grad():
@@ -64,8 +69,8 @@ def model(request):
 
 
 @pytest.fixture(scope="module")
-def calibration():
-    return [images(100 + i, 1, 56, 56) for i in range(4)]
+def calibration(model):
+    return [images(100 + i, 1, *px(model, 4, 4)) for i in range(4)]
 
 
 # ------------------------------------------------------------------------------------- export_program
@@ -96,7 +101,7 @@ def test_block_outputs_and_a_fully_static_program():
 @pytest.fixture(scope="module")
 def onnx_free(model, tmp_path_factory):
     pytest.importorskip("onnxruntime")
-    return export_model(model, tmp_path_factory.mktemp("onnx") / "m.onnx", size=(56, 56))
+    return export_model(model, tmp_path_factory.mktemp("onnx") / "m.onnx", size=px(model, 4, 4))
 
 
 @pytest.mark.parametrize("precision,floor", [("float16", 0.9999), ("int8-dynamic", 0.99), ("int8", 0.99)])
@@ -106,8 +111,8 @@ def test_onnx_reduced_precision_keeps_the_free_size(model, onnx_free, calibratio
     path = tmp_path / f"{precision}.onnx"
     convert_onnx(onnx_free.path, path, precision, calibration)
     run = load_runner(path)
-    for i, (B, H, W) in enumerate([(1, 56, 56), (2, 42, 70)]):
-        mx, cos = against_eager(model, run, images(i, B, H, W))
+    for i, (B, H, W) in enumerate([(1, 4, 4), (2, 3, 5)]):
+        mx, cos = against_eager(model, run, images(i, B, *px(model, H, W)))
         print(f"\nonnx {precision} {B}x{H}x{W}: max abs {mx:.1e}, cosine {cos:.6f}")
         assert cos > floor
 
@@ -115,21 +120,21 @@ def test_onnx_reduced_precision_keeps_the_free_size(model, onnx_free, calibratio
 def test_portable_onnx_for_npu_toolchains(model, tmp_path):
     pytest.importorskip("onnxruntime")
     report = export_model(model, tmp_path / "npu.onnx", portable=True, opset=17, layer_norm="primitive", dynamic=False,
-                          size=(56, 56))
+                          size=px(model, 4, 4))
     assert report.opset["ai.onnx"] == 17 and not report.free
-    assert report.inputs == {"x": [1, 3, 56, 56]}
+    assert report.inputs == {"x": [1, 3, *px(model, 4, 4)]}
     assert not {"LayerNormalization", "Gelu", "Attention"} & set(report.ops), report.ops
     assert report.ops["Softmax"] == 1 and report.ops["Erf"] == 1 and report.ops["MatMul"] == 6
     assert max(v[0] for v in report.check.values()) < TOL, report.check
     with pytest.raises(ValueError, match="opset 17 and above"):
-        export_model(model, tmp_path / "old.onnx", portable=True, opset=16, dynamic=False, size=(56, 56))
+        export_model(model, tmp_path / "old.onnx", portable=True, opset=16, dynamic=False, size=px(model, 4, 4))
 
 
 # ------------------------------------------------------------------------------------- OpenVINO
 @pytest.fixture(scope="module")
 def openvino_free(model, tmp_path_factory):
     pytest.importorskip("openvino")
-    return export_model(model, tmp_path_factory.mktemp("ov") / "m.xml", size=(56, 56))
+    return export_model(model, tmp_path_factory.mktemp("ov") / "m.xml", size=px(model, 4, 4))
 
 
 def test_openvino_float32_any_batch_and_size(model, openvino_free):
@@ -137,8 +142,8 @@ def test_openvino_float32_any_batch_and_size(model, openvino_free):
     assert max(v[0] for v in openvino_free.check.values()) < TOL
     run = load_runner(openvino_free.path)
     assert run.output_names == tuple(minidino.export.default_outputs(model))  # renamed from 'select_22:0' ...
-    for i, (B, H, W) in enumerate([(1, 28, 42), (3, 70, 56), (2, 14, 112)]):
-        mx, cos = against_eager(model, run, images(i, B, H, W))
+    for i, (B, H, W) in enumerate([(1, 2, 3), (3, 5, 4), (2, 1, 8)]):
+        mx, cos = against_eager(model, run, images(i, B, *px(model, H, W)))
         assert mx < TOL, (B, H, W, mx)
 
 
@@ -151,8 +156,8 @@ def test_openvino_int8_from_the_float32_ir(model, openvino_free, calibration, pr
                                calibration if precision == "int8" else None)
     assert {"FakeQuantize", "Convert"} & set(report.ops) and report.free == openvino_free.free
     run = load_runner(report.path)
-    for i, (B, H, W) in enumerate([(1, 56, 56), (2, 42, 70)]):  # the int8 IR keeps the free size
-        mx, cos = against_eager(model, run, images(i, B, H, W))
+    for i, (B, H, W) in enumerate([(1, 4, 4), (2, 3, 5)]):  # the int8 IR keeps the free size
+        mx, cos = against_eager(model, run, images(i, B, *px(model, H, W)))
         print(f"\nopenvino {precision} {B}x{H}x{W}: max abs {mx:.1e}, cosine {cos:.6f}")
         assert cos > floor
 
@@ -161,23 +166,24 @@ def test_openvino_int8_from_the_float32_ir(model, openvino_free, calibration, pr
 @pytest.fixture(scope="module")
 def executorch_free(model, tmp_path_factory):
     pytest.importorskip("executorch")
-    return export_model(model, tmp_path_factory.mktemp("et") / "m.pte", size=(56, 56), max_batch=4, max_side=112)
+    return export_model(model, tmp_path_factory.mktemp("et") / "m.pte", size=px(model, 4, 4), max_batch=4, max_side=px(model, 8)[0])
 
 
 def test_executorch_float32_free_up_to_the_bounds(model, executorch_free):
-    assert executorch_free.free == {"batch": "1..4", "H": "14..112, multiple of 14", "W": "14..112, multiple of 14"}
+    p = model.patch_size
+    assert executorch_free.free == {"batch": "1..4", "H": f"{p}..{8 * p}, multiple of {p}", "W": f"{p}..{8 * p}, multiple of {p}"}
     assert "executorch_call_delegate" in executorch_free.ops and "aten.linear.default" in executorch_free.delegated
     run = load_runner(executorch_free.path)
-    for i, (B, H, W) in enumerate([(1, 56, 56), (3, 42, 70), (4, 112, 14), (1, 14, 112)]):
-        mx, cos = against_eager(model, run, images(i, B, H, W))
+    for i, (B, H, W) in enumerate([(1, 4, 4), (3, 3, 5), (4, 8, 1), (1, 1, 8)]):
+        mx, cos = against_eager(model, run, images(i, B, *px(model, H, W)))
         assert mx < TOL, (B, H, W, mx)
-    for B, H, W in ((5, 56, 56), (1, 126, 56)):  # past a bound: a clean error, not a crash
+    for B, H, W in ((5, 4, 4), (1, 9, 4)):  # past a bound: a clean error, not a crash
         with pytest.raises(RuntimeError, match="failed with error"):
-            run(images(9, B, H, W).numpy())
+            run(images(9, B, *px(model, H, W)).numpy())
 
 
 def test_executorch_int8_dynamic(model, tmp_path):
-    report = export_model(model, tmp_path / "m.pte", precision="int8-dynamic", dynamic=False, size=(56, 56), max_batch=4)
+    report = export_model(model, tmp_path / "m.pte", precision="int8-dynamic", dynamic=False, size=px(model, 4, 4), max_batch=4)
     print(f"\nexecutorch int8-dynamic: {report.check}")
     assert min(v[1] for v in report.check.values()) > 0.99
     assert report.free == {"batch": "1..4"}
@@ -193,7 +199,7 @@ def test_float16_model_keeps_its_layernorms_in_float32(model):
     assert half.blocks[0].attn.qkv.weight.dtype == torch.float16
     assert not [m for m in half.modules() if type(m) is torch.nn.LayerNorm and m.weight.dtype != torch.float32]
     assert sum(isinstance(m, Float32LayerNorm) for m in half.modules()) == 3
-    x = images(0, 1, 56, 56)
+    x = images(0, 1, *px(model, 4, 4))
     with torch.no_grad():
         outs = _Exportable(half, minidino.export.default_outputs(model))(x)
         ref = model.forward_features(x)
@@ -232,12 +238,12 @@ def test_executorch_float16_layernorm_is_still_wrong_upstream():
 # ------------------------------------------------------------------------------------- CoreML
 def test_coreml_converts_and_saves(model, tmp_path):
     pytest.importorskip("coremltools")
-    report = export_model(model, tmp_path / "m.mlpackage", dynamic=False, size=(56, 56))
+    report = export_model(model, tmp_path / "m.mlpackage", dynamic=False, size=px(model, 4, 4))
     assert (tmp_path / "m.mlpackage" / "Manifest.json").is_file()
-    assert report.inputs == {"x": [1, 3, 56, 56]} and list(report.outputs) == list(minidino.export.default_outputs(model))
+    assert report.inputs == {"x": [1, 3, *px(model, 4, 4)]} and list(report.outputs) == list(minidino.export.default_outputs(model))
     assert report.ops["layer_norm"] == 3 and report.ops["softmax"] == 1 and report.ops["linear"] == 4
     assert any("macOS" in n for n in report.notes) and not report.check
-    w8 = export_model(model, tmp_path / "w8.mlpackage", dynamic=False, size=(56, 56), precision="int8-weights")
+    w8 = export_model(model, tmp_path / "w8.mlpackage", dynamic=False, size=px(model, 4, 4), precision="int8-weights")
     assert w8.ops == {**w8.ops, "linear": 4}
     with pytest.raises(RuntimeError, match="macOS"):
         load_runner(tmp_path / "m.mlpackage")
