@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.atomic import atomic_write_files
 from .extras import require
 
 __all__ = ["convert_onnx", "quantize_dynamic_int8", "quantize_static_int8", "convert_float16", "save_onnx", "PRECISIONS"]
@@ -67,8 +68,9 @@ def quantize_dynamic_int8(src: str | Path, dst: str | Path) -> Path:
     q = require("onnxruntime.quantization", "int8 quantization of an ONNX file")
     src, dst = Path(src), Path(dst)
     with _quiet_quantizer():
-        q.quantize_dynamic(str(src), str(dst), weight_type=q.QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                           per_channel=True, use_external_data_format=_external(src))
+        atomic_write_files(dst, lambda tmp: q.quantize_dynamic(
+            str(src), str(tmp), weight_type=q.QuantType.QInt8, op_types_to_quantize=["MatMul"], per_channel=True,
+            use_external_data_format=_external(src)))
     return dst
 
 
@@ -97,10 +99,10 @@ def quantize_static_int8(src: str | Path, dst: str | Path, calibration: Sequence
     batches = [np.asarray(b.numpy() if hasattr(b, "numpy") else b, dtype=np.float32) for b in calibration]
     src, dst = Path(src), Path(dst)
     with _quiet_quantizer():
-        q.quantize_static(str(src), str(dst), _Batches(batches), quant_format=q.QuantFormat.QDQ,
-                          op_types_to_quantize=["MatMul", "Conv"], per_channel=True,
-                          activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
-                          use_external_data_format=_external(src))
+        atomic_write_files(dst, lambda tmp: q.quantize_static(
+            str(src), str(tmp), _Batches(batches), quant_format=q.QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul", "Conv"], per_channel=True, activation_type=q.QuantType.QInt8,
+            weight_type=q.QuantType.QInt8, use_external_data_format=_external(src)))
     return dst
 
 
@@ -129,7 +131,8 @@ def save_onnx(model: Any, dst: str | Path) -> Path:
     onnx = require("onnx", "writing an ONNX file")
     dst = Path(dst)
     big = sum(len(t.raw_data) or 4 * int(np.prod(t.dims)) for t in model.graph.initializer) > _TWO_GB
-    onnx.save(model, str(dst), save_as_external_data=big, location=dst.name + ".data" if big else None)
+    atomic_write_files(dst, lambda tmp: onnx.save(model, str(tmp), save_as_external_data=big,
+                                                  location=tmp.name + ".data" if big else None))
     return dst
 
 
