@@ -1,11 +1,12 @@
 """The numpy-only reference (minidino/conformance/numpy_reference.py) against the golden vectors of
 the official code, and its trace against `minidino trace`'s.
 
-Every golden case of the ViT (the 8 backbones, the 4 linear classifiers, the DINO head) runs, each
-on a selection of its inputs that still covers every kind of input once (r224, r518, r196x308,
-mask224, r28x14), in float64 (r518 in float32, for time): within 1e-5 of the official outputs. The full set (37 backbone
-inputs, also in float32) runs with MINIDINO_NUMPY_GOLDEN=all (about 80 s float64 on a loaded
-2-core machine). The depthers and dino.txt are outside the reference's scope (the ViT forward).
+Every golden case of the ViT (DINOv2's 8 backbones, 4 linear classifiers and DINO head; DINOv3's 8
+backbone cases) runs, each on a selection of its inputs that still covers every kind of input once
+(DINOv2: r224, r518, r196x308, mask224, r28x14; DINOv3: r224, r203x125, mask224, r112x96, r77x61,
+mask96), in float64 (r518 in float32, for time): within 1e-5 of the official outputs. The full set
+(every backbone input, also in float32) runs with MINIDINO_NUMPY_GOLDEN=all (about 80 s float64 on a
+loaded 2-core machine for DINOv2 alone). The depthers and dino.txt are outside the reference's scope (the ViT forward).
 
 numpy's OpenBLAS is held to one thread here: with several, on a busy machine, its threads
 busy-wait against torch's and a 4-block forward took 4.6 s instead of 1.0 s.
@@ -38,10 +39,18 @@ SELECTED = {
     "dinov2_vitl14_reg": ("mask224", "r196x308"),
     "dinov2_vitg14": ("r224", "mask224"),
     "dinov2_vitg14_reg": ("r196x308", "mask224"),
+    "dinov3_vits16": ("r203x125", "mask224"),  # 12 blocks: the full-depth DINOv3 case
+    "dinov3_vits16plus": ("r224",),
+    "dinov3_vitb16": ("r203x125",),
+    "dinov3_vitl16": ("r112x96",),
+    "dinov3_vitl16_sat493m": ("mask96",),
+    "dinov3_vitl16plus": ("r77x61",),
+    "dinov3_vith16plus": ("mask96",),
+    "dinov3_vit7b16": ("r77x61",),
 }
 INDEX = golden.load_index()
-BACKBONES = [c for c in INDEX["cases"] if "depth" in c and "lc_layers" not in c and c["model"] in SELECTED]
-INPUTS = [(c, i) for c in BACKBONES for i in c["inputs"] if ALL or i["tag"] in SELECTED[c["model"]]]
+BACKBONES = [c for c in INDEX["cases"] if "depth" in c and "lc_layers" not in c and golden.case_name(c) in SELECTED]
+INPUTS = [(c, i) for c in BACKBONES for i in c["inputs"] if ALL or i["tag"] in SELECTED[golden.case_name(c)]]
 CLASSIFIERS = [c for c in INDEX["cases"] if "lc_layers" in c]
 HEADS = [c for c in INDEX["cases"] if c["model"] == "dino_head"]
 
@@ -80,8 +89,9 @@ def golden_value(spec: str, sd: dict, cfg: R.ViTConfig, feats: dict, trace: dict
         parts = path.split("/")
         n = args.get("n", 1)
         value = outs[n.index(int(parts[0])) if isinstance(n, list) else int(parts[0])]
-        if len(parts) > 1:
-            value = value[0] if parts[1] == "patch" else value[1]
+        if len(parts) > 1:  # an item (patches, cls if asked, storage if asked)
+            names = ["patch"] + ["cls"] * bool(args.get("return_class_token")) + ["storage"] * bool(args.get("return_extra_tokens"))
+            value = value[names.index(parts[1])]
     return value[slices] if slices else value
 
 
@@ -92,15 +102,17 @@ def run_input(case: dict, inp: dict, dtype: type = np.float64) -> dict[str, floa
     ref = load_file(str(golden.default_golden_dir() / case["file"]))
     cfg = R.config_from_state_dict(sd)
     B, C, H, W = inp["shape"]
+    h, w = H // cfg.patch_size, W // cfg.patch_size  # DINOv3 drops the pixels past the last whole patch
     x = golden.generate_images(case["weight_seed"], inp["image_stream"], (B, C, H, W)).numpy()
     masks = None
     if inp.get("mask_stream") is not None:
-        masks = golden.generate_masks(case["weight_seed"], inp["mask_stream"], B, (H // 14) * (W // 14), inp["mask_p"]).numpy()
+        masks = golden.generate_masks(case["weight_seed"], inp["mask_stream"], B, h * w, inp["mask_p"]).numpy()
     trace: dict[str, np.ndarray] = {}
-    feats = R.dinov2_forward_features(sd, cfg, x, masks=masks, trace=trace, dtype=dtype)
+    forward = R.dinov3_forward_features if cfg.family == "dinov3" else R.dinov2_forward_features
+    feats = forward(sd, cfg, x, masks=masks, trace=trace, dtype=dtype)
     diffs = {}
     for spec in inp["outputs"]:
-        got = golden_value(spec, sd, cfg, feats, trace, H // 14, W // 14)
+        got = golden_value(spec, sd, cfg, feats, trace, h, w)
         want = ref[f"{inp['tag']}/{spec}"]
         assert got.shape == want.shape, (spec, got.shape, want.shape)
         diffs[spec] = float(np.abs(got - want).max())
@@ -167,7 +179,7 @@ def test_golden_dino_head(case):
 def test_every_case_and_every_input_kind_is_covered():
     cases = {c["model"] for c, _ in INPUTS} | {golden.case_name(c) for c in CLASSIFIERS} | {c["model"] for c in HEADS}
     vit_cases = [c for c in INDEX["cases"] if not c["model"].endswith(("_ld", "_dd")) and c["model"] != "dinotxt"]
-    assert {golden.case_name(c) for c in vit_cases} <= cases
+    assert {golden.case_name(c) for c in vit_cases} <= cases | {golden.case_name(c) for c in BACKBONES}
     assert {i["tag"] for c in BACKBONES for i in c["inputs"]} == {i["tag"] for _, i in INPUTS}
 
 

@@ -690,9 +690,7 @@ def dinov3_forward_features(state_dict: StateDict, config: ViTConfig | None, ima
     x_prenorm (B, N, D).
 
     Examples:
-        >>> sd = {k: v.numpy() for k, v in minidino.create_model("dinov2_vits14_reg", depth=1, patch_size=16,
-        ...                                                   img_size=512).state_dict().items()}
-        >>> sd["storage_tokens"] = sd.pop("register_tokens"); del sd["pos_embed"]     # a DINOv3-shaped state dict
+        >>> sd = {k: v.numpy() for k, v in minidino.create_model("dinov3_vits16", depth=1).state_dict().items()}
         >>> f = dinov3_forward_features(sd, None, np.zeros((1, 3, 40, 50)))          # 2 x 3 patches, pixels left over
         >>> f["x_storage_tokens"].shape, f["x_norm_patchtokens"].shape
         ((1, 4, 384), (1, 6, 384))
@@ -771,9 +769,7 @@ def dinov3_get_intermediate_layers(state_dict: StateDict, config: ViTConfig | No
     """DINOv3 get_intermediate_layers: per chosen block, patches, or a tuple: patches, then cls (B, D), then storage (B, R, D), as asked.
 
     Examples:
-        >>> sd = {k: v.numpy() for k, v in minidino.create_model("dinov2_vits14_reg", depth=2, patch_size=16,
-        ...                                                   img_size=512).state_dict().items()}
-        >>> sd["storage_tokens"] = sd.pop("register_tokens"); del sd["pos_embed"]     # a DINOv3-shaped state dict
+        >>> sd = {k: v.numpy() for k, v in minidino.create_model("dinov3_vits16", depth=2).state_dict().items()}
         >>> [p.shape for p in dinov3_get_intermediate_layers(sd, None, np.zeros((1, 3, 32, 48)), n=2, reshape=True)]
         [(1, 384, 2, 3), (1, 384, 2, 3)]
     """
