@@ -132,3 +132,23 @@ def test_no_import_cycle_between_modules():
 def test_no_module_imports_a_layer_above_its_own():
     graph = import_graph()
     assert upward_imports(graph) == []
+
+
+LONG = 440  # "about 400 lines": past this a module says at its top why it is one file
+
+
+def long_modules_without_a_reason(root: Path) -> list[str]:
+    """Modules over LONG lines whose docstring does not say "Over 400 lines" and why."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > LONG and "Over 400 lines" not in (ast.get_docstring(ast.parse(text)) or ""):
+            found.append(f"{path.relative_to(root.parent)}: {text.count(chr(10))} lines")
+    return found
+
+
+def test_a_long_module_says_why(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "long.py").write_text('"""A long module."""\n' + "x = 1\n" * (LONG + 1))
+    assert long_modules_without_a_reason(tmp_path / "pkg") == ["pkg/long.py: 442 lines"]
+    assert long_modules_without_a_reason(PACKAGE) == []

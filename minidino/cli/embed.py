@@ -12,6 +12,9 @@ already written and computes only the rest. The final file is written to a tempo
 and renamed, so OUT is either absent or complete; the parts are then removed.
 
 Output files: see embeddings_file.py.
+
+Over 400 lines on purpose: `embed` and `merge` share the batch positions, the shard arithmetic and
+the parts format, and a resume is only safe if one reader checks all three in one place.
 """
 
 from __future__ import annotations
