@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .attention import attention_maps, cls_attention_map
-from .checks import check_block_indices, check_images, check_list_masks
+from .checks import check_block_indices, check_images, check_list_masks, check_masks
 from .config import BackboneConfig
 from .layers import Block, PatchEmbed
 from .rope import Rope
@@ -85,6 +85,17 @@ class VisionTransformerBase(nn.Module):
         c = self.config
         return check_images(x, in_chans=c.in_chans, patch_size=c.patch_size, weight_dtype=self.patch_embed.proj.weight.dtype,
                             what=what, crop=self.crop_partial_patches)
+
+    def _mask_patches(self, x: Tensor, masks: Tensor | None, h: int, w: int) -> Tensor:
+        """Replace the masked patch tokens of (B, h*w, D) with mask_token (both families, before any
+        class / extra token or position is added); masks bool (B, h*w), True = masked."""
+        if masks is None:
+            return x
+        check_masks(masks, x.shape[0], h * w)
+        if getattr(self, "mask_token_missing", False):  # set by minidino.weights for files without one (timm)
+            raise ValueError("masks were given but the loaded weights have no mask_token (a timm checkpoint?): "
+                             "load a checkpoint that has one (official or Hugging Face), or pass masks=None")
+        return torch.where(masks.unsqueeze(-1), self.mask_token.to(x.dtype).unsqueeze(0), x)  # (B, h*w, D)
 
     # ---------------------------------------------------------------- what each family defines
     def prepare_tokens_with_masks(self, x: Tensor, masks: Tensor | None = None) -> Tensor:

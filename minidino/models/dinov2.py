@@ -20,7 +20,6 @@ import torch
 from torch import Tensor, nn
 
 from .backbone import Features, VisionTransformerBase
-from .checks import check_masks
 from .config import DinoConfig
 from .layers import PatchEmbed, init_linear_and_norm
 from .posembed import Method, PosEmbedCache
@@ -113,12 +112,7 @@ class DinoVisionTransformer(VisionTransformerBase):
         h, w = self._check_images(x)
         B = x.shape[0]
         x = self.patch_embed(x)  # (B, h*w, D)
-        if masks is not None:
-            check_masks(masks, B, h * w)
-            if getattr(self, "mask_token_missing", False):  # set by minidino.weights for files without one (timm)
-                raise ValueError("masks were given but the loaded weights have no mask_token (a timm checkpoint?): "
-                                 "load a checkpoint that has one (official or Hugging Face), or pass masks=None")
-            x = torch.where(masks.unsqueeze(-1), self.mask_token.to(x.dtype).unsqueeze(0), x)  # (B, h*w, D)
+        x = self._mask_patches(x, masks, h, w)  # (B, h*w, D)
         x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)  # (B, 1 + h*w, D)
         x = x + self.interpolate_pos_encoding(h, w, x.dtype)  # registers get no position
         if self.num_register_tokens:

@@ -26,7 +26,6 @@ import torch
 from torch import Tensor, nn
 
 from .backbone import VisionTransformerBase
-from .checks import check_masks
 from .config import Dinov3Config
 from .layers import MaskedBiasLinear, PatchEmbed, init_linear_and_norm
 from .rope import Rope, RopeEmbedding
@@ -115,12 +114,7 @@ class Dinov3VisionTransformer(VisionTransformerBase):
         h, w = self._check_images(x)
         B = x.shape[0]
         x = self.patch_embed(x)  # (B, h*w, D); pixels past the last whole patch are never read
-        if masks is not None:
-            check_masks(masks, B, h * w)
-            if getattr(self, "mask_token_missing", False):  # set by minidino.weights for files without one (timm)
-                raise ValueError("masks were given but the loaded weights have no mask_token (a timm checkpoint?): "
-                                 "load a checkpoint that has one (official or Hugging Face), or pass masks=None")
-            x = torch.where(masks.unsqueeze(-1), self.mask_token.to(x.dtype).unsqueeze(0), x)  # (B, h*w, D)
+        x = self._mask_patches(x, masks, h, w)  # (B, h*w, D)
         parts = [self._class_token(masks is not None).expand(B, -1, -1)]  # (B, 1, D)
         if self.num_register_tokens:
             parts.append(self.storage_tokens.expand(B, -1, -1))  # (B, R, D)
