@@ -3,6 +3,7 @@
     add_model_args(parser)       --model, --weights, --random-weights, --config, --device, --dtype
     model = model_from_args(args)
     describe_weights(args)       a one-line label of the weights, for logs and pictures
+    preprocessing_of(name, weights, overrides)   the mean and std those weights expect (catalogue)
     ProgressBar(...)             (minidino.utils.progress) an images/s counter on stderr
 
 --weights takes `official` (the published checkpoint, downloaded once and verified), a file
@@ -10,6 +11,9 @@ path or an http(s) URL, or `random[:SEED]`: weights from the golden-vector gener
 (minidino.conformance.golden), random but identical on every machine and made without any download. Random
 weights check a pipeline (decoding, shapes, speed, plumbing); they are not DINOv2 features, and
 every label says so.
+
+Images are normalised with the statistics of the weight set the factory picks for the choice
+(`preprocessing_of`): ImageNet's for DINOv2 and DINOv3's LVD-1689M, their own for SAT-493M.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ __all__ = [
     "add_model_args", "model_from_args", "describe_weights", "weights_spec", "config_overrides", "parse_dtype",
     "resolve_device", "parse_hw", "build_model", "DTYPES", "HelpFormatter", "preflight_model", "estimate_memory", "check_memory",
     "resolve_model", "check_weights_file", "model_size", "ModelSize", "REPEATED", "require_finite", "NOT_FINITE",
-    "memory_shortfall", "add_weights_args", "preflight_named", "read_image_batch",
+    "memory_shortfall", "add_weights_args", "preflight_named", "read_image_batch", "preprocessing_of", "args_preprocessing",
 ]
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
@@ -92,15 +96,63 @@ def weights_spec(args: argparse.Namespace) -> str:
 
 
 def describe_weights(args: argparse.Namespace) -> str:
-    """A one-line label: 'official weights', 'weights: PATH' or a RANDOM WEIGHTS warning."""
+    """A one-line label: 'official weights', 'weights: PATH' or a RANDOM WEIGHTS warning; weights that
+    expect other statistics than ImageNet's say which set's they are normalised with ('(SAT493M normalisation)')."""
     spec = weights_spec(args)
+    model = str(getattr(args, "model", None) or getattr(args, "name", None) or "")
     if spec.startswith("random:"):
-        family = "DINOv3" if str(getattr(args, "model", "")).startswith("dinov3") else "DINOv2"
-        return (f"RANDOM WEIGHTS (golden-vector generator, seed {spec.split(':')[1]}): "
-                f"checks the pipeline, not real {family} features")
-    if spec == "official":
-        return "official weights"
-    return f"weights: {spec}"
+        family = "DINOv3" if model.startswith("dinov3") else "DINOv2"
+        label = (f"RANDOM WEIGHTS (golden-vector generator, seed {spec.split(':')[1]}): "
+                 f"checks the pipeline, not real {family} features")
+    else:
+        label = "official weights" if spec == "official" else f"weights: {spec}"
+    return label + _normalisation_note(args, model, spec)
+
+
+def _normalisation_note(args: argparse.Namespace, model: str, spec: str) -> str:
+    """' (SAT493M normalisation)' when the weights expect other statistics than ImageNet's, else ''."""
+    from ..catalogue import IMAGENET
+
+    try:
+        picked = _weight_set(model, spec, config_overrides(args))
+    except (SystemExit, ValueError, TypeError, KeyError):
+        return ""  # a label never fails: the options are checked (and reported) elsewhere
+    return "" if picked.preprocessing == IMAGENET else f" ({picked.name} normalisation)"
+
+
+def _weight_set(name: str, weights: str, overrides: Mapping[str, Any] | None = None) -> Any:
+    """The catalogue's Weights row `build_model(name, weights, overrides)` loads, as the factory picks it."""
+    from ..factory import resolve
+
+    overrides = dict(overrides or {})
+    if "weights" not in overrides and not (weights in ("official", "random") or weights.startswith("random:")):
+        overrides["weights"] = weights  # a file's or URL's name picks its set, as create_model(pretrained=PATH) does
+    return resolve(name, **overrides).weights
+
+
+def preprocessing_of(name: str, weights: str, overrides: Mapping[str, Any] | None = None) -> Any:
+    """The catalogue's Preprocessing (mean, std) of the weights `build_model(name, weights, overrides)`
+    loads: the weight set the factory picks (minidino.factory.resolve), never a table of its own.
+    `official`, `random[:SEED]` and a file or URL whose name carries no published set's hash: the
+    default set (ImageNet statistics, for every model of the catalogue); a name carrying one
+    (`...sat493m-eadcf0ff.pth`), or `weights=` among the overrides (`--config weights=SAT493M`, the
+    depth command's NYU and KITTI): that set. An invalid choice is one line (status 2).
+
+    Examples:
+        >>> preprocessing_of("dinov3_vitl16", "/w/dinov3_vitl16_pretrain_sat493m-eadcf0ff.pth").mean
+        (0.43, 0.411, 0.296)
+        >>> preprocessing_of("dinov3_vitl16", "random:0").mean, preprocessing_of("dinov2_vits14", "official").mean
+        ((0.485, 0.456, 0.406), (0.485, 0.456, 0.406))
+    """
+    try:
+        return _weight_set(name, weights, overrides).preprocessing
+    except (ValueError, TypeError, KeyError) as e:
+        raise SystemExit(f"minidino: {' '.join(str(e).split())}") from None
+
+
+def args_preprocessing(args: argparse.Namespace, name: str | None = None) -> Any:
+    """`preprocessing_of` the model options: --model (or `name`, a command's positional MODEL), --weights, --config."""
+    return preprocessing_of(name or args.model, weights_spec(args), config_overrides(args))
 
 
 def _literal(text: str) -> Any:
@@ -404,16 +456,19 @@ def preflight_named(name: str, args: argparse.Namespace) -> Any:
     return config
 
 
-def read_image_batch(paths: Any, size: tuple[int, int], patch: int, command: str) -> tuple[Any, list[str], int]:
-    """The images at `paths`, each resized to exactly `size` = (H, W) and normalised, as one
-    (B, 3, H, W) batch; their paths; and the number that could not be read (each named on stderr).
+def read_image_batch(paths: Any, size: tuple[int, int], patch: int, command: str, preprocessing: Any = None
+                     ) -> tuple[Any, list[str], int]:
+    """The images at `paths`, each resized to exactly `size` = (H, W) and normalised with
+    `preprocessing`'s mean and std (ImageNet's when None), as one (B, 3, H, W) batch; their paths;
+    and the number that could not be read (each named on stderr).
     No readable image: a one-line error (exit status 2)."""
     import torch
 
     from .inputs import DENSE_LIMITS, dense_transform_checked, expand_inputs, read_images, report_failures
 
     files, missing = expand_inputs(paths)
-    items, failures = read_images(files, dense_transform_checked(size, "resize", patch), limits=DENSE_LIMITS)  # type: ignore[arg-type]
+    transform = dense_transform_checked(size, "resize", patch, preprocessing=preprocessing)
+    items, failures = read_images(files, transform, limits=DENSE_LIMITS)  # type: ignore[arg-type]
     failures = list(missing) + list(failures)
     report_failures(failures)
     if not items:

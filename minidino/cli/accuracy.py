@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import HelpFormatter, add_weights_args, build_model, config_overrides, describe_weights, preflight_named, weights_spec
+from ._common import (HelpFormatter, add_weights_args, args_preprocessing, build_model, config_overrides, describe_weights,
+                      preflight_named, weights_spec)
 from .export import PRECISIONS, RUNTIMES, parse_size
 
 
@@ -36,10 +37,11 @@ def _measure(args: argparse.Namespace, precision: str, size: tuple[int, int]) ->
     from ._common import read_image_batch
     from .errors import EXIT_MISMATCH, EXIT_PARTIAL
 
-    x, paths, failed = read_image_batch(args.images, size, 1, "accuracy")
+    stats = args_preprocessing(args, args.name)  # the weights' mean and std
+    x, paths, failed = read_image_batch(args.images, size, 1, "accuracy", stats)
     calibration = None
     if args.calibration:
-        calibration = list(read_image_batch(args.calibration, size, 1, "accuracy")[0].split(1))
+        calibration = list(read_image_batch(args.calibration, size, 1, "accuracy", stats)[0].split(1))
     model = build_model(args.name, weights_spec(args), config_overrides(args))
     label = describe_weights(args)
     print(f"{args.name}: {label}", file=sys.stderr)
@@ -64,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "accuracy", help="measure an export path (runtime, precision) against eager float32 on your images",
         description="Export MODEL for --to RUNTIME in --precision (as `minidino export` does, with every block's output "
-                    "as an extra graph output), run it on IMAGES (resized to --size, normalised), and print per output "
+                    "as an extra graph output), run it on IMAGES (resized to --size, normalised with the weights' mean and std), and print per output "
                     "and per block the max abs difference, the cosine similarity and the worst per-image cosine against "
                     "eager float32 PyTorch. Figures on random weights say little about the real ones: DINOv2's trained "
                     "weights have high-norm outlier tokens that random weights lack, and those decide int8 and float16 "
