@@ -73,7 +73,9 @@ def add_model_args(parser: argparse.ArgumentParser, *, default_model: str | None
     g.add_argument("--random-weights", action="store_true",
                    help="shorthand for --weights random:0 (RANDOM weights, offline; checks the pipeline, not real features)")
     g.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --config depth=4 (repeatable; fields of minidino.DinoConfig)")
+                   help="override a config field, e.g. --config depth=4 (repeatable; fields of minidino.DinoConfig); "
+                        "weights=SET names the published set a --weights file holds, e.g. weights=SAT493M (DINOv3 "
+                        "ViT-L/7B satellite weights: their architecture and their mean and std)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps... or auto (CUDA when available; "
                    "under torchrun, the LOCAL_RANK-th GPU)")
     g.add_argument("--dtype", default="float32", choices=sorted(DTYPES), metavar="float32|float16|bfloat16",
@@ -148,6 +150,40 @@ def preprocessing_of(name: str, weights: str, overrides: Mapping[str, Any] | Non
         return _weight_set(name, weights, overrides).preprocessing
     except (ValueError, TypeError, KeyError) as e:
         raise SystemExit(f"minidino: {' '.join(str(e).split())}") from None
+
+
+def _sets(name: str) -> tuple[Any, ...]:
+    from ..catalogue import lookup
+
+    try:
+        return lookup(name).weights
+    except ValueError:
+        return ()
+
+
+def _sets_hint(name: str) -> str:
+    """How the command line tells the weight sets of `name` apart (for a model with several)."""
+    from ..catalogue import file_hash
+
+    sets = _sets(name)
+    files = ", ".join(f"-{file_hash(w.files.get('backbone', ''))}.pth {w.name}" for w in sets)
+    return f"a {name} file is the set whose hash its name carries ({files}), else {sets[0].name}; --config weights=SET names it"
+
+
+def _unnamed_set_note(name: str, weights: str, overrides: Mapping[str, Any]) -> str | None:
+    """A file or URL for a model whose weight sets expect different statistics (DINOv3's ViT-L and 7B), whose
+    name carries none of the sets' hashes and with no `--config weights=`: which set it is taken for, and why."""
+    from ..catalogue import file_hash
+
+    sets = _sets(name)
+    if (weights in ("official", "random") or weights.startswith("random:") or "weights" in overrides
+            or len({w.preprocessing for w in sets}) < 2):
+        return None
+    digest = file_hash(weights.split("?", 1)[0])
+    if any(digest is not None and file_hash(path) == digest for w in sets for path in w.files.values()):
+        return None
+    return (f"{os.path.basename(weights.split('?', 1)[0])} is taken for {sets[0].name} weights and normalised with "
+            f"their mean and std ({_sets_hint(name)})")
 
 
 def args_preprocessing(args: argparse.Namespace, name: str | None = None) -> Any:
@@ -404,6 +440,9 @@ def build_model(name: str, weights: str, overrides: dict[str, Any] | None = None
     from ..factory import create_model
 
     overrides = dict(overrides or {})
+    note = _unnamed_set_note(name, weights, overrides)
+    if note:
+        print(f"minidino: note: {note}", file=sys.stderr)
     try:
         if weights.startswith("random:"):
             model = golden.random_model(name, int(weights.split(":", 1)[1]), **overrides)
@@ -412,6 +451,8 @@ def build_model(name: str, weights: str, overrides: dict[str, Any] | None = None
     except (ValueError, TypeError) as e:  # unknown name or config field, weights that do not fit
         from ..weights.load import CheckpointError, WeightsMismatchError
 
+        if isinstance(e, WeightsMismatchError) and "local_cls_norm" in str(e) and len(_sets(name)) > 1:
+            raise WeightsMismatchError(f"{e} ({_sets_hint(name)})") from e  # a satellite file under another name
         if isinstance(e, (CheckpointError, WeightsMismatchError)):
             raise  # exit status 3 (minidino.cli.errors), not a usage error
         raise SystemExit(f"minidino: {e}") from e
@@ -440,7 +481,8 @@ def add_weights_args(parser: argparse.ArgumentParser) -> None:
                              "PATH or URL: any checkpoint layout minidino.load_weights reads; random[:SEED]: RANDOM "
                              "weights from the golden-vector generator, offline, to test a pipeline only")
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field, e.g. --config depth=4 (repeatable; fields of minidino.DinoConfig)")
+                        help="override a config field, e.g. --config depth=4 (repeatable; fields of minidino.DinoConfig); "
+                             "weights=SET names the published set a --weights file holds (e.g. weights=SAT493M)")
 
 
 def preflight_named(name: str, args: argparse.Namespace) -> Any:
