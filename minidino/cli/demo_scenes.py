@@ -164,7 +164,8 @@ def run_demo(
         path = out / "samples" / f"{name}.png"
         atomic_write(path, lambda tmp, img=img: img.save(tmp, format="PNG"))
         sample_paths.append(path)
-    xs = [dense_transform(img, size=size, mean=mean, std=std) for img in scenes.values()]  # each (3, H, W), normalised
+    xs = [dense_transform(img, size=size, patch_size=model.patch_size, mean=mean, std=std)  # each (3, H, W), normalised
+          for img in scenes.values()]
     t0 = time.perf_counter()
     pca_img, info = figures.pca_figure(model, xs, mean=mean, std=std, caption=weights_label, names=names)
     t_pca = time.perf_counter() - t0
