@@ -118,7 +118,7 @@ def sat_file(tmp_path, monkeypatch):
     return path
 
 
-def test_preprocessing_follows_the_weights():
+def test_preprocessing_follows_the_weights(capsys):
     from minidino.catalogue import IMAGENET, SATELLITE
     from minidino.cli._common import preprocessing_of
 
@@ -133,6 +133,10 @@ def test_preprocessing_follows_the_weights():
         assert preprocessing_of(name, weights) == IMAGENET, (name, weights)
     with pytest.raises(SystemExit, match="unknown weights"):
         preprocessing_of("dinov3_vits16", "random:0", {"weights": "SAT493M"})  # ViT-L and 7B only
+    assert main(["info", "dinov3_vitl16"]) == 0 and main(["info", "dinov2_vits14"]) == 0  # each set's statistics
+    out = capsys.readouterr().out
+    assert "SAT493M: mean (0.430, 0.411, 0.296), std (0.213, 0.156, 0.143)" in out
+    assert out.count("ImageNet mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)") == 2
 
 
 def test_satellite_embeddings_are_those_of_the_python_pipeline(sat_file, tmp_path, capsys):
