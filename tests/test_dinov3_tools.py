@@ -120,7 +120,7 @@ def sat_file(tmp_path, monkeypatch):
 
 def test_preprocessing_follows_the_weights(capsys):
     from minidino.catalogue import IMAGENET, SATELLITE
-    from minidino.cli._common import preprocessing_of
+    from minidino.cli.weight_sets import preprocessing_of
 
     assert preprocessing_of("dinov3_vitl16", f"/w/{SAT_NAME}") == SATELLITE
     assert preprocessing_of("dinov3_vitl16", f"https://example.org/{SAT_NAME}?Signature=x") == SATELLITE

@@ -3,17 +3,14 @@
     add_model_args(parser)       --model, --weights, --random-weights, --config, --device, --dtype
     model = model_from_args(args)
     describe_weights(args)       a one-line label of the weights, for logs and pictures
-    preprocessing_of(name, weights, overrides)   the mean and std those weights expect (catalogue)
+    args_preprocessing(args)     the mean and std those weights expect (the catalogue's, minidino.cli.weight_sets)
     ProgressBar(...)             (minidino.utils.progress) an images/s counter on stderr
 
 --weights takes `official` (the published checkpoint, downloaded once and verified), a file
 path or an http(s) URL, or `random[:SEED]`: weights from the golden-vector generator
 (minidino.conformance.golden), random but identical on every machine and made without any download. Random
 weights check a pipeline (decoding, shapes, speed, plumbing); they are not DINOv2 features, and
-every label says so.
-
-Images are normalised with the statistics of the weight set the factory picks for the choice
-(`preprocessing_of`): ImageNet's for DINOv2 and DINOv3's LVD-1689M, their own for SAT-493M.
+every label says so. Images are normalised with the weights' own mean and std (minidino.cli.weight_sets).
 """
 
 from __future__ import annotations
@@ -34,7 +31,7 @@ __all__ = [
     "add_model_args", "model_from_args", "describe_weights", "weights_spec", "config_overrides", "parse_dtype",
     "resolve_device", "parse_hw", "build_model", "DTYPES", "HelpFormatter", "preflight_model", "estimate_memory", "check_memory",
     "resolve_model", "check_weights_file", "model_size", "ModelSize", "REPEATED", "require_finite", "NOT_FINITE",
-    "memory_shortfall", "add_weights_args", "preflight_named", "read_image_batch", "preprocessing_of", "args_preprocessing",
+    "memory_shortfall", "add_weights_args", "preflight_named", "read_image_batch", "args_preprocessing",
 ]
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
@@ -74,8 +71,7 @@ def add_model_args(parser: argparse.ArgumentParser, *, default_model: str | None
                    help="shorthand for --weights random:0 (RANDOM weights, offline; checks the pipeline, not real features)")
     g.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --config depth=4 (repeatable; fields of minidino.DinoConfig); "
-                        "weights=SET names the published set a --weights file holds, e.g. weights=SAT493M (DINOv3 "
-                        "ViT-L/7B satellite weights: their architecture and their mean and std)")
+                        "weights=SET names the published set a --weights file holds (e.g. weights=SAT493M)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps... or auto (CUDA when available; "
                    "under torchrun, the LOCAL_RANK-th GPU)")
     g.add_argument("--dtype", default="float32", choices=sorted(DTYPES), metavar="float32|float16|bfloat16",
@@ -97,9 +93,18 @@ def weights_spec(args: argparse.Namespace) -> str:
     return os.path.abspath(w)
 
 
+def args_preprocessing(args: argparse.Namespace, name: str | None = None) -> Any:
+    """weight_sets.preprocessing_of the model options: --model (or `name`, a positional MODEL), --weights, --config."""
+    from .weight_sets import preprocessing_of
+
+    return preprocessing_of(name or args.model, weights_spec(args), config_overrides(args))
+
+
 def describe_weights(args: argparse.Namespace) -> str:
     """A one-line label: 'official weights', 'weights: PATH' or a RANDOM WEIGHTS warning; weights that
     expect other statistics than ImageNet's say which set's they are normalised with ('(SAT493M normalisation)')."""
+    from .weight_sets import normalisation_note
+
     spec = weights_spec(args)
     model = str(getattr(args, "model", None) or getattr(args, "name", None) or "")
     if spec.startswith("random:"):
@@ -108,87 +113,7 @@ def describe_weights(args: argparse.Namespace) -> str:
                  f"checks the pipeline, not real {family} features")
     else:
         label = "official weights" if spec == "official" else f"weights: {spec}"
-    return label + _normalisation_note(args, model, spec)
-
-
-def _normalisation_note(args: argparse.Namespace, model: str, spec: str) -> str:
-    """' (SAT493M normalisation)' when the weights expect other statistics than ImageNet's, else ''."""
-    from ..catalogue import IMAGENET
-
-    try:
-        picked = _weight_set(model, spec, config_overrides(args))
-    except (SystemExit, ValueError, TypeError, KeyError):
-        return ""  # a label never fails: the options are checked (and reported) elsewhere
-    return "" if picked.preprocessing == IMAGENET else f" ({picked.name} normalisation)"
-
-
-def _weight_set(name: str, weights: str, overrides: Mapping[str, Any] | None = None) -> Any:
-    """The catalogue's Weights row `build_model(name, weights, overrides)` loads, as the factory picks it."""
-    from ..factory import resolve
-
-    overrides = dict(overrides or {})
-    if "weights" not in overrides and not (weights in ("official", "random") or weights.startswith("random:")):
-        overrides["weights"] = weights  # a file's or URL's name picks its set, as create_model(pretrained=PATH) does
-    return resolve(name, **overrides).weights
-
-
-def preprocessing_of(name: str, weights: str, overrides: Mapping[str, Any] | None = None) -> Any:
-    """The catalogue's Preprocessing (mean, std) of the weights `build_model(name, weights, overrides)`
-    loads: the weight set the factory picks (minidino.factory.resolve), never a table of its own.
-    `official`, `random[:SEED]` and a file or URL whose name carries no published set's hash: the
-    default set (ImageNet statistics, for every model of the catalogue); a name carrying one
-    (`...sat493m-eadcf0ff.pth`), or `weights=` among the overrides (`--config weights=SAT493M`, the
-    depth command's NYU and KITTI): that set. An invalid choice is one line (status 2).
-
-    Examples:
-        >>> preprocessing_of("dinov3_vitl16", "/w/dinov3_vitl16_pretrain_sat493m-eadcf0ff.pth").mean
-        (0.43, 0.411, 0.296)
-        >>> preprocessing_of("dinov3_vitl16", "random:0").mean, preprocessing_of("dinov2_vits14", "official").mean
-        ((0.485, 0.456, 0.406), (0.485, 0.456, 0.406))
-    """
-    try:
-        return _weight_set(name, weights, overrides).preprocessing
-    except (ValueError, TypeError, KeyError) as e:
-        raise SystemExit(f"minidino: {' '.join(str(e).split())}") from None
-
-
-def _sets(name: str) -> tuple[Any, ...]:
-    from ..catalogue import lookup
-
-    try:
-        return lookup(name).weights
-    except ValueError:
-        return ()
-
-
-def _sets_hint(name: str) -> str:
-    """How the command line tells the weight sets of `name` apart (for a model with several)."""
-    from ..catalogue import file_hash
-
-    sets = _sets(name)
-    files = ", ".join(f"-{file_hash(w.files.get('backbone', ''))}.pth {w.name}" for w in sets)
-    return f"a {name} file is the set whose hash its name carries ({files}), else {sets[0].name}; --config weights=SET names it"
-
-
-def _unnamed_set_note(name: str, weights: str, overrides: Mapping[str, Any]) -> str | None:
-    """A file or URL for a model whose weight sets expect different statistics (DINOv3's ViT-L and 7B), whose
-    name carries none of the sets' hashes and with no `--config weights=`: which set it is taken for, and why."""
-    from ..catalogue import file_hash
-
-    sets = _sets(name)
-    if (weights in ("official", "random") or weights.startswith("random:") or "weights" in overrides
-            or len({w.preprocessing for w in sets}) < 2):
-        return None
-    digest = file_hash(weights.split("?", 1)[0])
-    if any(digest is not None and file_hash(path) == digest for w in sets for path in w.files.values()):
-        return None
-    return (f"{os.path.basename(weights.split('?', 1)[0])} is taken for {sets[0].name} weights and normalised with "
-            f"their mean and std ({_sets_hint(name)})")
-
-
-def args_preprocessing(args: argparse.Namespace, name: str | None = None) -> Any:
-    """`preprocessing_of` the model options: --model (or `name`, a command's positional MODEL), --weights, --config."""
-    return preprocessing_of(name or args.model, weights_spec(args), config_overrides(args))
+    return label + normalisation_note(model, spec, config_overrides(args))
 
 
 def _literal(text: str) -> Any:
@@ -438,11 +363,10 @@ def build_model(name: str, weights: str, overrides: dict[str, Any] | None = None
     """Model `name` with weights `weights` (a weights_spec string), in eval mode on device/dtype."""
     from ..conformance import golden
     from ..factory import create_model
+    from .weight_sets import explain_mismatch, note_unnamed_set
 
     overrides = dict(overrides or {})
-    note = _unnamed_set_note(name, weights, overrides)
-    if note:
-        print(f"minidino: note: {note}", file=sys.stderr)
+    note_unnamed_set(name, weights, overrides)
     try:
         if weights.startswith("random:"):
             model = golden.random_model(name, int(weights.split(":", 1)[1]), **overrides)
@@ -451,10 +375,8 @@ def build_model(name: str, weights: str, overrides: dict[str, Any] | None = None
     except (ValueError, TypeError) as e:  # unknown name or config field, weights that do not fit
         from ..weights.load import CheckpointError, WeightsMismatchError
 
-        if isinstance(e, WeightsMismatchError) and "local_cls_norm" in str(e) and len(_sets(name)) > 1:
-            raise WeightsMismatchError(f"{e} ({_sets_hint(name)})") from e  # a satellite file under another name
         if isinstance(e, (CheckpointError, WeightsMismatchError)):
-            raise  # exit status 3 (minidino.cli.errors), not a usage error
+            raise explain_mismatch(e, name) from e  # exit status 3 (minidino.cli.errors), not a usage error
         raise SystemExit(f"minidino: {e}") from e
     return model.to(device=device, dtype=dtype).eval()
 
@@ -498,12 +420,10 @@ def preflight_named(name: str, args: argparse.Namespace) -> Any:
     return config
 
 
-def read_image_batch(paths: Any, size: tuple[int, int], patch: int, command: str, preprocessing: Any = None
-                     ) -> tuple[Any, list[str], int]:
-    """The images at `paths`, each resized to exactly `size` = (H, W) and normalised with
-    `preprocessing`'s mean and std (ImageNet's when None), as one (B, 3, H, W) batch; their paths;
-    and the number that could not be read (each named on stderr).
-    No readable image: a one-line error (exit status 2)."""
+def read_image_batch(paths: Any, size: tuple[int, int], patch: int, command: str, preprocessing: Any = None) -> Any:
+    """The images at `paths`, each resized to exactly `size` = (H, W) and normalised with `preprocessing`'s
+    mean and std (None: ImageNet's), as one (B, 3, H, W) batch; their paths; and the number that could not
+    be read (each named on stderr). No readable image: a one-line error (exit status 2)."""
     import torch
 
     from .inputs import DENSE_LIMITS, dense_transform_checked, expand_inputs, read_images, report_failures

@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import (HelpFormatter, add_weights_args, args_preprocessing, build_model, config_overrides, describe_weights,
-                      preflight_named, weights_spec)
+from ._common import HelpFormatter, add_weights_args, build_model, config_overrides, describe_weights, preflight_named, weights_spec
 from .export import PRECISIONS, RUNTIMES, parse_size
 
 
@@ -34,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _measure(args: argparse.Namespace, precision: str, size: tuple[int, int]) -> int:
     from ..export.accuracy import measure_accuracy
-    from ._common import read_image_batch
+    from ._common import args_preprocessing, read_image_batch
     from .errors import EXIT_MISMATCH, EXIT_PARTIAL
 
     stats = args_preprocessing(args, args.name)  # the weights' mean and std

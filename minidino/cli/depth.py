@@ -205,9 +205,10 @@ def _run_locked(args: argparse.Namespace, out: Path, paths: list[str], failures:
     import torch.nn.functional as F
 
     from ..utils.progress import ProgressBar
-    from ._common import NOT_FINITE, config_overrides, memory_shortfall, preprocessing_of
+    from ._common import NOT_FINITE, config_overrides, memory_shortfall
     from .errors import EXIT_PARTIAL, EXIT_WEIGHTS, fail
     from .inputs import DENSE_LIMITS, display_name, read_one, report_failures
+    from .weight_sets import preprocessing_of
 
     report_failures(failures)  # inputs that could not even be listed (a folder that cannot be read)
     device, dtype = resolve_device(args.device), parse_dtype(args.dtype)

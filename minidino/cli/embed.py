@@ -93,7 +93,7 @@ def shard_batches(n_batches: int, shard: tuple[int, int] | None) -> range:
 def embed_transform(size: int, preprocessing: Any = None) -> Any:
     """The preprocessing of `embed`: the ImageNet evaluation recipe scaled to `size` (shorter side
     to size * 256 / 224, bicubic; centre crop size x size), normalised with `preprocessing`'s mean
-    and std (the weights' own: minidino.cli._common.preprocessing_of; None: ImageNet's)."""
+    and std (the weights' own: minidino.cli.weight_sets.preprocessing_of; None: ImageNet's)."""
     from ..catalogue import IMAGENET
     from ..utils.transforms import classification_transform
     from .inputs import DEFAULT_LIMITS, InputError

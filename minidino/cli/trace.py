@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import (HelpFormatter, add_weights_args, args_preprocessing, build_model, config_overrides, describe_weights,
-                      preflight_named, weights_spec)
+from ._common import HelpFormatter, add_weights_args, build_model, config_overrides, describe_weights, preflight_named, weights_spec
 from .export import parse_size
 
 
@@ -29,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 def _trace(args: argparse.Namespace, size: tuple[int, int], out: object) -> int:
     from ..conformance.dumps import save_dump
     from ..conformance.trace import trace_model
-    from ._common import read_image_batch
+    from ._common import args_preprocessing, read_image_batch
     from .errors import EXIT_PARTIAL
 
     x, paths, failed = read_image_batch(args.image, size, 1, "trace", args_preprocessing(args, args.name))
