@@ -103,7 +103,7 @@ def unnamed_set_note(name: str, weights: str, overrides: Mapping[str, Any]) -> s
     why (the commands print it once, on stderr). None otherwise.
 
     Examples:
-        >>> unnamed_set_note("dinov3_vit7b16", "/w/my_7b.pth", {})[:71]
+        >>> unnamed_set_note("dinov3_vit7b16", "/w/my_7b.pth", {})[:70]
         'my_7b.pth is taken for LVD1689M weights and normalised with their mean'
         >>> unnamed_set_note("dinov3_vit7b16", "/w/dinov3_vit7b16_pretrain_sat493m-a6675841.pth", {}) is None
         True
