@@ -103,6 +103,24 @@ def test_dense_pad_keeps_pixels_in_place_and_pads_with_the_mean():
         dense_transform(img, mode="crop")
 
 
+def test_other_statistics_for_other_weights():
+    """mean= and std= (DINOv3's SAT-493M weights have their own): the same pixels, normalised with them;
+    the defaults are ImageNet's, bit for bit."""
+    from minidino.catalogue import SATELLITE
+
+    img = _random_image(50, 40)
+    sat = {"mean": SATELLITE.mean, "std": SATELLITE.std}
+    for transform, kw in [(classification_transform, {"resize": 37, "crop": 32}), (dense_transform, {"size": 28}),
+                          (dense_transform, {"size": 28, "mode": "pad"})]:
+        imagenet = transform(img, **kw)
+        assert torch.equal(imagenet, transform(img, **kw, mean=IMAGENET_MEAN, std=IMAGENET_STD))
+        pixels = imagenet * torch.tensor(IMAGENET_STD).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        want = normalize(pixels, SATELLITE.mean, SATELLITE.std)
+        got = transform(img, **kw, **sat)
+        inside = imagenet.abs().sum(0) > 0  # pad mode: the padding is 0 in both (the mean colour of each)
+        assert torch.allclose(got[:, inside], want[:, inside], atol=1e-5) and (got[:, ~inside] == 0).all()
+
+
 # ------------------------------------------------------------------ decoding
 def _save(img: Image.Image, path, **kw):
     img.save(path, **kw)

@@ -3,13 +3,14 @@
     add_model_args(parser)       --model, --weights, --random-weights, --config, --device, --dtype
     model = model_from_args(args)
     describe_weights(args)       a one-line label of the weights, for logs and pictures
+    args_preprocessing(args)     the mean and std those weights expect (the catalogue's, minidino.cli.weight_sets)
     ProgressBar(...)             (minidino.utils.progress) an images/s counter on stderr
 
 --weights takes `official` (the published checkpoint, downloaded once and verified), a file
 path or an http(s) URL, or `random[:SEED]`: weights from the golden-vector generator
 (minidino.conformance.golden), random but identical on every machine and made without any download. Random
 weights check a pipeline (decoding, shapes, speed, plumbing); they are not DINOv2 features, and
-every label says so.
+every label says so. Images are normalised with the weights' own mean and std (minidino.cli.weight_sets).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ __all__ = [
     "add_model_args", "model_from_args", "describe_weights", "weights_spec", "config_overrides", "parse_dtype",
     "resolve_device", "parse_hw", "build_model", "DTYPES", "HelpFormatter", "preflight_model", "estimate_memory", "check_memory",
     "resolve_model", "check_weights_file", "model_size", "ModelSize", "REPEATED", "require_finite", "NOT_FINITE",
-    "memory_shortfall", "add_weights_args", "preflight_named", "read_image_batch",
+    "memory_shortfall", "add_weights_args", "preflight_named", "read_image_batch", "args_preprocessing",
 ]
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
@@ -69,7 +70,8 @@ def add_model_args(parser: argparse.ArgumentParser, *, default_model: str | None
     g.add_argument("--random-weights", action="store_true",
                    help="shorthand for --weights random:0 (RANDOM weights, offline; checks the pipeline, not real features)")
     g.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --config depth=4 (repeatable; fields of minidino.DinoConfig)")
+                   help="override a config field, e.g. --config depth=4 (repeatable; fields of minidino.DinoConfig); "
+                        "weights=SET names the published set a --weights file holds (e.g. weights=SAT493M)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps... or auto (CUDA when available; "
                    "under torchrun, the LOCAL_RANK-th GPU)")
     g.add_argument("--dtype", default="float32", choices=sorted(DTYPES), metavar="float32|float16|bfloat16",
@@ -91,16 +93,27 @@ def weights_spec(args: argparse.Namespace) -> str:
     return os.path.abspath(w)
 
 
+def args_preprocessing(args: argparse.Namespace, name: str | None = None) -> Any:
+    """weight_sets.preprocessing_of the model options: --model (or `name`, a positional MODEL), --weights, --config."""
+    from .weight_sets import preprocessing_of
+
+    return preprocessing_of(name or args.model, weights_spec(args), config_overrides(args))
+
+
 def describe_weights(args: argparse.Namespace) -> str:
-    """A one-line label: 'official weights', 'weights: PATH' or a RANDOM WEIGHTS warning."""
+    """A one-line label: 'official weights', 'weights: PATH' or a RANDOM WEIGHTS warning; weights that
+    expect other statistics than ImageNet's say which set's they are normalised with ('(SAT493M normalisation)')."""
+    from .weight_sets import normalisation_note
+
     spec = weights_spec(args)
+    model = str(getattr(args, "model", None) or getattr(args, "name", None) or "")
     if spec.startswith("random:"):
-        family = "DINOv3" if str(getattr(args, "model", "")).startswith("dinov3") else "DINOv2"
-        return (f"RANDOM WEIGHTS (golden-vector generator, seed {spec.split(':')[1]}): "
-                f"checks the pipeline, not real {family} features")
-    if spec == "official":
-        return "official weights"
-    return f"weights: {spec}"
+        family = "DINOv3" if model.startswith("dinov3") else "DINOv2"
+        label = (f"RANDOM WEIGHTS (golden-vector generator, seed {spec.split(':')[1]}): "
+                 f"checks the pipeline, not real {family} features")
+    else:
+        label = "official weights" if spec == "official" else f"weights: {spec}"
+    return label + normalisation_note(model, spec, config_overrides(args))
 
 
 def _literal(text: str) -> Any:
@@ -350,8 +363,10 @@ def build_model(name: str, weights: str, overrides: dict[str, Any] | None = None
     """Model `name` with weights `weights` (a weights_spec string), in eval mode on device/dtype."""
     from ..conformance import golden
     from ..factory import create_model
+    from .weight_sets import explain_mismatch, note_unnamed_set
 
     overrides = dict(overrides or {})
+    note_unnamed_set(name, weights, overrides)
     try:
         if weights.startswith("random:"):
             model = golden.random_model(name, int(weights.split(":", 1)[1]), **overrides)
@@ -361,7 +376,7 @@ def build_model(name: str, weights: str, overrides: dict[str, Any] | None = None
         from ..weights.load import CheckpointError, WeightsMismatchError
 
         if isinstance(e, (CheckpointError, WeightsMismatchError)):
-            raise  # exit status 3 (minidino.cli.errors), not a usage error
+            raise explain_mismatch(e, name) from e  # exit status 3 (minidino.cli.errors), not a usage error
         raise SystemExit(f"minidino: {e}") from e
     return model.to(device=device, dtype=dtype).eval()
 
@@ -388,7 +403,8 @@ def add_weights_args(parser: argparse.ArgumentParser) -> None:
                              "PATH or URL: any checkpoint layout minidino.load_weights reads; random[:SEED]: RANDOM "
                              "weights from the golden-vector generator, offline, to test a pipeline only")
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field, e.g. --config depth=4 (repeatable; fields of minidino.DinoConfig)")
+                        help="override a config field, e.g. --config depth=4 (repeatable; fields of minidino.DinoConfig); "
+                             "weights=SET names the published set a --weights file holds (e.g. weights=SAT493M)")
 
 
 def preflight_named(name: str, args: argparse.Namespace) -> Any:
@@ -404,16 +420,17 @@ def preflight_named(name: str, args: argparse.Namespace) -> Any:
     return config
 
 
-def read_image_batch(paths: Any, size: tuple[int, int], patch: int, command: str) -> tuple[Any, list[str], int]:
-    """The images at `paths`, each resized to exactly `size` = (H, W) and normalised, as one
-    (B, 3, H, W) batch; their paths; and the number that could not be read (each named on stderr).
-    No readable image: a one-line error (exit status 2)."""
+def read_image_batch(paths: Any, size: tuple[int, int], patch: int, command: str, preprocessing: Any = None) -> Any:
+    """The images at `paths`, each resized to exactly `size` = (H, W) and normalised with `preprocessing`'s
+    mean and std (None: ImageNet's), as one (B, 3, H, W) batch; their paths; and the number that could not
+    be read (each named on stderr). No readable image: a one-line error (exit status 2)."""
     import torch
 
     from .inputs import DENSE_LIMITS, dense_transform_checked, expand_inputs, read_images, report_failures
 
     files, missing = expand_inputs(paths)
-    items, failures = read_images(files, dense_transform_checked(size, "resize", patch), limits=DENSE_LIMITS)  # type: ignore[arg-type]
+    transform = dense_transform_checked(size, "resize", patch, preprocessing=preprocessing)
+    items, failures = read_images(files, transform, limits=DENSE_LIMITS)  # type: ignore[arg-type]
     failures = list(missing) + list(failures)
     report_failures(failures)
     if not items:

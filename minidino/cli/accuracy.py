@@ -33,13 +33,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _measure(args: argparse.Namespace, precision: str, size: tuple[int, int]) -> int:
     from ..export.accuracy import measure_accuracy
-    from ._common import read_image_batch
+    from ._common import args_preprocessing, read_image_batch
     from .errors import EXIT_MISMATCH, EXIT_PARTIAL
 
-    x, paths, failed = read_image_batch(args.images, size, 1, "accuracy")
+    stats = args_preprocessing(args, args.name)  # the weights' mean and std
+    x, paths, failed = read_image_batch(args.images, size, 1, "accuracy", stats)
     calibration = None
     if args.calibration:
-        calibration = list(read_image_batch(args.calibration, size, 1, "accuracy")[0].split(1))
+        calibration = list(read_image_batch(args.calibration, size, 1, "accuracy", stats)[0].split(1))
     model = build_model(args.name, weights_spec(args), config_overrides(args))
     label = describe_weights(args)
     print(f"{args.name}: {label}", file=sys.stderr)
@@ -64,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "accuracy", help="measure an export path (runtime, precision) against eager float32 on your images",
         description="Export MODEL for --to RUNTIME in --precision (as `minidino export` does, with every block's output "
-                    "as an extra graph output), run it on IMAGES (resized to --size, normalised), and print per output "
+                    "as an extra graph output), run it on IMAGES (resized to --size, normalised with the weights' mean and std), and print per output "
                     "and per block the max abs difference, the cosine similarity and the worst per-image cosine against "
                     "eager float32 PyTorch. Figures on random weights say little about the real ones: DINOv2's trained "
                     "weights have high-norm outlier tokens that random weights lack, and those decide int8 and float16 "

@@ -16,8 +16,7 @@ def run(args: argparse.Namespace) -> int:
     from ..utils import figures
     from ..utils.atomic import atomic_write
     from ..utils.lock import lock_path
-    from ..utils.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from ._common import check_memory, model_from_args, preflight_model
+    from ._common import args_preprocessing, check_memory, model_from_args, preflight_model
     from .errors import EXIT_PARTIAL
     from .inputs import DENSE_LIMITS, dense_transform_checked, display_name, read_images, report_failures
     from .outputs import locked, plan_outputs
@@ -33,9 +32,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     fmt = picture_format(out)
     plan_outputs([(out, "--output"), (lock_path(out), "the lock of --output")], model_inputs(args, [args.image]))
+    stats = args_preprocessing(args)  # the weights' mean and std, to normalise and to show the image
     with locked(out):
-        items, failures = read_images(
-            [args.image], dense_transform_checked(args.size, args.mode, config.patch_size), limits=DENSE_LIMITS)
+        items, failures = read_images([args.image], dense_transform_checked(args.size, args.mode, config.patch_size,
+                                                                            preprocessing=stats), limits=DENSE_LIMITS)
         if failures:
             report_failures(failures, what="cannot read")
             print("minidino attention: nothing written", file=sys.stderr)
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         model = model_from_args(args)
         model = getattr(model, "backbone", model)  # a *_lc classifier: picture its backbone
         with torch.no_grad():
-            picture, cls = figures.attention_figure(model, x, mean=IMAGENET_MEAN, std=IMAGENET_STD, block=args.block,
+            picture, cls = figures.attention_figure(model, x, mean=stats.mean, std=stats.std, block=args.block,
                                                 columns=args.columns, overlay=args.overlay,
                                                 caption=weights_caption(args), names=[display_name(os.path.basename(items[0][0]))])
         atomic_write(out, lambda tmp: picture.save(tmp, format=fmt))

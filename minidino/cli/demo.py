@@ -12,7 +12,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ._common import check_memory, describe_weights, model_from_args, preflight_model, weights_spec
+    from ._common import args_preprocessing, check_memory, describe_weights, model_from_args, preflight_model, weights_spec
     from .demo_scenes import FILES, run_demo
     from .outputs import check_output_dir, locked, plan_outputs
     from .pca import model_inputs
@@ -27,13 +27,14 @@ def run(args: argparse.Namespace) -> int:
     check_memory(args, 4, args.size, args.size, what=f"for 4 scenes at --size {args.size}")
     t0 = time.perf_counter()
     label = f"{args.model}, {describe_weights(args)}"
+    stats = args_preprocessing(args)  # the weights' mean and std
     print(label)
     out.mkdir(parents=True, exist_ok=True)
     with locked(out / "demo"):
         model = model_from_args(args)
         model = getattr(model, "backbone", model)  # a *_lc classifier: picture its backbone
         with torch.no_grad():
-            run_demo(args.out, model, weights_label=label, size=args.size)
+            run_demo(args.out, model, weights_label=label, size=args.size, mean=stats.mean, std=stats.std)
     print(f"done in {time.perf_counter() - t0:.1f} s: pictures in {args.out}/, the scenes in {args.out}/samples/")
     if weights_spec(args).startswith("random:"):
         print("These come from RANDOM weights: they show that decoding, preprocessing, the forward pass and the "

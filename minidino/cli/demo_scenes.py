@@ -138,14 +138,15 @@ def similarity_table(names: list[str], emb: torch.Tensor) -> tuple[torch.Tensor,
 @torch.no_grad()
 def run_demo(
     out_dir: str | Path, model: torch.nn.Module, *, weights_label: str, size: int = 224,
-    log: Callable[[str], Any] = print,
+    log: Callable[[str], Any] = print, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
 ) -> dict[str, Any]:
     """Draw the sample scenes, embed them with `model` and write, under out_dir:
     samples/*.png (the inputs), pca.png (the first three principal components of the patch
     features, fitted on all scenes), attention.png (the class token's attention per head in
     the last block, one row per scene, with a colour bar), similarity.txt (cosine similarity of
     the class tokens) and depth.png (a depther with random weights, one scale for all scenes).
-    weights_label is printed on every picture. Returns paths, embeddings and timings.
+    weights_label is printed on every picture; mean and std are those of the model's weights (the
+    scenes are normalised with them and shown through them). Returns paths, embeddings and timings.
 
     Examples:
         >>> from minidino.conformance.golden import random_model
@@ -163,9 +164,10 @@ def run_demo(
         path = out / "samples" / f"{name}.png"
         atomic_write(path, lambda tmp, img=img: img.save(tmp, format="PNG"))
         sample_paths.append(path)
-    xs = [dense_transform(img, size=size) for img in scenes.values()]  # each (3, H, W), normalised
+    xs = [dense_transform(img, size=size, patch_size=model.patch_size, mean=mean, std=std)  # each (3, H, W), normalised
+          for img in scenes.values()]
     t0 = time.perf_counter()
-    pca_img, info = figures.pca_figure(model, xs, mean=IMAGENET_MEAN, std=IMAGENET_STD, caption=weights_label, names=names)
+    pca_img, info = figures.pca_figure(model, xs, mean=mean, std=std, caption=weights_label, names=names)
     t_pca = time.perf_counter() - t0
     cls = info["cls"]  # (4, D)
     H, W = xs[0].shape[-2:]
@@ -176,7 +178,7 @@ def run_demo(
     atomic_write(pca_path, lambda tmp: pca_img.save(tmp, format="PNG"))
     log(f"wrote {pca_path}: each scene next to its patch features' first 3 principal components as RGB")
 
-    att_img, _ = figures.attention_figure(model, xs, mean=IMAGENET_MEAN, std=IMAGENET_STD, names=names,
+    att_img, _ = figures.attention_figure(model, xs, mean=mean, std=std, names=names,
                                           caption=f"{weights_label}\nclass-token attention per head, last block")
     att_path = out / "attention.png"
     atomic_write(att_path, lambda tmp: att_img.save(tmp, format="PNG"))

@@ -37,17 +37,20 @@ def model_size(W0: int, H0: int, size: int | None) -> tuple[int, int]:
     return max(1, round(W0 * s)), max(1, round(H0 * s))
 
 
-def preprocess(img: Any, size: int | None) -> Any:
-    """PIL image -> normalised (3, H, W): shorter side resized to `size` (bicubic; None keeps the size).
+def preprocess(img: Any, size: int | None, preprocessing: Any = None) -> Any:
+    """PIL image -> (3, H, W) normalised with `preprocessing`'s mean and std (None: ImageNet's, those of every
+    depther's weights): shorter side resized to `size` (bicubic; None keeps the size).
     Any H and W work: the depther pads to whole patches itself."""
+    from ..catalogue import IMAGENET
     from ..utils.transforms import _resize, normalize, to_tensor
 
+    stats = preprocessing or IMAGENET
     if size is not None:
         img = _resize(img, model_size(*img.size, size))
-    return normalize(to_tensor(img))
+    return normalize(to_tensor(img), stats.mean, stats.std)
 
 
-def depth_transform(size: int | None, limits: Any = None) -> Any:
+def depth_transform(size: int | None, limits: Any = None, preprocessing: Any = None) -> Any:
     """`preprocess` as a transform for minidino.cli.inputs.read_one, returning ((3, H, W), (H0, W0)); an
     image that would reach the model at more than `limits.max_output_pixels` (DENSE_LIMITS: 2048x2048)
     is refused BEFORE it is resized."""
@@ -64,7 +67,7 @@ def depth_transform(size: int | None, limits: Any = None) -> Any:
             raise InputError(getattr(img, "filename", "") or "image",
                              f"{W0}x{H0} {what}: {W * H / 1e6:.1f} Mpx, more than {limits.max_output_pixels / 1e6:.1f} "
                              f"Mpx; {hint}")
-        return preprocess(img, size), (H0, W0)
+        return preprocess(img, size, preprocessing), (H0, W0)
     return transform
 
 
@@ -205,6 +208,7 @@ def _run_locked(args: argparse.Namespace, out: Path, paths: list[str], failures:
     from ._common import NOT_FINITE, config_overrides, memory_shortfall
     from .errors import EXIT_PARTIAL, EXIT_WEIGHTS, fail
     from .inputs import DENSE_LIMITS, display_name, read_one, report_failures
+    from .weight_sets import preprocessing_of
 
     report_failures(failures)  # inputs that could not even be listed (a folder that cannot be read)
     device, dtype = resolve_device(args.device), parse_dtype(args.dtype)
@@ -214,7 +218,7 @@ def _run_locked(args: argparse.Namespace, out: Path, paths: list[str], failures:
     if hi * 1000 > MM_MAX:
         log(f"note: depths above {MM_MAX / 1000:g} m are saturated in the 16-bit PNGs; --npy keeps them")
     bar = ProgressBar("depth", len(paths), unit="images", enabled=not args.quiet)
-    transform = depth_transform(args.size)
+    transform = depth_transform(args.size, preprocessing=preprocessing_of(args.model, args.weights, config_overrides(args)))
     failed = len(failures)
     not_finite = 0
     for path, stem in zip(paths, stems):  # one at a time: any number of images in constant memory

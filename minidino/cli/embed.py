@@ -90,13 +90,16 @@ def shard_batches(n_batches: int, shard: tuple[int, int] | None) -> range:
 
 # ------------------------------------------------------------------ files
 # ------------------------------------------------------------------ computing
-def embed_transform(size: int) -> Any:
+def embed_transform(size: int, preprocessing: Any = None) -> Any:
     """The preprocessing of `embed`: the ImageNet evaluation recipe scaled to `size` (shorter side
-    to size * 256 / 224, bicubic; centre crop size x size; ImageNet normalisation)."""
+    to size * 256 / 224, bicubic; centre crop size x size), normalised with `preprocessing`'s mean
+    and std (the weights' own: minidino.cli.weight_sets.preprocessing_of; None: ImageNet's)."""
+    from ..catalogue import IMAGENET
     from ..utils.transforms import classification_transform
     from .inputs import DEFAULT_LIMITS, InputError
 
     resize = round(size * 256 / 224)
+    stats = preprocessing or IMAGENET
 
     def transform(img: Any) -> Any:
         W, H = img.size  # the resize's output (shorter side -> resize) is bounded like an input, before it is made
@@ -105,7 +108,7 @@ def embed_transform(size: int) -> Any:
             raise InputError(getattr(img, "filename", "") or "image",
                              f"{W}x{H} would be resized to {new[0]}x{new[1]} before the crop, more than "
                              f"{DEFAULT_LIMITS.max_pixels / 1e6:.1f} Mpx; choose a smaller --size or crop the image")
-        return classification_transform(img, resize=resize, crop=size)
+        return classification_transform(img, resize=resize, crop=size, mean=stats.mean, std=stats.std)
     return transform
 
 
@@ -203,7 +206,7 @@ def _embed_locked(args: argparse.Namespace, out: Path, shard: tuple[int, int] | 
     from ..utils.files import UnreadableFile, read_limited
     from ..utils.progress import ProgressBar
     from ..weights.download import content_url  # a signed URL's query (a credential) is not recorded
-    from ._common import config_overrides, describe_weights, model_from_args, parse_dtype, weights_spec
+    from ._common import args_preprocessing, config_overrides, describe_weights, model_from_args, parse_dtype, weights_spec
     from .errors import ResumeHint
 
     report_failures(list_failures)
@@ -253,7 +256,7 @@ def _embed_locked(args: argparse.Namespace, out: Path, shard: tuple[int, int] | 
     if not manifest_path.is_file():
         atomic_write(manifest_path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
 
-    transform = embed_transform(args.size)
+    transform = embed_transform(args.size, args_preprocessing(args))
     keys = TOKEN_KEYS[args.tokens]
     chunks = list(_chunks(mine, per_chunk))
     done = {c.start for c in chunks if _part_ok(parts_dir / f"part-{c.start:09d}.safetensors", keys,
@@ -465,8 +468,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "embed", help="embed images (files, folders, lists) into a .safetensors / .npz / .npy file",
         description="Compute DINOv2 embeddings of many images. INPUTS are image files, folders (walked "
                     "recursively in sorted order, image extensions only) or .txt lists of paths (one a line). Every "
-                    "image is resized so its shorter side is SIZE*256/224 (bicubic), centre-cropped to SIZExSIZE and "
-                    "normalised with the ImageNet mean and std (the official evaluation recipe; 224 -> 256 -> 224). "
+                    "image is resized so its shorter side is SIZE*256/224 (bicubic), centre-cropped to SIZExSIZE (the "
+                    "official evaluation recipe; 224 -> 256 -> 224) and normalised with the mean and std of the weights "
+                    "(ImageNet's; those of DINOv3's SAT-493M satellite weights for them). "
                     "The output stores the class tokens ('cls', N x D: the image embedding for retrieval, k-NN, "
                     "linear probes) and/or the patch tokens ('patch', N x h*w x D), the file names in order and "
                     "the model and weights used, as float32. Unreadable images are reported by name and skipped; "

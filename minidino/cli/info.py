@@ -36,6 +36,27 @@ def _mib(values: float, bytes_per: int) -> str:
     return f"{values * bytes_per / 2**20:,.1f} MiB"
 
 
+def normalisation(entry: Any) -> str:
+    """The mean and std each weight set of a catalogue row expects (what the commands normalise images with).
+
+    Examples:
+        >>> from minidino.catalogue import lookup
+        >>> normalisation(lookup("dinov2_vits14"))
+        'ImageNet mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)'
+        >>> normalisation(lookup("dinov3_vitl16")).split("; ")[1]
+        'SAT493M: mean (0.430, 0.411, 0.296), std (0.213, 0.156, 0.143)'
+    """
+    from ..catalogue import IMAGENET
+
+    def stats(p: Any) -> str:
+        mean, std = (", ".join(f"{v:.3f}" for v in t) for t in (p.mean, p.std))
+        return f"{'ImageNet ' if p == IMAGENET else ''}mean ({mean}), std ({std})"
+
+    if len({w.preprocessing for w in entry.weights}) == 1:
+        return stats(entry.default_weights.preprocessing)
+    return "; ".join(f"{w.name}: {stats(w.preprocessing)}" for w in entry.weights)
+
+
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -65,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.name}: {c.depth} blocks, width D {c.embed_dim}, {c.num_heads} heads of {c.head_dim}, {ffn}, "
           f"{c.num_register_tokens} {extra}, patch {c.patch_size}")
     print(f"  {entry.summary}; weights {', '.join(w.name for w in entry.weights)} ({FAMILIES[entry.family].weights_license})")
+    print(f"  normalisation   {normalisation(entry)}")
     part = {"classifier": "linear head", "depther": "depth head"}.get(entry.task, "heads and text encoder")
     head = f" (backbone {cost.params - cost.head_params:,} + {part} {cost.head_params:,})" if cost.head_params else ""
     print(f"  parameters      {cost.params:,} ({cost.params / 1e6:.2f} M){head}")

@@ -296,10 +296,14 @@ def read_one(path: str | os.PathLike, transform: Callable[[Any], T] | None = Non
 
 
 def dense_transform_checked(size: int | None, mode: str = "resize", patch_size: int = 14,
-                            limits: Limits = DENSE_LIMITS) -> Callable[[Any], Any]:
+                            limits: Limits = DENSE_LIMITS, *, preprocessing: Any = None) -> Callable[[Any], Any]:
     """minidino.utils.transforms.dense_transform(size=, mode=, patch_size=) as a transform for `read_one`, which
-    refuses an image whose resized size would exceed `limits.max_output_pixels` BEFORE resizing it."""
+    refuses an image whose resized size would exceed `limits.max_output_pixels` BEFORE resizing it. Normalised
+    with `preprocessing`'s mean and std (a minidino.catalogue.Preprocessing; None: ImageNet's)."""
+    from ..catalogue import IMAGENET
     from ..utils.transforms import dense_size, dense_transform
+
+    stats = preprocessing or IMAGENET
 
     def transform(img: Any) -> Any:
         W0, H0 = img.size
@@ -308,7 +312,7 @@ def dense_transform_checked(size: int | None, mode: str = "resize", patch_size: 
             raise InputError(getattr(img, "filename", "") or "image",
                              f"{W0}x{H0} would be resized to {W}x{H} = {H * W / 1e6:.1f} Mpx, more than "
                              f"{limits.max_output_pixels / 1e6:.1f} Mpx; choose a smaller --size")
-        return dense_transform(img, size=size, mode=mode, patch_size=patch_size)
+        return dense_transform(img, size=size, mode=mode, patch_size=patch_size, mean=stats.mean, std=stats.std)
     return transform
 
 

@@ -17,8 +17,7 @@ def run(args: argparse.Namespace) -> int:
     from ..utils import figures
     from ..utils.atomic import atomic_write
     from ..utils.lock import lock_path
-    from ..utils.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from ._common import check_memory, model_from_args, preflight_model
+    from ._common import args_preprocessing, check_memory, model_from_args, preflight_model
     from .errors import EXIT_PARTIAL
     from .inputs import DENSE_LIMITS, dense_transform_checked, display_name, read_images, report_failures
     from .outputs import locked, plan_outputs
@@ -28,8 +27,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     fmt = picture_format(out)
     plan_outputs([(out, "--output"), (lock_path(out), "the lock of --output")], model_inputs(args, args.images))
+    stats = args_preprocessing(args)  # the weights' mean and std, to normalise and to show the images
     with locked(out):
-        items, failures = read_images(args.images, dense_transform_checked(args.size, args.mode, patch),
+        items, failures = read_images(args.images, dense_transform_checked(args.size, args.mode, patch, preprocessing=stats),
                                       limits=DENSE_LIMITS)
         report_failures(failures)
         if not items:
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         model = model_from_args(args)
         model = getattr(model, "backbone", model)  # a *_lc classifier: picture its backbone
         with torch.no_grad():
-            picture, info = figures.pca_figure(model, [x for _, x in items], mean=IMAGENET_MEAN, std=IMAGENET_STD,
+            picture, info = figures.pca_figure(model, [x for _, x in items], mean=stats.mean, std=stats.std,
                                            foreground=args.foreground, threshold=args.threshold,
                                            caption=weights_caption(args), names=[display_name(os.path.basename(p)) for p, _ in items])
         atomic_write(out, lambda tmp: picture.save(tmp, format=fmt))

@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import torch.nn.functional as F
 
-    from ._common import check_memory, describe_weights, parse_dtype, preflight_model, require_finite, weights_spec
+    from ._common import (args_preprocessing, check_memory, describe_weights, parse_dtype, preflight_model, require_finite,
+                          weights_spec)
     from .embed import embed_tensor, embed_transform, read_embeddings
     from .inputs import display_name, read_one
 
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         if (args.model, spec) != (meta["model"], meta["weights"]):
             print(f"minidino: warning: the index was made with {meta['model']} ({meta['weights']}); the query is "
                   f"embedded with {args.model} ({spec}): the cosines compare different models", file=sys.stderr)
-        x, reason = read_one(args.query, embed_transform(size))
+        x, reason = read_one(args.query, embed_transform(size, args_preprocessing(args)))
         if x is None:
             raise SystemExit(f"minidino similar: cannot read the query {display_name(args.query)}: {reason}")
         model = build_index_model(args, args.index)

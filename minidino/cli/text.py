@@ -181,7 +181,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ._common import NOT_FINITE, check_memory, describe_weights, weights_spec
+    from ._common import NOT_FINITE, args_preprocessing, check_memory, describe_weights, weights_spec
     from .embed import embed_transform
     from .errors import EXIT_PARTIAL, EXIT_WEIGHTS, fail
     from .inputs import display_name, read_one, report_failures
@@ -199,7 +199,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
     check_vocab(args, "zeroshot")
     model = dinotxt_from_args(args)
     text = label_embeddings(model, labels, templates, args.vocab)  # (T, E)
-    transform = embed_transform(args.size)
+    transform = embed_transform(args.size, args_preprocessing(args))
     if weights_spec(args).startswith("random:"):  # the probabilities below say nothing about real images
         print(f"# {args.model}, {describe_weights(args)}")
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
@@ -273,8 +273,7 @@ def run_segment(args: argparse.Namespace) -> int:
     from ..utils import figures, viz
     from ..utils.atomic import atomic_write
     from ..utils.lock import lock_path
-    from ..utils.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from ._common import check_memory, describe_weights, require_finite, weights_spec
+    from ._common import args_preprocessing, check_memory, describe_weights, require_finite, weights_spec
     from .errors import EXIT_PARTIAL
     from .inputs import DENSE_LIMITS, dense_transform_checked, display_name, read_images, report_failures
     from .outputs import locked, plan_outputs
@@ -289,8 +288,10 @@ def run_segment(args: argparse.Namespace) -> int:
     fmt = picture_format(out)
     plan_outputs([(out, "--output"), (lock_path(out), "the lock of --output")], _inputs(args, args.image))
     check_vocab(args, "segment")
+    stats = args_preprocessing(args)
     with locked(out):
-        items, failures = read_images([args.image], dense_transform_checked(args.size, "resize", P), limits=DENSE_LIMITS)
+        items, failures = read_images([args.image], dense_transform_checked(args.size, "resize", P, preprocessing=stats),
+                                      limits=DENSE_LIMITS)
         if failures:
             report_failures(failures, what="cannot read")
             print("minidino segment: nothing written", file=sys.stderr)
@@ -306,7 +307,7 @@ def run_segment(args: argparse.Namespace) -> int:
                 x.unsqueeze(0).to(device=next(model.parameters()).device, dtype=next(model.parameters()).dtype))
         require_finite(patches, f"the patch features of {display_name(args.image)}")
         sim = patch_text_similarity(patches.float().cpu(), text.cpu())[0].view(len(labels), h, w)  # (T, h, w)
-        picture, shares = figures.segmentation_figure(viz.denormalize(x, IMAGENET_MEAN, IMAGENET_STD), sim, labels,
+        picture, shares = figures.segmentation_figure(viz.denormalize(x, stats.mean, stats.std), sim, labels,
                                                   caption=f"{args.model}, {describe_weights(args)}")
         atomic_write(out, lambda tmp: picture.save(tmp, format=fmt))
     if weights_spec(args).startswith("random:"):

@@ -28,10 +28,10 @@ def run(args: argparse.Namespace) -> int:
 def _trace(args: argparse.Namespace, size: tuple[int, int], out: object) -> int:
     from ..conformance.dumps import save_dump
     from ..conformance.trace import trace_model
-    from ._common import read_image_batch
+    from ._common import args_preprocessing, read_image_batch
     from .errors import EXIT_PARTIAL
 
-    x, paths, failed = read_image_batch(args.image, size, 1, "trace")
+    x, paths, failed = read_image_batch(args.image, size, 1, "trace", args_preprocessing(args, args.name))
     model = build_model(args.name, weights_spec(args), config_overrides(args))
     print(f"{args.name}: {describe_weights(args)}", file=sys.stderr)
     trace = trace_model(model, x)
@@ -45,8 +45,8 @@ def _trace(args: argparse.Namespace, size: tuple[int, int], out: object) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "trace", help="write every named intermediate of one forward pass (the reference for a port)",
-        description="Run one forward pass of MODEL on IMAGE (resized to --size, normalised with the ImageNet mean and "
-                    "std) and write every named intermediate, in order: input (the exact preprocessed batch: feed it "
+        description="Run one forward pass of MODEL on IMAGE (resized to --size, normalised with the mean and "
+                    "std of the weights: ImageNet's; DINOv3's SAT-493M: their own) and write every named intermediate, in order: input (the exact preprocessed batch: feed it "
                     "to your port), patch_embed, tokens, and per block blocks.{i}.norm1, .attn, .residual1, .norm2, "
                     ".mlp, .residual2, then norm. The names are the numpy reference's "
                     "(minidino/conformance/numpy_reference.py). Dump the same names from your port and run "

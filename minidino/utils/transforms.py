@@ -4,7 +4,9 @@
     x = classification_transform(img)            # (3, 224, 224): shorter side 256 bicubic, centre crop 224
     x = dense_transform(img, size=448)           # (3, H, W), H and W multiples of 14, shorter side 448
 
-All tensors are float32 RGB, normalised with the ImageNet mean and std (SPEC.md section 7).
+All tensors are float32 RGB, normalised with the ImageNet mean and std (SPEC.md section 7) unless
+`mean=` and `std=` say otherwise: weights trained on other images bring their own (DINOv3's SAT-493M:
+minidino.catalogue.SATELLITE; `minidino.factory.resolve(name, weights=...).weights.preprocessing`).
 Resizing is Pillow's antialiased BICUBIC, the filter the official evaluation pipeline uses
 on PIL images.
 
@@ -154,8 +156,9 @@ def _resize(img: Image.Image, size_wh: tuple[int, int]) -> Image.Image:
 
 
 # ------------------------------------------------------------------ classification
-def classification_transform(img: Image.Image, *, resize: int = 256, crop: int = 224) -> Tensor:
-    """The ImageNet evaluation preprocessing: (3, crop, crop), normalised.
+def classification_transform(img: Image.Image, *, resize: int = 256, crop: int = 224,
+                             mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
+    """The ImageNet evaluation preprocessing: (3, crop, crop), normalised with `mean` and `std`.
 
     The shorter side is resized to `resize` with bicubic filtering (the longer side to
     int(resize * long / short), truncated), then the centre crop x crop is taken (offset
@@ -177,7 +180,7 @@ def classification_transform(img: Image.Image, *, resize: int = 256, crop: int =
         raise ValueError(f"crop {crop} is larger than the resized image {new_w}x{new_h}")
     top, left = int(round((new_h - crop) / 2.0)), int(round((new_w - crop) / 2.0))
     img = img.crop((left, top, left + crop, top + crop))
-    return normalize(to_tensor(img))
+    return normalize(to_tensor(img), mean, std)
 
 
 # ------------------------------------------------------------------ dense
@@ -213,15 +216,16 @@ def dense_size(image_hw: tuple[int, int], size: int | Sequence[int] | None = Non
 
 
 def dense_transform(img: Image.Image, *, size: int | Sequence[int] | None = None, mode: str = "resize",
-                    patch_size: int = 14) -> Tensor:
-    """Normalised (3, H, W) with H and W multiples of patch_size, for patch features.
+                    patch_size: int = 14, mean: Sequence[float] = IMAGENET_MEAN,
+                    std: Sequence[float] = IMAGENET_STD) -> Tensor:
+    """(3, H, W) normalised with `mean` and `std`, H and W multiples of patch_size, for patch features.
 
     mode="resize": bicubic resize to `dense_size(...)` (aspect kept up to the rounding to
     whole patches, at most patch_size / 2 pixels per side).
     mode="pad": the image is not distorted. With size None it keeps its size; with an int it
     is resized so the shorter side is exactly `size`; with (H, W) it is resized to fit inside
     (H, W) rounded to whole patches. Then it is padded at the bottom and right, up to whole
-    patches (or to (H, W)), with zeros after normalisation (the ImageNet mean colour). Padding
+    patches (or to (H, W)), with zeros after normalisation (the colour `mean`). Padding
     only bottom and right keeps pixel (y, x) at (y, x): patch (i, j) covers the original pixels
     [14i, 14i + 14) x [14j, 14j + 14).
 
@@ -236,7 +240,7 @@ def dense_transform(img: Image.Image, *, size: int | Sequence[int] | None = None
     W0, H0 = img.size
     if mode == "resize":
         H, W = dense_size((H0, W0), size, patch_size)
-        return normalize(to_tensor(_resize(img, (W, H))))
+        return normalize(to_tensor(_resize(img, (W, H))), mean, std)
     if size is None:
         h_in, w_in = H0, W0
     elif isinstance(size, int):
@@ -246,7 +250,7 @@ def dense_transform(img: Image.Image, *, size: int | Sequence[int] | None = None
         box_h, box_w = _round_to(size[0], patch_size), _round_to(size[1], patch_size)
         s = min(box_h / H0, box_w / W0)
         h_in, w_in = min(box_h, max(1, round(H0 * s))), min(box_w, max(1, round(W0 * s)))
-    x = normalize(to_tensor(_resize(img, (w_in, h_in))))  # (3, h_in, w_in)
+    x = normalize(to_tensor(_resize(img, (w_in, h_in))), mean, std)  # (3, h_in, w_in)
     if size is not None and not isinstance(size, int):
         H, W = box_h, box_w
     else:
