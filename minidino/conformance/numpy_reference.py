@@ -822,7 +822,8 @@ def dino_head(state_dict: StateDict, x: np.ndarray, dtype: Any = np.float64) -> 
 
     Examples:
         >>> head = minidino.DINOHead(384, 1000, 512, 64, 3)
-        >>> sd = {k: v.detach().numpy() for k, v in head.state_dict().items()}
+        >>> rng = np.random.default_rng(0)                  # random values: a fresh head's weight_v rows are zero
+        >>> sd = {k: rng.standard_normal(tuple(v.shape)) for k, v in head.state_dict().items()}
         >>> dino_head(sd, np.ones((2, 384))).shape
         (2, 1000)
     """
