@@ -5,8 +5,10 @@ dimensions, fused attention, operators newer than their opset, tensors of rank 5
 gives them the model as
 
     static shapes         batch, H and W fixed; the position embedding of that size baked in
+                          (DINOv3: the RoPE sine and cosine tables of that size, as constants)
     attention             MatMul + Softmax (attn_impl="explicit"), with q, k and v cut from the
-                          qkv projection by Slice and reshaped to rank 4 (no 5-D tensor, no Gather)
+                          qkv projection by Slice and reshaped to rank 4 (no 5-D tensor, no Gather);
+                          DINOv3 rotates the patches' q and k with Slice, Mul, Neg, Add, Concat
     no fused/custom ops   only the ai.onnx domain; checked after the export
     LayerNorm             LayerNormalization (opset 17+), or written out (layer_norm="primitive":
                           ReduceMean, Sub, Mul, Add, Sqrt, Div) for compilers without it
