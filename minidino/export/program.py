@@ -50,6 +50,7 @@ from ..utils.atomic import atomic_write_files
 from ..heads import Depther, LinearClassifier
 from ..models.backbone import VisionTransformerBase
 from ..models.layers import MaskedBiasLinear
+from ..models.rope import Rope
 
 __all__ = ["export_onnx", "export_program", "exportable", "default_outputs", "feature_keys", "block_output_names", "Shapes"]
 
@@ -289,9 +290,9 @@ def _set_export_rope(backbone: VisionTransformerBase, static_size: tuple[int, in
         tables = backbone.rope_tables(*grid)
     if tables is None:
         return
-    baked = type(tables)(*(t.clone() for t in tables))  # each (h*w, hd) float32
+    baked = Rope(*(t.clone() for t in tables))  # each (h*w, hd) float32
 
-    def fixed_rope(h: int, w: int) -> Any:
+    def fixed_rope(h: int, w: int) -> Rope | None:
         return baked if (h, w) == grid else type(backbone).rope_tables(backbone, h, w)  # static shapes: ints
 
     backbone.rope_tables = fixed_rope  # type: ignore[method-assign]

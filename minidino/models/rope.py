@@ -116,8 +116,8 @@ def rotate_half(x: Tensor) -> Tensor:
         [-3.0, -4.0, 1.0, 2.0]
     """
     half = x.shape[-1] // 2
-    # Two slices, not x.chunk(2): an exported split returns a list of tensors, which ExecuTorch (1.5)
-    # plans for the traced shape, pinning a free batch to the example's (tests/test_runtimes.py).
+    # Two slices, not x.chunk(2): an exported split returns a list of tensors, and ExecuTorch 1.5's
+    # verifier reads that list in a way that pins a free batch to the traced one (tests/test_runtimes.py).
     x1, x2 = x[..., :half], x[..., half:]  # each (..., hd/2)
     return torch.cat((-x2, x1), dim=-1)
 
