@@ -13,8 +13,14 @@
    out), the OpenVINO IR, the ExecuTorch program (delegated to XNNPACK and left to the portable
    kernels) and the CoreML ML program (iOS17 and iOS18).
 
-Writes benchmarks/results/porting_<date>.{json,md}. A family without golden cases (DINOv3 until its
-golden vectors land) gets part 2 and the parity against eager on generated weights and images.
+Writes benchmarks/results/porting_<date>.{json,md} (a rerun on the same day updates its rows). A
+backbone without a golden case gets the parity against eager on generated weights and images. With
+--models, part 2 is done for the families of those models only.
+
+DINOv3's golden inputs include sides that are not multiples of 16 (203 x 125): the model ignores
+the pixels past the last whole patch, and an exported graph takes whole patches only, so such an
+input is cropped to whole patches first for the runtimes (eager and the official outputs take the
+uncropped image, and read the same pixels).
 """
 
 from __future__ import annotations
@@ -60,10 +66,11 @@ def parity(model: torch.nn.Module, inputs: list[tuple[str, torch.Tensor, dict[st
     run = load_runner(path)
     keys = default_outputs(model)
     worst = {"max_abs": 0.0, "cosine": 1.0, "official_max_abs": 0.0, "inputs": []}
+    p = model.patch_size
     for tag, x, official in inputs:
         with torch.no_grad():
             ref = model.forward_features(x)
-        got = run(x.numpy())
+        got = run(x[..., : x.shape[-2] // p * p, : x.shape[-1] // p * p].numpy())  # whole patches (docstring)
         for k in keys:
             d, c = tensor_metrics(ref[k].numpy(), got[k])
             worst["max_abs"], worst["cosine"] = max(worst["max_abs"], d), min(worst["cosine"], c)
@@ -163,6 +170,8 @@ def main() -> None:
                 log(f"{name} ({depth} blocks) {runtime}: {result['parity'][name][runtime]}")
         if not args.no_operators:
             families = {e.family: e.name for e in reversed(backbone_entries())}  # the first backbone of each family
+            if args.models:
+                families = {f: n for f, n in families.items() if f in {e.family for e in backbone_entries() if e.name in names}}
             for family, name in sorted(families.items()):
                 name = "dinov2_vits14" if family == "dinov2" else name
                 work = Path(tmp) / f"ops-{name}"
@@ -176,7 +185,8 @@ def main() -> None:
         for name, runs in result["parity"].items():
             old["parity"].setdefault(name, {}).update(runs)
         old["operators"].update(result["operators"])
-        old["loadavg_end"] = result["loadavg_end"]
+        old.setdefault("reruns", []).append({"models": names, "runtimes": args.runtimes, "operators": list(result["operators"]),
+                                             "loadavg_start": result["loadavg_start"], "loadavg_end": result["loadavg_end"]})
         result = old
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown(result))
@@ -187,6 +197,10 @@ def markdown(r: dict[str, Any]) -> str:
     lines = [f"# Porting figures ({r['date']}, torch {r['torch']})", "",
              f"Load average {tuple(round(v, 2) for v in r['loadavg_start'])} at the start, "
              f"{tuple(round(v, 2) for v in r['loadavg_end'])} at the end.", "",
+             *[f"Rerun for {', '.join(run['models'])} ({', '.join(run['runtimes'])}; operators of "
+               f"{', '.join(run['operators']) or 'none'}): load average {tuple(round(v, 2) for v in run['loadavg_start'])} "
+               f"at the start, {tuple(round(v, 2) for v in run['loadavg_end'])} at the end{run.get('note', '')}.\n"
+               for run in r.get("reruns", [])],
              "## Parity on the golden inputs (float32, free size)", "",
              "Golden case weights and depth; every golden input without masks. Against eager float32: worst max abs and "
              "lowest cosine over the default outputs; against the stored official outputs: worst max abs.", "",

@@ -4,7 +4,7 @@ toolchains), OpenVINO, ExecuTorch (XNNPACK) and CoreML (conversion only: it runs
 Every export runs on its runtime against eager float32: float32 within 1e-4 max abs (measured
 1e-7 to 5e-6), reduced precision by cosine (float16 / bfloat16 > 0.9999, int8 > 0.99: random
 weights, see docs/porting.md). Tiny models (one block, width 48, 3 heads) of one backbone per
-family of the catalogue (DINOv2's with registers; DINOv3's once it is there), one lowering per
+family of the catalogue (DINOv2's with registers, DINOv3's ViT-S/16), one lowering per
 runtime shared by its tests: the figures for the real sizes are benchmarks/porting_figures.py's.
 Each runtime's tests skip without its extra.
 """
@@ -125,6 +125,10 @@ def test_portable_onnx_for_npu_toolchains(model, tmp_path):
     assert report.inputs == {"x": [1, 3, *px(model, 4, 4)]}
     assert not {"LayerNormalization", "Gelu", "Attention"} & set(report.ops), report.ops
     assert report.ops["Softmax"] == 1 and report.ops["Erf"] == 1 and report.ops["MatMul"] == 6
+    # Static: DINOv3's rotary tables are baked constants (no Range, Sin, Cos); its rotation is Slice, Mul,
+    # Add, Concat and one Neg (rotate_half) each for q and k. DINOv2 rotates nothing.
+    assert not {"Range", "Sin", "Cos"} & set(report.ops), report.ops
+    assert report.ops.get("Neg", 0) == (2 if model.rope_tables(1, 1) is not None else 0), report.ops
     assert max(v[0] for v in report.check.values()) < TOL, report.check
     with pytest.raises(ValueError, match="opset 17 and above"):
         export_model(model, tmp_path / "old.onnx", portable=True, opset=16, dynamic=False, size=px(model, 4, 4))
@@ -186,6 +190,8 @@ def test_executorch_int8_dynamic(model, tmp_path):
     report = export_model(model, tmp_path / "m.pte", precision="int8-dynamic", dynamic=False, size=px(model, 4, 4), max_batch=4)
     print(f"\nexecutorch int8-dynamic: {report.check}")
     assert min(v[1] for v in report.check.values()) > 0.99
+    # every linear in the delegate, DINOv3's key-masked qkv too (its bias folded to a constant for export)
+    assert report.delegated["aten.linear.default"] == 4 and not [op for op in report.ops if "quantize" in op], report.ops
     assert report.free == {"batch": "1..4"}
 
 
@@ -217,6 +223,27 @@ def test_swiglu_exports_without_a_split():
     program = torch.export.export(SwiGLUFFN(dim=48, hidden_dim=64, bias=True), (torch.randn(2, 5, 48),),
                                   dynamic_shapes=({0: Dim("batch", max=8), 1: Dim("tokens", max=64)},))
     assert not [op for op in program_ops(program) if "split" in op or "chunk" in op]
+
+
+def test_dinov3_free_program_keeps_to_what_xnnpack_lowers():
+    """DINOv3's RoPE in a free-size program: no split (rotate_half slices; a split's list output pinned
+    the batch to the traced one) and no unsqueeze with two free dimensions (the patch grid is flattened
+    before stacking; XNNPACK: "reshape only supports 1 dynamic dimension"). The key bias is folded
+    for the export only: the model keeps its MaskedBiasLinear."""
+    from minidino.export.report import program_ops
+    from minidino.models.layers import MaskedBiasLinear
+
+    m = tiny("dinov3_vits16")
+    program = minidino.export_program(m, size=(64, 64), max_batch=4, max_side=128)
+    assert not [op for op in program_ops(program) if "split" in op or "chunk" in op or "unbind" in op]
+    for n in program.graph.nodes:
+        if n.op == "call_function" and "unsqueeze" in str(n.target):
+            assert sum(not isinstance(d, int) for d in n.meta["val"].shape) <= 1, (n, n.meta["val"].shape)
+    assert not [k for k in program.state_dict if k.endswith("bias_mask")]
+    assert type(m.blocks[0].attn.qkv) is MaskedBiasLinear
+    x = images(3, 3, 48, 80)
+    with torch.no_grad():
+        assert torch.allclose(program.module()(x)[0], m(x), atol=1e-6)
 
 
 def test_executorch_float16_layernorm_is_still_wrong_upstream():

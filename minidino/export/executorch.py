@@ -32,6 +32,14 @@ Traps met (ExecuTorch 1.5.1, torch 2.13):
 - static-activation int8 on the free-size program fails at the re-export: the quantizer annotates
   a float64 arange of the position resize ("Expecting input to have dtype torch.float32, but got
   dtype: torch.float64"): refused here with that reason.
+- DINOv3 (fixed in the model's RoPE and in the export, kept here for other models): an unsqueeze
+  with two free dimensions (the (h, w) patch grid stacked to (h, w, 2)) is taken by the partitioner
+  and then refused ("XNNPACK reshape only supports 1 dynamic dimension"); an op returning a list
+  (x.chunk in rotate_half) pins a free batch to the traced one in to_edge's verifier (batch 1 then
+  fails: "Attempted to resize a static tensor. Expected shape (2, 4, 48), but received (1, 4, 48)");
+  and the key-masked qkv bias, computed in the graph, keeps int8-dynamic's qkv linear out of the
+  delegate ("Missing out variants: {'quantized_decomposed::choose_qparams', ...}"): the export
+  folds it to a constant (program._folded_key_biases).
 - what XNNPACK leaves to the portable kernels: the LayerNorms, SDPA's mask plumbing (any,
   logical_not, where, full_like), views and copies, and the resize arithmetic of a free size;
   which is why float32 runs at about 0.8-1.3x eager. The report lists them.

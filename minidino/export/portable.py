@@ -5,8 +5,10 @@ dimensions, fused attention, operators newer than their opset, tensors of rank 5
 gives them the model as
 
     static shapes         batch, H and W fixed; the position embedding of that size baked in
+                          (DINOv3: the RoPE sine and cosine tables of that size, as constants)
     attention             MatMul + Softmax (attn_impl="explicit"), with q, k and v cut from the
-                          qkv projection by Slice and reshaped to rank 4 (no 5-D tensor, no Gather)
+                          qkv projection by Slice and reshaped to rank 4 (no 5-D tensor, no Gather);
+                          DINOv3 rotates the patches' q and k with Slice, Mul, Neg, Add, Concat
     no fused/custom ops   only the ai.onnx domain; checked after the export
     LayerNorm             LayerNormalization (opset 17+), or written out (layer_norm="primitive":
                           ReduceMean, Sub, Mul, Add, Sqrt, Div) for compilers without it
@@ -44,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.layers import Attention, Mlp
+from ..models.rope import Rope, apply_rope
 from .extras import require
 from .program import export_onnx
 
@@ -71,21 +74,27 @@ class PrimitiveLayerNorm(nn.Module):
 class PortableAttention(nn.Module):
     """Attention with tensors of rank 4 at most and MatMul + Softmax: q, k, v are slices of the
     qkv projection (each (B, N, D)), reshaped to (B, N, nh, hd) and transposed. The same maths as
-    Attention.forward_explicit (same products, same order); shares its weights."""
+    Attention.forward_explicit (same products, same order); shares its weights.
+
+    DINOv3 (rope given): the patches' q and k are rotated as in the model (rope.apply_rope): Slice,
+    Mul, Neg, Add, Concat on the tables, which a static export holds as constants (no Sin, Cos or
+    Range in the file, see program._export_mode)."""
 
     def __init__(self, attn: Attention) -> None:
         super().__init__()
         self.qkv, self.proj = attn.qkv, attn.proj
         self.num_heads, self.head_dim, self.scale = attn.num_heads, attn.head_dim, attn.scale
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None, explicit: bool = True, packing: object = None) -> Tensor:
-        if attn_mask is not None or packing is not None:
-            raise ValueError("the portable attention takes no mask and no packing")
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, explicit: bool = True, rope: Rope | None = None) -> Tensor:
+        if attn_mask is not None:
+            raise ValueError("the portable attention takes no mask")
         B, N, _ = x.shape
         D = self.num_heads * self.head_dim
         qkv = self.qkv(x)  # (B, N, 3D)
         q, k, v = (qkv[:, :, i * D:(i + 1) * D].reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
                    for i in range(3))  # each (B, nh, N, hd)
+        if rope is not None:  # DINOv3: the patches' queries and keys turned by their places
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
         weights = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, nh, N, N)
         out = (weights @ v).transpose(1, 2).reshape(B, N, D)  # (B, N, D)
         return self.proj(out)

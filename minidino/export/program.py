@@ -6,7 +6,8 @@ ONNX counterpart. Here the resize is traced in its "matrix" form (posembed.py): 
 tensor ops on h and w that reproduce PyTorch's CPU kernel, so one graph serves every image
 size and matches eager PyTorch. A static export instead bakes the exact position embedding
 of one size into the graph as a constant. DINOv3 has no position embedding to resize: its
-RoPE tables (rope.py) are plain tensor ops on h and w, traced into the graph in both modes.
+RoPE tables (rope.py) are plain tensor ops on h and w, traced into a dynamic graph; a static
+export bakes the tables of its size as constants, like DINOv2's position embedding.
 
     import minidino
     model = minidino.create_model("dinov2_vits14_reg", pretrained=...)
@@ -48,6 +49,8 @@ from torch import Tensor, nn
 from ..utils.atomic import atomic_write_files
 from ..heads import Depther, LinearClassifier
 from ..models.backbone import VisionTransformerBase
+from ..models.layers import MaskedBiasLinear
+from ..models.rope import Rope
 
 __all__ = ["export_onnx", "export_program", "exportable", "default_outputs", "feature_keys", "block_output_names", "Shapes"]
 
@@ -180,13 +183,13 @@ def _check_size(model: VisionTransformerBase, size: Sequence[int], any_size: boo
 
 @contextlib.contextmanager
 def _export_mode(model: nn.Module, static_size: tuple[int, int] | None, attn_impl: str | None = None) -> Iterator[None]:
-    """Eval mode, an exportable position embedding and the attention path asked for, for the
-    duration of an export.
+    """Eval mode, an exportable position embedding, the attention path asked for and DINOv3's key
+    bias folded (`_folded_key_biases`), for the duration of an export.
 
     Dynamic: the "matrix" resize, traced symbolically in h and w. Static: the position
     embedding of that one size, computed now by the exact default path and baked in as a
-    constant (the instance attribute shadows the method until the export ends). A family
-    without a learned position embedding to resize (DINOv3's rotary positions) has nothing to set.
+    constant (the instance attribute shadows the method until the export ends); DINOv3's rotary
+    tables likewise (`_set_export_rope`).
     attn_impl: "explicit" writes attention as MatMul + Softmax (portable exports), "fused" as SDPA.
     """
     backbone = _backbone(model)
@@ -199,17 +202,44 @@ def _export_mode(model: nn.Module, static_size: tuple[int, int] | None, attn_imp
     try:
         if method is not None:
             _set_export_pos(backbone, static_size)
+        if static_size is not None:
+            _set_export_rope(backbone, static_size)
         if attn_impl is not None:
             backbone.attn_impl = attn_impl
-        with _size_oblivious():
+        with _size_oblivious(), _folded_key_biases(model):
             yield
     finally:
         backbone.__dict__.pop("interpolate_pos_encoding", None)
+        backbone.__dict__.pop("rope_tables", None)
         if method is not None:
             backbone.pos_embed_method = method
         if impl is not None:
             backbone.attn_impl = impl
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def _folded_key_biases(model: nn.Module) -> Iterator[None]:
+    """DINOv3's key-masked qkv bias (layers.MaskedBiasLinear: `bias * bias_mask` at every call),
+    computed once and held by a plain Linear for the duration of an export (weights shared, the
+    model's own modules put back after). The same values as the eager product, so the same outputs;
+    the graph loses a Mul per block, and the bias becomes a constant, which XNNPACK's int8 linear
+    needs: with the Mul in the graph the int8-dynamic qkv projection stayed outside the delegate and
+    the lowering failed ("Missing out variants: {'quantized_decomposed::choose_qparams', ...}")."""
+    swapped = []
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, MaskedBiasLinear):
+                plain = nn.Linear(child.in_features, child.out_features, device="meta")
+                plain.weight = child.weight  # shared
+                plain.bias = nn.Parameter((child.bias * child.bias_mask).detach(), requires_grad=False)  # (3D,)
+                setattr(parent, name, plain)
+                swapped.append((parent, name, child))
+    try:
+        yield
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
 
 
 @contextlib.contextmanager
@@ -248,6 +278,24 @@ def _set_export_pos(backbone: nn.Module, static_size: tuple[int, int] | None) ->
         return baked.to(dtype)  # (1, 1 + h*w, D): the graph's shapes are static, so h, w are that size
 
     backbone.interpolate_pos_encoding = fixed_pos  # type: ignore[method-assign]
+
+
+def _set_export_rope(backbone: VisionTransformerBase, static_size: tuple[int, int]) -> None:
+    """Static: DINOv3's rotary tables of that size, computed now by the model's own code and baked in
+    as constants (no Range, Sin or Cos in the graph; the same values as eager). Another grid (a
+    depther's padded one) is still computed in the graph. A family without tables has nothing to bake."""
+    p = backbone.patch_size
+    grid = (static_size[0] // p, static_size[1] // p)
+    with torch.no_grad():
+        tables = backbone.rope_tables(*grid)
+    if tables is None:
+        return
+    baked = Rope(*(t.clone() for t in tables))  # each (h*w, hd) float32
+
+    def fixed_rope(h: int, w: int) -> Rope | None:
+        return baked if (h, w) == grid else type(backbone).rope_tables(backbone, h, w)  # static shapes: ints
+
+    backbone.rope_tables = fixed_rope  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True)

@@ -73,8 +73,10 @@ def patch_coordinates(h: int, w: int, *, device: Any = None) -> Tensor:
     # arange(n) + 0.5 holds exactly the values of arange(0.5, n), and traces with a symbolic n.
     rows = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h * 2 - 1  # (h,)
     cols = (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w * 2 - 1  # (w,)
-    grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1)  # (h, w, 2)
-    return grid.flatten(0, 1)  # (h*w, 2)
+    row, col = torch.meshgrid(rows, cols, indexing="ij")  # each (h, w)
+    # Flattened before stacking: the same values as stack(..., dim=-1).flatten(0, 1), but no (h, w, 1)
+    # step, whose two free dimensions XNNPACK's reshape refuses in an exported free-size program.
+    return torch.stack((row.flatten(), col.flatten()), dim=-1)  # (h*w, 2)
 
 
 class RopeEmbedding(nn.Module):
@@ -113,7 +115,10 @@ def rotate_half(x: Tensor) -> Tensor:
         >>> rotate_half(torch.tensor([1.0, 2.0, 3.0, 4.0])).tolist()
         [-3.0, -4.0, 1.0, 2.0]
     """
-    x1, x2 = x.chunk(2, dim=-1)
+    half = x.shape[-1] // 2
+    # Two slices, not x.chunk(2): an exported split returns a list of tensors, and ExecuTorch 1.5's
+    # verifier reads that list in a way that pins a free batch to the traced one (tests/test_runtimes.py).
+    x1, x2 = x[..., :half], x[..., half:]  # each (..., hd/2)
     return torch.cat((-x2, x1), dim=-1)
 
 
