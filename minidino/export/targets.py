@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ..conformance.compare import tensor_metrics
-from .program import _check_outputs, _Exportable, export_onnx
+from .program import _check_outputs, _Exportable, export_onnx, torch_onnx_quiet
 from .report import ExportReport, describe_free, onnx_summary, write_report
 from .runners import SUFFIXES, load_runner
 
@@ -129,25 +129,26 @@ def export_model(
                          "without bounds")
     outputs = _check_outputs(model, outputs)
     size = tuple(size)
-    if target.name == "onnx":
-        report = _export_onnx(model, path, precision=precision, calibration=calibration, dynamic=dynamic, size=size,
-                              batch=batch, outputs=outputs, opset=opset, portable=portable, layer_norm=layer_norm,
-                              gelu=gelu)
-    elif target.name == "openvino":
-        from .openvino import export_openvino
+    with torch_onnx_quiet():  # torch's own LeafSpec FutureWarning fires in every exporter's decompositions
+        if target.name == "onnx":
+            report = _export_onnx(model, path, precision=precision, calibration=calibration, dynamic=dynamic, size=size,
+                                  batch=batch, outputs=outputs, opset=opset, portable=portable, layer_norm=layer_norm,
+                                  gelu=gelu)
+        elif target.name == "openvino":
+            from .openvino import export_openvino
 
-        report = export_openvino(model, path, precision=precision, calibration=calibration, dynamic=dynamic, size=size,
-                                 batch=batch, outputs=outputs)
-    elif target.name == "executorch":
-        from .executorch import export_executorch
+            report = export_openvino(model, path, precision=precision, calibration=calibration, dynamic=dynamic, size=size,
+                                     batch=batch, outputs=outputs)
+        elif target.name == "executorch":
+            from .executorch import export_executorch
 
-        report = export_executorch(model, path, precision=precision, calibration=calibration, dynamic=dynamic,
-                                   size=size, batch=batch, max_batch=max_batch, max_side=max_side, outputs=outputs)
-    else:
-        from .coreml import export_coreml
+            report = export_executorch(model, path, precision=precision, calibration=calibration, dynamic=dynamic,
+                                       size=size, batch=batch, max_batch=max_batch, max_side=max_side, outputs=outputs)
+        else:
+            from .coreml import export_coreml
 
-        report = export_coreml(model, path, precision=precision, size=size, batch=1 if batch is None else batch,
-                               outputs=outputs)
+            report = export_coreml(model, path, precision=precision, size=size, batch=1 if batch is None else batch,
+                                   outputs=outputs)
     write_report(report)  # before the check: the loaders read the output names and the precision from it
     if check:
         if target.runs_here:
