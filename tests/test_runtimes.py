@@ -25,7 +25,7 @@ from minidino.conformance import golden
 from minidino.conformance.compare import tensor_metrics
 from minidino.export.report import read_report
 from minidino.export.runners import load_runner
-from minidino.export.program import torch_onnx_quiet
+from minidino.export.mode import torch_onnx_quiet
 from minidino.export.targets import export_model
 
 TOL = 1e-4

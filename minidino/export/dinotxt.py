@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..utils.atomic import atomic_write_files
-from .program import _set_export_pos, _size_oblivious, torch_onnx_quiet
+from .mode import set_export_pos, size_oblivious, torch_onnx_quiet
 from ..heads.dinotxt import DinoTxt
 
 __all__ = ["export_dinotxt_onnx", "ImageEncoder", "TextEncoder"]
@@ -76,7 +76,7 @@ class TextEncoder(nn.Module):
 def _onnx_export(module: nn.Module, args: tuple[Any, ...], path: Path, shapes: Any, inputs: list[str],
                  outputs: list[str], opset: int | None) -> None:
     kwargs: dict[str, Any] = {} if opset is None else {"opset_version": opset}
-    with _size_oblivious(), torch_onnx_quiet():
+    with size_oblivious(), torch_onnx_quiet():
         atomic_write_files(path, lambda tmp: torch.onnx.export(  # a failed export leaves no partial file
             module.eval(), args, str(tmp), dynamo=True, dynamic_shapes=shapes, input_names=inputs,
             output_names=outputs, verbose=False, **kwargs))
@@ -124,7 +124,7 @@ def export_dinotxt_onnx(model: DinoTxt, image_path: str | Path | None = None, te
         if image_path is not None:
             vit = model.visual_model.backbone.model
             method = vit.pos_embed_method
-            _set_export_pos(vit, None)  # the matrix resize: one graph for every image size
+            set_export_pos(vit, None)  # the matrix resize: one graph for every image size
             try:
                 P = vit.patch_size
                 x = torch.randn(2, 3, 2 * P, 3 * P, device=device)  # batch 2: torch.export specialises sizes of 1

@@ -39,7 +39,7 @@ Traps met (ExecuTorch 1.5.1, torch 2.13):
   fails: "Attempted to resize a static tensor. Expected shape (2, 4, 48), but received (1, 4, 48)");
   and the key-masked qkv bias, computed in the graph, keeps int8-dynamic's qkv linear out of the
   delegate ("Missing out variants: {'quantized_decomposed::choose_qparams', ...}"): the export
-  folds it to a constant (program._folded_key_biases).
+  folds it to a constant (mode.folded_key_biases).
 - what XNNPACK leaves to the portable kernels: the LayerNorms, SDPA's mask plumbing (any,
   logical_not, where, full_like), views and copies, and the resize arithmetic of a free size;
   which is why float32 runs at about 0.8-1.3x eager. The report lists them.

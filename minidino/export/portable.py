@@ -78,7 +78,7 @@ class PortableAttention(nn.Module):
 
     DINOv3 (rope given): the patches' q and k are rotated as in the model (rope.apply_rope): Slice,
     Mul, Neg, Add, Concat on the tables, which a static export holds as constants (no Sin, Cos or
-    Range in the file, see program._export_mode)."""
+    Range in the file, see mode.export_mode)."""
 
     def __init__(self, attn: Attention) -> None:
         super().__init__()

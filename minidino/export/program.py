@@ -37,7 +37,6 @@ Which dimensions are free:
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +48,7 @@ from torch import Tensor, nn
 from ..utils.atomic import atomic_write_files
 from ..heads import Depther, LinearClassifier
 from ..models.backbone import VisionTransformerBase
-from ..models.layers import MaskedBiasLinear
-from ..models.rope import Rope
+from .mode import export_mode, torch_onnx_quiet
 
 __all__ = ["export_onnx", "export_program", "exportable", "default_outputs", "feature_keys", "block_output_names", "Shapes"]
 
@@ -181,123 +179,6 @@ def _check_size(model: VisionTransformerBase, size: Sequence[int], any_size: boo
     return H, W
 
 
-@contextlib.contextmanager
-def _export_mode(model: nn.Module, static_size: tuple[int, int] | None, attn_impl: str | None = None) -> Iterator[None]:
-    """Eval mode, an exportable position embedding, the attention path asked for and DINOv3's key
-    bias folded (`_folded_key_biases`), for the duration of an export.
-
-    Dynamic: the "matrix" resize, traced symbolically in h and w. Static: the position
-    embedding of that one size, computed now by the exact default path and baked in as a
-    constant (the instance attribute shadows the method until the export ends); DINOv3's rotary
-    tables likewise (`_set_export_rope`).
-    attn_impl: "explicit" writes attention as MatMul + Softmax (portable exports), "fused" as SDPA.
-    """
-    backbone = _backbone(model)
-    was_training = model.training
-    method = getattr(backbone, "pos_embed_method", None)
-    impl = getattr(backbone, "attn_impl", None)
-    if attn_impl is not None and impl is None:
-        raise ValueError(f"{type(backbone).__name__} has no attn_impl switch: export it with attn_impl=None")
-    model.eval()
-    try:
-        if method is not None:
-            _set_export_pos(backbone, static_size)
-        if static_size is not None:
-            _set_export_rope(backbone, static_size)
-        if attn_impl is not None:
-            backbone.attn_impl = attn_impl
-        with _size_oblivious(), _folded_key_biases(model):
-            yield
-    finally:
-        backbone.__dict__.pop("interpolate_pos_encoding", None)
-        backbone.__dict__.pop("rope_tables", None)
-        if method is not None:
-            backbone.pos_embed_method = method
-        if impl is not None:
-            backbone.attn_impl = impl
-        model.train(was_training)
-
-
-@contextlib.contextmanager
-def _folded_key_biases(model: nn.Module) -> Iterator[None]:
-    """DINOv3's key-masked qkv bias (layers.MaskedBiasLinear: `bias * bias_mask` at every call),
-    computed once and held by a plain Linear for the duration of an export (weights shared, the
-    model's own modules put back after). The same values as the eager product, so the same outputs;
-    the graph loses a Mul per block, and the bias becomes a constant, which XNNPACK's int8 linear
-    needs: with the Mul in the graph the int8-dynamic qkv projection stayed outside the delegate and
-    the lowering failed ("Missing out variants: {'quantized_decomposed::choose_qparams', ...}")."""
-    swapped = []
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, MaskedBiasLinear):
-                plain = nn.Linear(child.in_features, child.out_features, device="meta")
-                plain.weight = child.weight  # shared
-                plain.bias = nn.Parameter((child.bias * child.bias_mask).detach(), requires_grad=False)  # (3D,)
-                setattr(parent, name, plain)
-                swapped.append((parent, name, child))
-    try:
-        yield
-    finally:
-        for parent, name, child in swapped:
-            setattr(parent, name, child)
-
-
-@contextlib.contextmanager
-def torch_onnx_quiet() -> Iterator[None]:
-    """torch 2.13's ONNX exporter trips over its own deprecation (`isinstance(treespec, LeafSpec)`, a
-    FutureWarning from inside its run_decompositions): nothing a caller can act on, so it is not shown.
-    Every other warning still is."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                                category=FutureWarning)
-        yield
-
-
-def _size_oblivious() -> contextlib.AbstractContextManager:
-    """Quirk of torch.export: it assumes a symbolic size is never 1 and guards on it, so an
-    image 14 px wide or tall (h or w == 1) or a batch of 1 would be refused by the program.
-    Tracing "size-obliviously" (a private torch.fx switch; skipped where absent) drops those
-    guards; the graph is correct at 1 (tests/test_export.py runs 28x14 and batch 1)."""
-    from torch.fx.experimental import _config as fx_config
-
-    if not hasattr(fx_config, "backed_size_oblivious"):
-        return contextlib.nullcontext()
-    return fx_config.patch(backed_size_oblivious=True)
-
-
-def _set_export_pos(backbone: nn.Module, static_size: tuple[int, int] | None) -> None:
-    """Dynamic: the matrix resize. Static: the exact position embedding of that size, as a constant."""
-    if static_size is None:
-        backbone.pos_embed_method = "matrix"
-        return
-    p = backbone.patch_size
-    with torch.no_grad():
-        baked = backbone.interpolate_pos_encoding(static_size[0] // p, static_size[1] // p, torch.float32).clone()
-
-    def fixed_pos(h: int, w: int, dtype: torch.dtype) -> Tensor:
-        return baked.to(dtype)  # (1, 1 + h*w, D): the graph's shapes are static, so h, w are that size
-
-    backbone.interpolate_pos_encoding = fixed_pos  # type: ignore[method-assign]
-
-
-def _set_export_rope(backbone: VisionTransformerBase, static_size: tuple[int, int]) -> None:
-    """Static: DINOv3's rotary tables of that size, computed now by the model's own code and baked in
-    as constants (no Range, Sin or Cos in the graph; the same values as eager). Another grid (a
-    depther's padded one) is still computed in the graph. A family without tables has nothing to bake."""
-    p = backbone.patch_size
-    grid = (static_size[0] // p, static_size[1] // p)
-    with torch.no_grad():
-        tables = backbone.rope_tables(*grid)
-    if tables is None:
-        return
-    baked = Rope(*(t.clone() for t in tables))  # each (h*w, hd) float32
-
-    def fixed_rope(h: int, w: int) -> Rope | None:
-        return baked if (h, w) == grid else type(backbone).rope_tables(backbone, h, w)  # static shapes: ints
-
-    backbone.rope_tables = fixed_rope  # type: ignore[method-assign]
-
-
 @dataclass(frozen=True)
 class Shapes:
     """The example input a graph is traced with and which of its dimensions stay free.
@@ -334,7 +215,7 @@ def _shapes(model: nn.Module, size: tuple[int, int], *, dynamic: bool, batch: in
         if not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be a positive int, got {max_batch!r}")
         if max_batch < 3:
-            # The program is traced at batch 2 with sizes assumed >= 2 (see _size_oblivious): a
+            # The program is traced at batch 2 with sizes assumed >= 2 (see mode.size_oblivious): a
             # range [1, 2] collapses onto the example and the program then refuses batch 1
             # (ExecuTorch: "Check failed (self.numel() == out.numel())").
             raise ValueError(f"max_batch={max_batch}: a free batch needs max_batch >= 3; for one batch size "
@@ -389,7 +270,7 @@ def exportable(
     outputs = _check_outputs(model, outputs)
     size = _check_size(backbone, size, isinstance(model, Depther))
     shapes = _shapes(model, size, dynamic=dynamic, batch=batch, max_batch=max_batch, max_side=max_side)
-    with _export_mode(model, None if dynamic else size, attn_impl):
+    with export_mode(model, _backbone(model), None if dynamic else size, attn_impl):
         yield _Exportable(model, outputs).eval(), shapes
 
 

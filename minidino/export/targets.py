@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from ..conformance.compare import tensor_metrics
-from .program import _check_outputs, _Exportable, export_onnx, torch_onnx_quiet
+from .mode import torch_onnx_quiet
+from .program import _check_outputs, _Exportable, export_onnx
 from .report import ExportReport, describe_free, onnx_summary, write_report
 from .runners import SUFFIXES, load_runner
 
