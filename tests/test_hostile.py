@@ -2013,3 +2013,184 @@ def test_non_finite_results_are_never_written_silently(tmp_path, good, command, 
     err = capsys.readouterr().err
     assert rc not in (errors.EXIT_OK, errors.EXIT_INTERNAL), (rc, err)
     assert "NaN" in err or "finite" in err, err
+
+
+# ================================================================== K: the porting commands (export, accuracy, trace, compare)
+# The same guarantees for the commands that landed after issue 20: every file they write (the artifact,
+# .onnx.data, OpenVINO's .bin, NAME.report.json, a trace's raw files and manifest.json, the lock) is planned
+# against every file they read (IMAGE, --weights, --calibration) before the work; a write failure is status 7
+# naming the file and leaves nothing; every dump `compare` reads is checked (one line, status 2; a port's
+# non-finite tensor is status 8); a missing runtime extra is one line naming it, before the work.
+TRACE = ["--weights", "random:0", *TINY, "--size", "28x28"]
+EXPORT = ["--weights", "random:0", *TINY, "--static", "28x28"]
+
+
+def no_port_work(monkeypatch):
+    """Fail the test if export, accuracy or trace builds its model: the refusal must come before any work."""
+    import minidino.cli.accuracy as accuracy
+    import minidino.cli.export as export
+    import minidino.cli.trace as trace
+
+    for module in (accuracy, export, trace):
+        monkeypatch.setattr(module, "build_model", lambda *a, **k: pytest.fail("work started: the model was built"))
+
+
+def lists(folder: Path) -> list[str]:
+    return sorted(os.listdir(folder))
+
+
+# ------------------------------------------------------------------ compare: every dump it reads is checked
+def _manifest(folder: Path, entries, raw: dict[str, bytes] | None = None) -> Path:
+    folder.mkdir(exist_ok=True)
+    for name, data in (raw or {}).items():
+        (folder / name).write_bytes(data)
+    (folder / "manifest.json").write_text(json.dumps({"format": "minidino-dump", "version": 1, "tensors": entries}))
+    return folder
+
+
+def hostile_dump(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    """A dump `compare` must refuse (status 2) and a word its one line must hold."""
+    f4 = np.ones(4, "<f4").tobytes()
+    entry = {"name": "a", "file": "a.f32", "shape": [4]}
+    d = tmp_path / "port"
+    if kind == "manifest-not-json":
+        d.mkdir()
+        (d / "manifest.json").write_text("{not json")
+        return d, "not JSON"
+    if kind == "manifest-huge":
+        d.mkdir()
+        with open(d / "manifest.json", "wb") as h:
+            h.truncate(20 * 2**30)  # sparse: 20 GB that read_text() would try to hold
+        return d, "more than the limit"
+    if kind == "manifest-a-list":
+        d.mkdir()
+        (d / "manifest.json").write_text("[1, 2]")
+        return d, "no list of tensors"
+    if kind == "manifest-deep":
+        d.mkdir()
+        (d / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+        return d, "not JSON"
+    if kind == "traversal":
+        victim(tmp_path, "x")
+        return _manifest(d, [dict(entry, file="../outside/x")]), "outside the dump folder"
+    if kind == "absolute":
+        return _manifest(d, [dict(entry, file="/etc/hostname")]), "outside the dump folder"
+    if kind == "link-outside":
+        d.mkdir()
+        (tmp_path / "far.f32").write_bytes(f4)
+        (d / "a.f32").symlink_to(tmp_path / "far.f32")
+        return _manifest(d, [entry]), "outside the dump folder"
+    if kind == "fifo":
+        d.mkdir()
+        os.mkfifo(d / "a.f32")
+        return _manifest(d, [entry]), "FIFO"
+    if kind == "size-mismatch":
+        return _manifest(d, [dict(entry, shape=[5])], {"a.f32": f4}), "bytes, but shape"
+    if kind == "shape-a-string":
+        return _manifest(d, [dict(entry, shape="4")], {"a.f32": f4}), "shape"
+    if kind == "name-twice":
+        return _manifest(d, [entry, entry], {"a.f32": f4}), "named twice"
+    if kind == "npz-pickle":
+        f = tmp_path / "port.npz"
+        np.savez(f, a=np.array([{"x": 1}], dtype=object))  # loading it with pickles allowed would run its code
+        return f, "pickle"
+    if kind == "npz-int":
+        f = tmp_path / "port.npz"
+        np.savez(f, a=np.arange(4))
+        return f, "int64"
+    if kind == "npz-numeric-strings":
+        f = tmp_path / "port.npz"
+        np.savez(f, a=np.array(["1.0", "2.0", "3.0", "4.0"]))  # converted silently to floats before
+        return f, "floating-point"
+    if kind == "npz-truncated":
+        f = tmp_path / "port.npz"
+        np.savez(f, a=np.ones(4))
+        f.write_bytes(f.read_bytes()[:60])
+        return f, "not a readable .npz"
+    if kind == "npz-is-npy":
+        f = tmp_path / "port.npz"
+        with open(f, "wb") as h:
+            np.save(h, np.ones(4))
+        return f, "not an .npz archive"
+    if kind == "npz-fifo":
+        f = tmp_path / "port.npz"
+        os.mkfifo(f)
+        return f, "FIFO"
+    if kind == "safetensors-garbage":
+        f = tmp_path / "port.safetensors"
+        f.write_bytes(b"\xff" * 64)
+        return f, "not a readable safetensors"
+    if kind == "safetensors-int":
+        from safetensors.numpy import save_file
+
+        f = tmp_path / "port.safetensors"
+        save_file({"a": np.arange(4, dtype=np.int32)}, str(f))
+        return f, "I32"
+    from safetensors.numpy import save_file  # safetensors-bad-order
+
+    f = tmp_path / "port.safetensors"
+    save_file({"a": np.ones(4, np.float32)}, str(f), metadata={"order": "{\"a\": 1}"})
+    return f, "order"
+
+
+@pytest.mark.parametrize("kind", ["manifest-not-json", "manifest-huge", "manifest-a-list", "manifest-deep", "traversal",
+                                  "absolute", "link-outside", "fifo", "size-mismatch", "shape-a-string", "name-twice",
+                                  "npz-pickle", "npz-int", "npz-numeric-strings", "npz-truncated", "npz-is-npy",
+                                  "npz-fifo", "safetensors-garbage", "safetensors-int", "safetensors-bad-order"])
+def test_compare_refuses_a_bad_dump_in_one_line(tmp_path, kind, capsys):
+    """What a broken or hostile port can hand `compare`. Before: manifest.json was read whole (a sparse 20 GB
+    one: MemoryError, status 6) and a nesting 100000 deep was a RecursionError (status 70); a manifest naming
+    '../outside/x' or '/etc/hostname' read those files, and a link out of the folder was followed (status 0);
+    a FIFO was called 'missing'; a shape "4" was read as [4] and a name given twice kept its last tensor (status
+    0); integer tensors and strings that look like numbers were converted to float (status 8, 'the port
+    differs'); a truncated .npz (BadZipFile) and a safetensors file of garbage (SafetensorError) were internal
+    errors (status 70); an .npy named .npz said "'numpy.ndarray' object does not support the context manager
+    protocol" without naming the file; a FIFO named port.npz blocked for ever; a metadata 'order' that is no
+    list was used as one. Each is now one line naming the file and the problem, status 2; nothing is unpickled."""
+    if "fifo" in kind and not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this OS")
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, a=np.ones(4, np.float32))
+    port, word = hostile_dump(tmp_path, kind)
+    r = run_limited(["compare", str(ref), str(port)], memory=2**30, timeout=15, cwd=tmp_path)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == errors.EXIT_USAGE, (r.returncode, r.stderr)
+    assert len(err) == 1 and err[0].startswith("minidino compare: PORT") and word in err[0], err
+
+
+@pytest.mark.parametrize("where", ["port", "reference"])
+def test_compare_with_non_finite_values(tmp_path, where, capsys):
+    """A port's NaN failed with 'over' and a 'nan' figure, nothing saying why; a reference holding NaN or inf was
+    compared as if it were one (inf against inf passed a --min-cosine check). A port's non-finite tensor is the
+    first failure, named with what it holds (status 8); a reference that is not finite is refused (status 2)."""
+    good_values = np.ones(4, np.float32)
+    bad = np.array([1.0, np.nan, np.inf, 4.0], np.float32)
+    ref, port = tmp_path / "ref.npz", tmp_path / "port.npz"
+    np.savez(ref, a=np.ones(4, np.float32), b=good_values if where == "port" else bad)
+    np.savez(port, a=np.ones(4, np.float32), b=bad if where == "port" else good_values)
+    rc = cli(["compare", str(ref), str(port)])
+    out, err = capsys.readouterr()
+    if where == "port":
+        assert rc == errors.EXIT_MISMATCH and "FIRST FAILURE: b" in out and "NaN" in out, (rc, out, err)
+    else:
+        assert rc == errors.EXIT_USAGE and "REFERENCE" in err and "NaN" in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_names_shape_mismatches_and_names_on_one_side_only(tmp_path, capsys):
+    """Names only in the port were dropped without a word; a shape mismatch is a failure (status 8)."""
+    ref, port = tmp_path / "ref.npz", tmp_path / "port.npz"
+    np.savez(ref, a=np.ones(4, np.float32), b=np.ones((2, 3), np.float32), c=np.ones(1, np.float32))
+    np.savez(port, a=np.ones(4, np.float32), b=np.ones((3, 2), np.float32), extra=np.ones(1, np.float32))
+    rc = cli(["compare", str(ref), str(port)])
+    out = capsys.readouterr().out
+    assert rc == errors.EXIT_MISMATCH and "FIRST FAILURE: b (shape" in out
+    assert "c" in out and "missing" in out and "not in the reference: extra" in out, out
+
+
+@pytest.mark.parametrize("option", [["--tol", "nan"], ["--tol", "-1"], ["--min-cosine", "2"], ["--min-cosine", "nan"]])
+def test_compare_checks_its_tolerances(tmp_path, option, capsys):
+    """--tol nan or -1 failed every tensor (status 8: 'the port differs'); --min-cosine 2 likewise."""
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, a=np.ones(4, np.float32))
+    rc = cli(["compare", str(ref), str(ref), *option])
+    assert rc == errors.EXIT_USAGE and option[0] in capsys.readouterr().err
