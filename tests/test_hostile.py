@@ -2039,6 +2039,61 @@ def lists(folder: Path) -> list[str]:
     return sorted(os.listdir(folder))
 
 
+@pytest.mark.parametrize("case", ["image", "weights", "link-to-weights", "weights-in-the-folder"])
+def test_trace_out_that_is_an_input_is_refused_before_the_work(tmp_path, good, case, monkeypatch, capsys):
+    """`trace MODEL IMG --out W.safetensors --weights W.safetensors` replaced the checkpoint with the trace
+    (check_output was given no inputs); an image called x.npz (Pillow reads it by its bytes) was replaced by
+    its own trace; --out DIR wrote its raw files over a --weights file of the same name in DIR."""
+    no_port_work(monkeypatch)
+    weights = tiny_weights(tmp_path / "w.safetensors")
+    image = tmp_path / "img.npz"
+    image.write_bytes(Path(good[0]).read_bytes())
+    argv = ["trace", "dinov2_vits14", str(image), *TRACE]
+    if case == "image":
+        out, watched = image, image
+    elif case == "weights":
+        out, watched = weights, weights
+    elif case == "link-to-weights":
+        out, watched = tmp_path / "t.safetensors", weights
+        out.symlink_to(weights)
+    else:
+        (tmp_path / "d").mkdir()
+        watched = out = tmp_path / "d"
+        watched = tiny_weights(out / "norm.f32")  # the file the dump's tensor `norm` goes to
+    argv[argv.index("random:0")] = str(watched if case != "image" else weights)
+    before, listing = snapshot(watched), lists(tmp_path)
+    rc = cli([*argv, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert snapshot(watched) == before, "an input was written over"
+    assert rc == errors.EXIT_USAGE and "also an input" in err and len(err.strip().splitlines()) == 1, (rc, err)
+    assert lists(tmp_path) == listing
+
+
+def test_trace_out_that_is_no_dump_name_is_refused_before_the_work(tmp_path, good, monkeypatch, capsys):
+    """`trace ... --out t.pt` ran the forward pass, then failed in save_dump ('a dump is a .safetensors file...'),
+    after the work; --out naming an existing image file (`--out photo.png`) likewise."""
+    no_port_work(monkeypatch)
+    (tmp_path / "d.npz").mkdir()
+    for out, word in ((tmp_path / "t.pt", "a dump is"), (Path(good[0]), "a dump is"), (tmp_path / "d.npz", "is a folder")):
+        before = lists(tmp_path)
+        rc = cli(["trace", "dinov2_vits14", good[0], "--out", str(out), *TRACE])
+        assert rc == errors.EXIT_USAGE and word in capsys.readouterr().err
+        assert lists(tmp_path) == before
+
+
+def test_trace_out_a_symlink_to_a_file_elsewhere_replaces_the_link(tmp_path, good):
+    """A link at --out pointing to a file outside: the trace replaces the link, never writes through it."""
+    target = victim(tmp_path)
+    before = snapshot(target)
+    out = tmp_path / "t.safetensors"
+    out.symlink_to(target)
+    assert cli(["trace", "dinov2_vits14", good[0], "--out", str(out), *TRACE]) == 0
+    assert snapshot(target) == before and not out.is_symlink()
+    from minidino.conformance.dumps import load_dump
+
+    assert "norm" in load_dump(out) and leftovers(tmp_path) == []
+
+
 # ------------------------------------------------------------------ compare: every dump it reads is checked
 def _manifest(folder: Path, entries, raw: dict[str, bytes] | None = None) -> Path:
     folder.mkdir(exist_ok=True)
