@@ -2094,6 +2094,52 @@ def test_trace_out_a_symlink_to_a_file_elsewhere_replaces_the_link(tmp_path, goo
     assert "norm" in load_dump(out) and leftovers(tmp_path) == []
 
 
+def test_export_writes_through_no_link_at_a_side_file(tmp_path):
+    """A link planted at OpenVINO's m.bin (the side file of --out m.xml) pointing outside: the victim keeps its
+    bytes and m.bin becomes a file of its own."""
+    pytest.importorskip("openvino")
+    target = victim(tmp_path)
+    before = snapshot(target)
+    (tmp_path / "m.bin").symlink_to(target)
+    assert cli(["export", "dinov2_vits14", "--to", "openvino", "--out", str(tmp_path / "m.xml"), *EXPORT, "--no-check"]) == 0
+    assert snapshot(target) == before and not (tmp_path / "m.bin").is_symlink()
+    assert (tmp_path / "m.xml.report.json").is_file() and leftovers(tmp_path) == []
+
+
+def test_a_portable_export_at_a_precision_leaves_other_files_alone(tmp_path):
+    """`export --portable --precision float16 --out m.onnx` wrote its float32 graph at m.fp32.onnx beside the
+    output and then deleted it: a user's own m.fp32.onnx (e.g. the float32 export made just before) was
+    overwritten, then removed. Every intermediate file now stays in the export's private folder."""
+    pytest.importorskip("onnxruntime")
+    mine = tmp_path / "m.fp32.onnx"
+    mine.write_bytes(b"the user's own float32 model")
+    before = snapshot(mine)
+    rc = cli(["export", "dinov2_vits14", "--to", "onnx", "--out", str(tmp_path / "m.onnx"), "--portable", "--precision",
+              "float16", *EXPORT, "--no-check"])
+    assert rc == 0 and snapshot(mine) == before
+    assert lists(tmp_path) == ["m.fp32.onnx", "m.onnx", "m.onnx.report.json"]
+
+
+@pytest.mark.parametrize("command", ["export-onnx", "export-openvino", "trace-safetensors", "trace-folder"])
+def test_porting_writers_on_a_full_disk_are_status_7_naming_the_file_and_leave_nothing(tmp_path, good, command):
+    """The porting commands under a file-size limit (EFBIG, as a full disk gives ENOSPC): status 7 naming the
+    file, no partial artifact, no side file (.bin), no report, no half a dump folder (raw files without their
+    manifest), no staging folder."""
+    if command.startswith("export"):
+        pytest.importorskip("openvino" if command.endswith("openvino") else "onnxruntime")
+    out = {"export-onnx": tmp_path / "m.onnx", "export-openvino": tmp_path / "m.xml",
+           "trace-safetensors": tmp_path / "t.safetensors", "trace-folder": tmp_path / "dump"}[command]
+    if command.startswith("export"):
+        argv = ["export", "dinov2_vits14", "--out", str(out), *EXPORT, "--no-check"]
+    else:
+        argv = ["trace", "dinov2_vits14", good[0], "--out", str(out), *TRACE]
+    r = run_limited(argv, fsize=8192, cwd=tmp_path)
+    assert r.returncode == errors.EXIT_IO, (r.returncode, r.stderr)
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("minidino: cannot write") and out.name in last and ".tmp" not in last, r.stderr
+    assert lists(tmp_path) == ["good"], lists(tmp_path)
+
+
 # ------------------------------------------------------------------ compare: every dump it reads is checked
 def _manifest(folder: Path, entries, raw: dict[str, bytes] | None = None) -> Path:
     folder.mkdir(exist_ok=True)
