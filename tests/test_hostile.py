@@ -2094,6 +2094,64 @@ def test_trace_out_a_symlink_to_a_file_elsewhere_replaces_the_link(tmp_path, goo
     assert "norm" in load_dump(out) and leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("case", ["out-is-weights", "bin-is-weights", "report-is-weights", "data-is-calibration",
+                                  "package-holds-weights", "package-is-another-folder"])
+def test_export_outputs_that_are_inputs_are_refused_before_the_work(tmp_path, good, case, monkeypatch, capsys):
+    """--weights at --out, at OpenVINO's .bin or at the report were refused already (kept here, per guarantee);
+    the --calibration images were not given to the planner at all (an image explicitly named m.onnx.data was
+    written over); `--to coreml --out P.mlpackage` removed an existing P.mlpackage whole (shutil.rmtree): a
+    --weights file inside it, or any folder of that name with the user's files (status 0), and its report and
+    lock were not planned. Refused now, status 2, before the model is built."""
+    no_port_work(monkeypatch)
+    args = {"out-is-weights": ("w.onnx", "w.onnx", []), "bin-is-weights": ("w.xml", "w.bin", []),
+            "report-is-weights": ("m.onnx", "m.onnx.report.json", []),
+            "data-is-calibration": ("m.onnx", "w.safetensors", ["--precision", "int8", "--calibration", "CALIB"]),
+            "package-holds-weights": ("p.mlpackage", "p.mlpackage/w.safetensors", []),
+            "package-is-another-folder": ("p.mlpackage", "w.safetensors", [])}
+    out, weights, extra = args[case]
+    (tmp_path / "p.mlpackage").mkdir()
+    (tmp_path / "p.mlpackage" / "notes.txt").write_text("not a CoreML package")
+    if case == "package-holds-weights":
+        (tmp_path / "p.mlpackage" / "Manifest.json").write_text("{}")  # a package, with the weights put inside
+    weights = tiny_weights(tmp_path / weights, **{}) if not weights.endswith(".json") else tmp_path / weights
+    if weights.suffix == ".json":
+        weights.write_text("{}")
+    calibration = tmp_path / "m.onnx.data"
+    calibration.write_bytes(Path(good[0]).read_bytes())
+    watched = [weights, calibration, tmp_path / "p.mlpackage" / "notes.txt"]
+    before = [snapshot(f) for f in watched]
+    listing = lists(tmp_path)
+    to = {".onnx": "onnx", ".xml": "openvino", ".mlpackage": "coreml"}[Path(out).suffix]
+    extra = [str(calibration) if a == "CALIB" else a for a in extra]
+    rc = cli(["export", "dinov2_vits14", "--to", to, "--out", str(tmp_path / out), *EXPORT, *extra,
+              "--weights", str(weights)])
+    err = capsys.readouterr().err
+    assert [snapshot(f) for f in watched] == before, "an input was written over"
+    assert rc == errors.EXIT_USAGE and len(err.strip().splitlines()) == 1, (rc, err)
+    assert ("not a CoreML package" if case == "package-is-another-folder" else "input") in err, err
+    assert lists(tmp_path) == listing
+
+
+def test_an_export_into_its_calibration_folder_reads_the_same_images_on_a_rerun(tmp_path):
+    """`export --out calib/m.onnx --calibration calib`: the outputs land in the folder the calibration is read
+    from. A rerun must calibrate on the same images (the artifact, its report and the lock are no images) and
+    leave every image as it was."""
+    pytest.importorskip("onnxruntime")
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    images = [png(calib / f"c{i}.png", seed=i) for i in range(2)]
+    before = [snapshot(f) for f in images]
+    argv = ["export", "dinov2_vits14", "--out", str(calib / "m.onnx"), "--precision", "int8", "--calibration", str(calib),
+            *EXPORT, "--no-check"]
+    notes = []
+    for _ in range(2):
+        assert cli(argv) == 0
+        notes.append(json.loads((calib / "m.onnx.report.json").read_text())["notes"])
+    assert notes[0] == notes[1] and any("calibrated on 2 batch" in n for n in notes[1]), notes
+    assert [snapshot(f) for f in images] == before
+    assert lists(calib) == ["c0.png", "c1.png", "m.onnx", "m.onnx.report.json"]
+
+
 def test_export_writes_through_no_link_at_a_side_file(tmp_path):
     """A link planted at OpenVINO's m.bin (the side file of --out m.xml) pointing outside: the victim keeps its
     bytes and m.bin becomes a file of its own."""
@@ -2138,6 +2196,56 @@ def test_porting_writers_on_a_full_disk_are_status_7_naming_the_file_and_leave_n
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("minidino: cannot write") and out.name in last and ".tmp" not in last, r.stderr
     assert lists(tmp_path) == ["good"], lists(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["empty-folder", "unreadable-images"])
+@pytest.mark.parametrize("command", ["export", "accuracy"])
+def test_a_calibration_without_images_is_refused_before_the_model_is_built(tmp_path, good, kind, command, monkeypatch,
+                                                                            capsys):
+    """An empty --calibration folder said 'none of the 0 images could be read' without naming the option."""
+    no_port_work(monkeypatch)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    if kind == "unreadable-images":
+        (calib / "a.png").write_bytes(b"")
+        (calib / "b.png").write_text("not an image")
+    argv = {"export": ["export", "dinov2_vits14", "--out", str(tmp_path / "m.onnx"), *EXPORT],
+            "accuracy": ["accuracy", "dinov2_vits14", good[0], "--to", "onnx", "--size", "28x28", "--weights", "random:0",
+                         *TINY]}[command]
+    rc = cli([*argv, "--precision", "int8", "--calibration", str(calib)])
+    err = capsys.readouterr().err
+    assert rc == errors.EXIT_USAGE and "--calibration" in err.strip().splitlines()[-1], (rc, err)
+    assert lists(tmp_path) == ["calib", "good"]
+
+
+@pytest.mark.parametrize("argv,extra", [
+    (["export", "dinov2_vits14", "--to", "openvino", "--out", "m.xml"], "openvino"),
+    (["export", "dinov2_vits14", "--to", "onnx", "--out", "m.onnx", "--precision", "int8-dynamic", "--no-check"],
+     "onnxruntime"),
+    (["accuracy", "dinov2_vits14", "IMG", "--to", "onnx", "--size", "28x28"], "onnxruntime"),
+    (["accuracy", "dinov2_vits14", "IMG", "--to", "openvino", "--precision", "int8-weights", "--size", "28x28"], "nncf"),
+], ids=["export-openvino", "export-onnx-int8-dynamic", "accuracy-onnx", "accuracy-openvino-int8-weights"])
+def test_a_missing_runtime_extra_is_one_line_naming_it_before_the_work(tmp_path, good, argv, extra, monkeypatch, capsys):
+    """accuracy checked no extra before building the model and reading the images; export checked onnx and the
+    runtime but not onnxruntime (its quantizer, float16 converter and the check) nor nncf: the artifact was
+    written, then 'No module named onnxruntime' (status 2 after the work, the output left behind)."""
+    no_port_work(monkeypatch)
+    monkeypatch.setitem(sys.modules, extra, None)  # `import extra` raises ImportError, as where it is not installed
+    argv = [good[0] if a == "IMG" else str(tmp_path / a) if a.startswith("m.") else a for a in argv]
+    rc = cli([*argv, "--weights", "random:0", *TINY])
+    err = capsys.readouterr().err.strip().splitlines()
+    pip = {"openvino": "openvino", "onnxruntime": "export", "nncf": "openvino"}[extra]
+    assert rc == errors.EXIT_USAGE and len(err) == 1 and f"pip install 'minidino[{pip}]'" in err[0], (rc, err)
+    assert lists(tmp_path) == ["good"]
+
+
+@pytest.mark.parametrize("argv", [["--to", "onnx", "--precision", "bfloat16"], ["--to", "coreml"],
+                                  ["--to", "executorch", "--precision", "int8-weights"]])
+def test_accuracy_refuses_what_the_runtime_does_not_offer_before_the_work(good, argv, monkeypatch, capsys):
+    no_port_work(monkeypatch)
+    rc = cli(["accuracy", "dinov2_vits14", good[0], *argv, "--weights", "random:0", *TINY])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == errors.EXIT_USAGE and len(err) == 1 and ("offers" in err[0] or "macOS" in err[0]), err
 
 
 # ------------------------------------------------------------------ compare: every dump it reads is checked
