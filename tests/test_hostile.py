@@ -43,7 +43,9 @@ from minidino.cli.inputs import display_name, expand_inputs, read_one
 from minidino.conformance import golden
 from minidino.heads.depth import Depther
 from minidino.heads.dinotxt import DinoTxt
+from minidino.models.backbone import VisionTransformerBase
 from minidino.models.dinov2 import DinoVisionTransformer
+from minidino.models.dinov3 import Dinov3VisionTransformer
 from minidino.utils import memory
 from minidino.weights import CheckpointError, load_weights
 from minidino.weights import download as hub
@@ -51,6 +53,9 @@ from minidino.weights import download as hub
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--config", "depth=1", "--config", "embed_dim=48", "--config", "num_heads=3", "--config", "ffn_hidden_dim=96"]
 RUN = ["--weights", "random:7", *TINY, "--size", "28", "--batch-size", "2", "-q"]
+# DINOv3 (RoPE, storage tokens, 16-pixel patches) gets the same guarantees: the tests below that take a
+# `family` run its tiny model too, the same 1-block, 48-wide one, at 32 px.
+V3 = ["--model", "dinov3_vits16"]
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 ORIGINAL_FORWARD_FEATURES = DinoVisionTransformer.forward_features
 
@@ -799,17 +804,23 @@ def test_unreadable_file_and_unlistable_folder_as_a_user_sees_them(tmp_path, mon
     assert str(f) in paths and failures == [(str(tmp_path / "locked"), "cannot list this folder (Permission denied)")]
 
 
-def test_a_model_or_batch_too_large_for_the_machine_is_refused_before_it_is_built(tmp_path, good, monkeypatch):
-    import minidino.cli.info as info
+def family_run(family: str) -> list[str]:
+    """RUN for the tiny model of a family (DINOv3's images at 32 px: two 16-pixel patches a side)."""
+    return RUN if family == "dinov2" else [*V3, *RUN[:-5], "--size", "32", *RUN[-3:]]
 
-    monkeypatch.setattr(DinoVisionTransformer, "forward_features", lambda *a, **k: pytest.fail("work started"))
+
+@pytest.mark.parametrize("family", ["dinov2", "dinov3"])
+def test_a_model_or_batch_too_large_for_the_machine_is_refused_before_it_is_built(tmp_path, good, family, monkeypatch):
+    """DINOv3's estimate is its own config's (RoPE, storage tokens, its MLP), made the same way, before the build."""
+    monkeypatch.setattr(VisionTransformerBase, "forward_features", lambda *a, **k: pytest.fail("work started"))
+    run = family_run(family)
     t0 = time.perf_counter()
     with pytest.raises(SystemExit, match="GiB available") as e:  # ~6.8 TB of weights: the kernel would kill the build
-        main(["embed", *good, "--out", str(tmp_path / "e.npz"), *RUN, "--config", "depth=1000000000"])
+        main(["embed", *good, "--out", str(tmp_path / "e.npz"), *run, "--config", "depth=1000000000"])
     assert e.value.code == errors.EXIT_RESOURCES and time.perf_counter() - t0 < 10
     monkeypatch.setattr(memory, "available_memory", lambda device: 50 * 2**20)  # a machine with 50 MiB free
     with pytest.raises(SystemExit, match="with --batch-size 100000") as e:
-        main(["embed", *good, "--out", str(tmp_path / "e.npz"), *RUN, "--batch-size", "100000"])
+        main(["embed", *good, "--out", str(tmp_path / "e.npz"), *run, "--batch-size", "100000"])
     assert e.value.code == errors.EXIT_RESOURCES
     assert sorted(os.listdir(tmp_path)) == ["good"]
 
@@ -1981,17 +1992,23 @@ def test_merge_checks_every_shard_against_its_metadata(shards, tmp_path, change,
 
 
 # ================================================================== J: non-finite results
-@pytest.mark.parametrize("command", ["embed", "similar", "pca", "attention", "depth", "zeroshot", "embed-text", "segment"])
-def test_non_finite_results_are_never_written_silently(tmp_path, good, command, capsys, monkeypatch, request):
+@pytest.mark.parametrize("command,family", [(c, "dinov2") for c in ("embed", "similar", "pca", "attention", "depth",
+                                                                     "zeroshot", "embed-text", "segment")]
+                         + [(c, "dinov3") for c in ("embed", "pca", "attention")])
+def test_non_finite_results_are_never_written_silently(tmp_path, good, command, family, capsys, monkeypatch, request):
     """A model that gives NaN (a diverged checkpoint, fp16 overflow, a bad config) made embed write NaN
     embeddings, zeroshot print 'nan%' and similar rank 'nan' cosines, all with status 0; depth crashed
-    in the preview (IndexError, status 70). Refuse, or warn on stderr with a non-zero status."""
+    in the preview (IndexError, status 70). Refuse, or warn on stderr with a non-zero status. DINOv3
+    models go through the same checks."""
     path = request.getfixturevalue("index")[0] if command == "similar" else None
     vocab = text_ready() if command in ("zeroshot", "embed-text", "segment") else None
+    vit = DinoVisionTransformer if family == "dinov2" else Dinov3VisionTransformer
+    run = family_run(family)
+    pic = PIC if family == "dinov2" else [*V3, *PIC[:-1], "32"]
     if command in ("embed", "similar", "pca"):
-        nan_method(DinoVisionTransformer, "forward_features", monkeypatch)
+        nan_method(vit, "forward_features", monkeypatch)
     elif command == "attention":
-        nan_method(DinoVisionTransformer, "get_attention_maps", monkeypatch)
+        nan_method(vit, "get_attention_maps", monkeypatch)
     elif command == "depth":
         nan_method(Depther, "forward", monkeypatch)
     elif command == "zeroshot":
@@ -2000,10 +2017,10 @@ def test_non_finite_results_are_never_written_silently(tmp_path, good, command, 
         nan_method(DinoTxt, "encode_text", monkeypatch)
     else:
         nan_method(DinoTxt, "get_visual_class_and_patch_tokens", monkeypatch)
-    argv = {"embed": ["embed", *good, "--out", str(tmp_path / "e.npz"), *RUN],
+    argv = {"embed": ["embed", *good, "--out", str(tmp_path / "e.npz"), *run],
             "similar": ["similar", str(png(tmp_path / "q.png", seed=4)), str(path)],
-            "pca": ["pca", good[0], "-o", str(tmp_path / "p.png"), *PIC],
-            "attention": ["attention", good[0], "-o", str(tmp_path / "a.png"), *PIC],
+            "pca": ["pca", good[0], "-o", str(tmp_path / "p.png"), *pic],
+            "attention": ["attention", good[0], "-o", str(tmp_path / "a.png"), *pic],
             "depth": ["depth", good[0], "--out", str(tmp_path / "maps"), *DEPTH],
             "zeroshot": ["zeroshot", good[0], "--labels", "a,b", "--size", "28", "--vocab", vocab, *TXT],
             "embed-text": ["embed-text", "a cat", "--out", str(tmp_path / "t.npz"), "--vocab", vocab, *TXT],
@@ -2403,3 +2420,36 @@ def test_compare_checks_its_tolerances(tmp_path, option, capsys):
     np.savez(ref, a=np.ones(4, np.float32))
     rc = cli(["compare", str(ref), str(ref), *option])
     assert rc == errors.EXIT_USAGE and option[0] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["dinov2", "dinov3"])
+@pytest.mark.parametrize("command", ["trace", "export", "accuracy"])
+def test_porting_commands_check_the_memory_before_building(tmp_path, good, command, family, monkeypatch):
+    """The porting commands estimate the memory of their model from its config, DINOv3's included, before
+    anything is built (status 6, nothing written)."""
+    no_port_work(monkeypatch)
+    name = "dinov2_vits14" if family == "dinov2" else "dinov3_vits16"
+    size = "28x28" if family == "dinov2" else "32x32"
+    argv = {"trace": ["trace", name, good[0], "--out", str(tmp_path / "t.npz"), "--size", size],
+            "export": ["export", name, "--out", str(tmp_path / "m.onnx"), "--static", size],
+            "accuracy": ["accuracy", name, good[0], "--to", "onnx", "--size", size]}[command]
+    t0 = time.perf_counter()
+    rc = cli([*argv, "--weights", "random:0", *TINY, "--config", "depth=1000000000"])
+    assert rc == errors.EXIT_RESOURCES and time.perf_counter() - t0 < 10
+    assert lists(tmp_path) == ["good"]
+
+
+@pytest.mark.parametrize("family", ["dinov2", "dinov3"])
+def test_a_trace_that_is_not_finite_is_not_written(tmp_path, good, family, monkeypatch, capsys):
+    """`trace` wrote NaN tensors as the reference (status 0): every port then 'failed' at the first tensor, or a
+    NaN reference let `compare` pass nothing. Status 3, nothing written, for DINOv3 as for DINOv2."""
+    import minidino.conformance.trace as tracing
+
+    original = tracing.trace_model
+    monkeypatch.setattr(tracing, "trace_model", lambda *a, **k: nan_like(original(*a, **k)))
+    name, size = ("dinov2_vits14", "28x28") if family == "dinov2" else ("dinov3_vits16", "32x32")
+    rc = cli(["trace", name, good[0], "--out", str(tmp_path / "t.safetensors"), "--weights", "random:0", *TINY,
+              "--size", size])
+    err = capsys.readouterr().err
+    assert rc == errors.EXIT_WEIGHTS and "NaN" in err, (rc, err)
+    assert lists(tmp_path) == ["good"]
