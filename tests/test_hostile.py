@@ -1038,6 +1038,7 @@ def test_a_failed_onnx_export_leaves_no_file(tmp_path, monkeypatch):
 #     H  config values out of range
 #     I  index and shard metadata checked against the tensors
 #     J  non-finite results are never written silently
+#     K  the porting commands: export, accuracy, trace, compare (outputs, write failures, dumps, extras)
 #
 # Models are 1-block, 48-wide (or the tiny dino.txt above) with RANDOM weights, images are tiny; the
 # write-failure cases run the command under a file-size limit (RLIMIT_FSIZE), the unbounded-read cases
