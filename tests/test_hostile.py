@@ -43,7 +43,9 @@ from minidino.cli.inputs import display_name, expand_inputs, read_one
 from minidino.conformance import golden
 from minidino.heads.depth import Depther
 from minidino.heads.dinotxt import DinoTxt
+from minidino.models.backbone import VisionTransformerBase
 from minidino.models.dinov2 import DinoVisionTransformer
+from minidino.models.dinov3 import Dinov3VisionTransformer
 from minidino.utils import memory
 from minidino.weights import CheckpointError, load_weights
 from minidino.weights import download as hub
@@ -51,6 +53,9 @@ from minidino.weights import download as hub
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--config", "depth=1", "--config", "embed_dim=48", "--config", "num_heads=3", "--config", "ffn_hidden_dim=96"]
 RUN = ["--weights", "random:7", *TINY, "--size", "28", "--batch-size", "2", "-q"]
+# DINOv3 (RoPE, storage tokens, 16-pixel patches) gets the same guarantees: the tests below that take a
+# `family` run its tiny model too, the same 1-block, 48-wide one, at 32 px.
+V3 = ["--model", "dinov3_vits16"]
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 ORIGINAL_FORWARD_FEATURES = DinoVisionTransformer.forward_features
 
@@ -799,17 +804,23 @@ def test_unreadable_file_and_unlistable_folder_as_a_user_sees_them(tmp_path, mon
     assert str(f) in paths and failures == [(str(tmp_path / "locked"), "cannot list this folder (Permission denied)")]
 
 
-def test_a_model_or_batch_too_large_for_the_machine_is_refused_before_it_is_built(tmp_path, good, monkeypatch):
-    import minidino.cli.info as info
+def family_run(family: str) -> list[str]:
+    """RUN for the tiny model of a family (DINOv3's images at 32 px: two 16-pixel patches a side)."""
+    return RUN if family == "dinov2" else [*V3, *RUN[:-5], "--size", "32", *RUN[-3:]]
 
-    monkeypatch.setattr(DinoVisionTransformer, "forward_features", lambda *a, **k: pytest.fail("work started"))
+
+@pytest.mark.parametrize("family", ["dinov2", "dinov3"])
+def test_a_model_or_batch_too_large_for_the_machine_is_refused_before_it_is_built(tmp_path, good, family, monkeypatch):
+    """DINOv3's estimate is its own config's (RoPE, storage tokens, its MLP), made the same way, before the build."""
+    monkeypatch.setattr(VisionTransformerBase, "forward_features", lambda *a, **k: pytest.fail("work started"))
+    run = family_run(family)
     t0 = time.perf_counter()
     with pytest.raises(SystemExit, match="GiB available") as e:  # ~6.8 TB of weights: the kernel would kill the build
-        main(["embed", *good, "--out", str(tmp_path / "e.npz"), *RUN, "--config", "depth=1000000000"])
+        main(["embed", *good, "--out", str(tmp_path / "e.npz"), *run, "--config", "depth=1000000000"])
     assert e.value.code == errors.EXIT_RESOURCES and time.perf_counter() - t0 < 10
     monkeypatch.setattr(memory, "available_memory", lambda device: 50 * 2**20)  # a machine with 50 MiB free
     with pytest.raises(SystemExit, match="with --batch-size 100000") as e:
-        main(["embed", *good, "--out", str(tmp_path / "e.npz"), *RUN, "--batch-size", "100000"])
+        main(["embed", *good, "--out", str(tmp_path / "e.npz"), *run, "--batch-size", "100000"])
     assert e.value.code == errors.EXIT_RESOURCES
     assert sorted(os.listdir(tmp_path)) == ["good"]
 
@@ -1027,6 +1038,7 @@ def test_a_failed_onnx_export_leaves_no_file(tmp_path, monkeypatch):
 #     H  config values out of range
 #     I  index and shard metadata checked against the tensors
 #     J  non-finite results are never written silently
+#     K  the porting commands: export, accuracy, trace, compare (outputs, write failures, dumps, extras)
 #
 # Models are 1-block, 48-wide (or the tiny dino.txt above) with RANDOM weights, images are tiny; the
 # write-failure cases run the command under a file-size limit (RLIMIT_FSIZE), the unbounded-read cases
@@ -1981,17 +1993,23 @@ def test_merge_checks_every_shard_against_its_metadata(shards, tmp_path, change,
 
 
 # ================================================================== J: non-finite results
-@pytest.mark.parametrize("command", ["embed", "similar", "pca", "attention", "depth", "zeroshot", "embed-text", "segment"])
-def test_non_finite_results_are_never_written_silently(tmp_path, good, command, capsys, monkeypatch, request):
+@pytest.mark.parametrize("command,family", [(c, "dinov2") for c in ("embed", "similar", "pca", "attention", "depth",
+                                                                     "zeroshot", "embed-text", "segment")]
+                         + [(c, "dinov3") for c in ("embed", "pca", "attention")])
+def test_non_finite_results_are_never_written_silently(tmp_path, good, command, family, capsys, monkeypatch, request):
     """A model that gives NaN (a diverged checkpoint, fp16 overflow, a bad config) made embed write NaN
     embeddings, zeroshot print 'nan%' and similar rank 'nan' cosines, all with status 0; depth crashed
-    in the preview (IndexError, status 70). Refuse, or warn on stderr with a non-zero status."""
+    in the preview (IndexError, status 70). Refuse, or warn on stderr with a non-zero status. DINOv3
+    models go through the same checks."""
     path = request.getfixturevalue("index")[0] if command == "similar" else None
     vocab = text_ready() if command in ("zeroshot", "embed-text", "segment") else None
+    vit = DinoVisionTransformer if family == "dinov2" else Dinov3VisionTransformer
+    run = family_run(family)
+    pic = PIC if family == "dinov2" else [*V3, *PIC[:-1], "32"]
     if command in ("embed", "similar", "pca"):
-        nan_method(DinoVisionTransformer, "forward_features", monkeypatch)
+        nan_method(vit, "forward_features", monkeypatch)
     elif command == "attention":
-        nan_method(DinoVisionTransformer, "get_attention_maps", monkeypatch)
+        nan_method(vit, "get_attention_maps", monkeypatch)
     elif command == "depth":
         nan_method(Depther, "forward", monkeypatch)
     elif command == "zeroshot":
@@ -2000,10 +2018,10 @@ def test_non_finite_results_are_never_written_silently(tmp_path, good, command, 
         nan_method(DinoTxt, "encode_text", monkeypatch)
     else:
         nan_method(DinoTxt, "get_visual_class_and_patch_tokens", monkeypatch)
-    argv = {"embed": ["embed", *good, "--out", str(tmp_path / "e.npz"), *RUN],
+    argv = {"embed": ["embed", *good, "--out", str(tmp_path / "e.npz"), *run],
             "similar": ["similar", str(png(tmp_path / "q.png", seed=4)), str(path)],
-            "pca": ["pca", good[0], "-o", str(tmp_path / "p.png"), *PIC],
-            "attention": ["attention", good[0], "-o", str(tmp_path / "a.png"), *PIC],
+            "pca": ["pca", good[0], "-o", str(tmp_path / "p.png"), *pic],
+            "attention": ["attention", good[0], "-o", str(tmp_path / "a.png"), *pic],
             "depth": ["depth", good[0], "--out", str(tmp_path / "maps"), *DEPTH],
             "zeroshot": ["zeroshot", good[0], "--labels", "a,b", "--size", "28", "--vocab", vocab, *TXT],
             "embed-text": ["embed-text", "a cat", "--out", str(tmp_path / "t.npz"), "--vocab", vocab, *TXT],
@@ -2013,3 +2031,426 @@ def test_non_finite_results_are_never_written_silently(tmp_path, good, command, 
     err = capsys.readouterr().err
     assert rc not in (errors.EXIT_OK, errors.EXIT_INTERNAL), (rc, err)
     assert "NaN" in err or "finite" in err, err
+
+
+# ================================================================== K: the porting commands (export, accuracy, trace, compare)
+# The same guarantees for the commands that landed after issue 20: every file they write (the artifact,
+# .onnx.data, OpenVINO's .bin, NAME.report.json, a trace's raw files and manifest.json, the lock) is planned
+# against every file they read (IMAGE, --weights, --calibration) before the work; a write failure is status 7
+# naming the file and leaves nothing; every dump `compare` reads is checked (one line, status 2; a port's
+# non-finite tensor is status 8); a missing runtime extra is one line naming it, before the work.
+TRACE = ["--weights", "random:0", *TINY, "--size", "28x28"]
+EXPORT = ["--weights", "random:0", *TINY, "--static", "28x28"]
+
+
+def no_port_work(monkeypatch):
+    """Fail the test if export, accuracy or trace builds its model: the refusal must come before any work."""
+    import minidino.cli.accuracy as accuracy
+    import minidino.cli.export as export
+    import minidino.cli.trace as trace
+
+    for module in (accuracy, export, trace):
+        monkeypatch.setattr(module, "build_model", lambda *a, **k: pytest.fail("work started: the model was built"))
+
+
+def lists(folder: Path) -> list[str]:
+    return sorted(os.listdir(folder))
+
+
+@pytest.mark.parametrize("case", ["image", "weights", "link-to-weights", "weights-in-the-folder"])
+def test_trace_out_that_is_an_input_is_refused_before_the_work(tmp_path, good, case, monkeypatch, capsys):
+    """`trace MODEL IMG --out W.safetensors --weights W.safetensors` replaced the checkpoint with the trace
+    (check_output was given no inputs); an image called x.npz (Pillow reads it by its bytes) was replaced by
+    its own trace; --out DIR wrote its raw files over a --weights file of the same name in DIR."""
+    no_port_work(monkeypatch)
+    weights = tiny_weights(tmp_path / "w.safetensors")
+    image = tmp_path / "img.npz"
+    image.write_bytes(Path(good[0]).read_bytes())
+    argv = ["trace", "dinov2_vits14", str(image), *TRACE]
+    if case == "image":
+        out, watched = image, image
+    elif case == "weights":
+        out, watched = weights, weights
+    elif case == "link-to-weights":
+        out, watched = tmp_path / "t.safetensors", weights
+        out.symlink_to(weights)
+    else:
+        (tmp_path / "d").mkdir()
+        watched = out = tmp_path / "d"
+        watched = tiny_weights(out / "norm.f32")  # the file the dump's tensor `norm` goes to
+    argv[argv.index("random:0")] = str(watched if case != "image" else weights)
+    before, listing = snapshot(watched), lists(tmp_path)
+    rc = cli([*argv, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert snapshot(watched) == before, "an input was written over"
+    assert rc == errors.EXIT_USAGE and "also an input" in err and len(err.strip().splitlines()) == 1, (rc, err)
+    assert lists(tmp_path) == listing
+
+
+def test_trace_out_that_is_no_dump_name_is_refused_before_the_work(tmp_path, good, monkeypatch, capsys):
+    """`trace ... --out t.pt` ran the forward pass, then failed in save_dump ('a dump is a .safetensors file...'),
+    after the work; --out naming an existing image file (`--out photo.png`) likewise."""
+    no_port_work(monkeypatch)
+    (tmp_path / "d.npz").mkdir()
+    for out, word in ((tmp_path / "t.pt", "a dump is"), (Path(good[0]), "a dump is"), (tmp_path / "d.npz", "is a folder")):
+        before = lists(tmp_path)
+        rc = cli(["trace", "dinov2_vits14", good[0], "--out", str(out), *TRACE])
+        assert rc == errors.EXIT_USAGE and word in capsys.readouterr().err
+        assert lists(tmp_path) == before
+
+
+def test_trace_out_a_symlink_to_a_file_elsewhere_replaces_the_link(tmp_path, good):
+    """A link at --out pointing to a file outside: the trace replaces the link, never writes through it."""
+    target = victim(tmp_path)
+    before = snapshot(target)
+    out = tmp_path / "t.safetensors"
+    out.symlink_to(target)
+    assert cli(["trace", "dinov2_vits14", good[0], "--out", str(out), *TRACE]) == 0
+    assert snapshot(target) == before and not out.is_symlink()
+    from minidino.conformance.dumps import load_dump
+
+    assert "norm" in load_dump(out) and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("case", ["out-is-weights", "bin-is-weights", "report-is-weights", "data-is-calibration",
+                                  "package-holds-weights", "package-is-another-folder"])
+def test_export_outputs_that_are_inputs_are_refused_before_the_work(tmp_path, good, case, monkeypatch, capsys):
+    """--weights at --out, at OpenVINO's .bin or at the report were refused already (kept here, per guarantee);
+    the --calibration images were not given to the planner at all (an image explicitly named m.onnx.data was
+    written over); `--to coreml --out P.mlpackage` removed an existing P.mlpackage whole (shutil.rmtree): a
+    --weights file inside it, or any folder of that name with the user's files (status 0), and its report and
+    lock were not planned. Refused now, status 2, before the model is built."""
+    no_port_work(monkeypatch)
+    args = {"out-is-weights": ("w.onnx", "w.onnx", []), "bin-is-weights": ("w.xml", "w.bin", []),
+            "report-is-weights": ("m.onnx", "m.onnx.report.json", []),
+            "data-is-calibration": ("m.onnx", "w.safetensors", ["--precision", "int8", "--calibration", "CALIB"]),
+            "package-holds-weights": ("p.mlpackage", "p.mlpackage/w.safetensors", []),
+            "package-is-another-folder": ("p.mlpackage", "w.safetensors", [])}
+    out, weights, extra = args[case]
+    (tmp_path / "p.mlpackage").mkdir()
+    (tmp_path / "p.mlpackage" / "notes.txt").write_text("not a CoreML package")
+    if case == "package-holds-weights":
+        (tmp_path / "p.mlpackage" / "Manifest.json").write_text("{}")  # a package, with the weights put inside
+    weights = tiny_weights(tmp_path / weights, **{}) if not weights.endswith(".json") else tmp_path / weights
+    if weights.suffix == ".json":
+        weights.write_text("{}")
+    calibration = tmp_path / "m.onnx.data"
+    calibration.write_bytes(Path(good[0]).read_bytes())
+    watched = [weights, calibration, tmp_path / "p.mlpackage" / "notes.txt"]
+    before = [snapshot(f) for f in watched]
+    listing = lists(tmp_path)
+    to = {".onnx": "onnx", ".xml": "openvino", ".mlpackage": "coreml"}[Path(out).suffix]
+    extra = [str(calibration) if a == "CALIB" else a for a in extra]
+    rc = cli(["export", "dinov2_vits14", "--to", to, "--out", str(tmp_path / out), *EXPORT, *extra,
+              "--weights", str(weights)])
+    err = capsys.readouterr().err
+    assert [snapshot(f) for f in watched] == before, "an input was written over"
+    assert rc == errors.EXIT_USAGE and len(err.strip().splitlines()) == 1, (rc, err)
+    assert ("not a CoreML package" if case == "package-is-another-folder" else "input") in err, err
+    assert lists(tmp_path) == listing
+
+
+def test_an_export_into_its_calibration_folder_reads_the_same_images_on_a_rerun(tmp_path):
+    """`export --out calib/m.onnx --calibration calib`: the outputs land in the folder the calibration is read
+    from. A rerun must calibrate on the same images (the artifact, its report and the lock are no images) and
+    leave every image as it was."""
+    pytest.importorskip("onnxruntime")
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    images = [png(calib / f"c{i}.png", seed=i) for i in range(2)]
+    before = [snapshot(f) for f in images]
+    argv = ["export", "dinov2_vits14", "--out", str(calib / "m.onnx"), "--precision", "int8", "--calibration", str(calib),
+            *EXPORT, "--no-check"]
+    notes = []
+    for _ in range(2):
+        assert cli(argv) == 0
+        notes.append(json.loads((calib / "m.onnx.report.json").read_text())["notes"])
+    assert notes[0] == notes[1] and any("calibrated on 2 batch" in n for n in notes[1]), notes
+    assert [snapshot(f) for f in images] == before
+    assert lists(calib) == ["c0.png", "c1.png", "m.onnx", "m.onnx.report.json"]
+
+
+def test_export_writes_through_no_link_at_a_side_file(tmp_path):
+    """A link planted at OpenVINO's m.bin (the side file of --out m.xml) pointing outside: the victim keeps its
+    bytes and m.bin becomes a file of its own."""
+    pytest.importorskip("openvino")
+    target = victim(tmp_path)
+    before = snapshot(target)
+    (tmp_path / "m.bin").symlink_to(target)
+    assert cli(["export", "dinov2_vits14", "--to", "openvino", "--out", str(tmp_path / "m.xml"), *EXPORT, "--no-check"]) == 0
+    assert snapshot(target) == before and not (tmp_path / "m.bin").is_symlink()
+    assert (tmp_path / "m.xml.report.json").is_file() and leftovers(tmp_path) == []
+
+
+def test_a_portable_export_at_a_precision_leaves_other_files_alone(tmp_path):
+    """`export --portable --precision float16 --out m.onnx` wrote its float32 graph at m.fp32.onnx beside the
+    output and then deleted it: a user's own m.fp32.onnx (e.g. the float32 export made just before) was
+    overwritten, then removed. Every intermediate file now stays in the export's private folder."""
+    pytest.importorskip("onnxruntime")
+    mine = tmp_path / "m.fp32.onnx"
+    mine.write_bytes(b"the user's own float32 model")
+    before = snapshot(mine)
+    rc = cli(["export", "dinov2_vits14", "--to", "onnx", "--out", str(tmp_path / "m.onnx"), "--portable", "--precision",
+              "float16", *EXPORT, "--no-check"])
+    assert rc == 0 and snapshot(mine) == before
+    assert lists(tmp_path) == ["m.fp32.onnx", "m.onnx", "m.onnx.report.json"]
+
+
+@pytest.mark.parametrize("command", ["export-onnx", "export-openvino", "trace-safetensors", "trace-folder"])
+def test_porting_writers_on_a_full_disk_are_status_7_naming_the_file_and_leave_nothing(tmp_path, good, command):
+    """The porting commands under a file-size limit (EFBIG, as a full disk gives ENOSPC): status 7 naming the
+    file, no partial artifact, no side file (.bin), no report, no half a dump folder (raw files without their
+    manifest), no staging folder."""
+    if command.startswith("export"):
+        pytest.importorskip("openvino" if command.endswith("openvino") else "onnxruntime")
+    out = {"export-onnx": tmp_path / "m.onnx", "export-openvino": tmp_path / "m.xml",
+           "trace-safetensors": tmp_path / "t.safetensors", "trace-folder": tmp_path / "dump"}[command]
+    if command.startswith("export"):
+        argv = ["export", "dinov2_vits14", "--out", str(out), *EXPORT, "--no-check"]
+    else:
+        argv = ["trace", "dinov2_vits14", good[0], "--out", str(out), *TRACE]
+    r = run_limited(argv, fsize=8192, cwd=tmp_path)
+    assert r.returncode == errors.EXIT_IO, (r.returncode, r.stderr)
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("minidino: cannot write") and out.name in last and ".tmp" not in last, r.stderr
+    assert lists(tmp_path) == ["good"], lists(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["empty-folder", "unreadable-images"])
+@pytest.mark.parametrize("command", ["export", "accuracy"])
+def test_a_calibration_without_images_is_refused_before_the_model_is_built(tmp_path, good, kind, command, monkeypatch,
+                                                                            capsys):
+    """An empty --calibration folder said 'none of the 0 images could be read' without naming the option."""
+    no_port_work(monkeypatch)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    if kind == "unreadable-images":
+        (calib / "a.png").write_bytes(b"")
+        (calib / "b.png").write_text("not an image")
+    argv = {"export": ["export", "dinov2_vits14", "--out", str(tmp_path / "m.onnx"), *EXPORT],
+            "accuracy": ["accuracy", "dinov2_vits14", good[0], "--to", "onnx", "--size", "28x28", "--weights", "random:0",
+                         *TINY]}[command]
+    rc = cli([*argv, "--precision", "int8", "--calibration", str(calib)])
+    err = capsys.readouterr().err
+    assert rc == errors.EXIT_USAGE and "--calibration" in err.strip().splitlines()[-1], (rc, err)
+    assert lists(tmp_path) == ["calib", "good"]
+
+
+@pytest.mark.parametrize("argv,extra", [
+    (["export", "dinov2_vits14", "--to", "openvino", "--out", "m.xml"], "openvino"),
+    (["export", "dinov2_vits14", "--to", "onnx", "--out", "m.onnx", "--precision", "int8-dynamic", "--no-check"],
+     "onnxruntime"),
+    (["accuracy", "dinov2_vits14", "IMG", "--to", "onnx", "--size", "28x28"], "onnxruntime"),
+    (["accuracy", "dinov2_vits14", "IMG", "--to", "openvino", "--precision", "int8-weights", "--size", "28x28"], "nncf"),
+], ids=["export-openvino", "export-onnx-int8-dynamic", "accuracy-onnx", "accuracy-openvino-int8-weights"])
+def test_a_missing_runtime_extra_is_one_line_naming_it_before_the_work(tmp_path, good, argv, extra, monkeypatch, capsys):
+    """accuracy checked no extra before building the model and reading the images; export checked onnx and the
+    runtime but not onnxruntime (its quantizer, float16 converter and the check) nor nncf: the artifact was
+    written, then 'No module named onnxruntime' (status 2 after the work, the output left behind)."""
+    no_port_work(monkeypatch)
+    monkeypatch.setitem(sys.modules, extra, None)  # `import extra` raises ImportError, as where it is not installed
+    argv = [good[0] if a == "IMG" else str(tmp_path / a) if a.startswith("m.") else a for a in argv]
+    rc = cli([*argv, "--weights", "random:0", *TINY])
+    err = capsys.readouterr().err.strip().splitlines()
+    pip = {"openvino": "openvino", "onnxruntime": "export", "nncf": "openvino"}[extra]
+    assert rc == errors.EXIT_USAGE and len(err) == 1 and f"pip install 'minidino[{pip}]'" in err[0], (rc, err)
+    assert lists(tmp_path) == ["good"]
+
+
+@pytest.mark.parametrize("argv", [["--to", "onnx", "--precision", "bfloat16"], ["--to", "coreml"],
+                                  ["--to", "executorch", "--precision", "int8-weights"]])
+def test_accuracy_refuses_what_the_runtime_does_not_offer_before_the_work(good, argv, monkeypatch, capsys):
+    no_port_work(monkeypatch)
+    rc = cli(["accuracy", "dinov2_vits14", good[0], *argv, "--weights", "random:0", *TINY])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == errors.EXIT_USAGE and len(err) == 1 and ("offers" in err[0] or "macOS" in err[0]), err
+
+
+# ------------------------------------------------------------------ compare: every dump it reads is checked
+def _manifest(folder: Path, entries, raw: dict[str, bytes] | None = None) -> Path:
+    folder.mkdir(exist_ok=True)
+    for name, data in (raw or {}).items():
+        (folder / name).write_bytes(data)
+    (folder / "manifest.json").write_text(json.dumps({"format": "minidino-dump", "version": 1, "tensors": entries}))
+    return folder
+
+
+def hostile_dump(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    """A dump `compare` must refuse (status 2) and a word its one line must hold."""
+    f4 = np.ones(4, "<f4").tobytes()
+    entry = {"name": "a", "file": "a.f32", "shape": [4]}
+    d = tmp_path / "port"
+    if kind == "manifest-not-json":
+        d.mkdir()
+        (d / "manifest.json").write_text("{not json")
+        return d, "not JSON"
+    if kind == "manifest-huge":
+        d.mkdir()
+        with open(d / "manifest.json", "wb") as h:
+            h.truncate(20 * 2**30)  # sparse: 20 GB that read_text() would try to hold
+        return d, "more than the limit"
+    if kind == "manifest-a-list":
+        d.mkdir()
+        (d / "manifest.json").write_text("[1, 2]")
+        return d, "no list of tensors"
+    if kind == "manifest-deep":
+        d.mkdir()
+        (d / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+        return d, "not JSON"
+    if kind == "traversal":
+        victim(tmp_path, "x")
+        return _manifest(d, [dict(entry, file="../outside/x")]), "outside the dump folder"
+    if kind == "absolute":
+        return _manifest(d, [dict(entry, file="/etc/hostname")]), "outside the dump folder"
+    if kind == "link-outside":
+        d.mkdir()
+        (tmp_path / "far.f32").write_bytes(f4)
+        (d / "a.f32").symlink_to(tmp_path / "far.f32")
+        return _manifest(d, [entry]), "outside the dump folder"
+    if kind == "fifo":
+        d.mkdir()
+        os.mkfifo(d / "a.f32")
+        return _manifest(d, [entry]), "FIFO"
+    if kind == "size-mismatch":
+        return _manifest(d, [dict(entry, shape=[5])], {"a.f32": f4}), "bytes, but shape"
+    if kind == "shape-a-string":
+        return _manifest(d, [dict(entry, shape="4")], {"a.f32": f4}), "shape"
+    if kind == "name-twice":
+        return _manifest(d, [entry, entry], {"a.f32": f4}), "named twice"
+    if kind == "npz-pickle":
+        f = tmp_path / "port.npz"
+        np.savez(f, a=np.array([{"x": 1}], dtype=object))  # loading it with pickles allowed would run its code
+        return f, "pickle"
+    if kind == "npz-int":
+        f = tmp_path / "port.npz"
+        np.savez(f, a=np.arange(4))
+        return f, "int64"
+    if kind == "npz-numeric-strings":
+        f = tmp_path / "port.npz"
+        np.savez(f, a=np.array(["1.0", "2.0", "3.0", "4.0"]))  # converted silently to floats before
+        return f, "floating-point"
+    if kind == "npz-truncated":
+        f = tmp_path / "port.npz"
+        np.savez(f, a=np.ones(4))
+        f.write_bytes(f.read_bytes()[:60])
+        return f, "not a readable .npz"
+    if kind == "npz-is-npy":
+        f = tmp_path / "port.npz"
+        with open(f, "wb") as h:
+            np.save(h, np.ones(4))
+        return f, "not an .npz archive"
+    if kind == "npz-fifo":
+        f = tmp_path / "port.npz"
+        os.mkfifo(f)
+        return f, "FIFO"
+    if kind == "safetensors-garbage":
+        f = tmp_path / "port.safetensors"
+        f.write_bytes(b"\xff" * 64)
+        return f, "not a readable safetensors"
+    if kind == "safetensors-int":
+        from safetensors.numpy import save_file
+
+        f = tmp_path / "port.safetensors"
+        save_file({"a": np.arange(4, dtype=np.int32)}, str(f))
+        return f, "I32"
+    from safetensors.numpy import save_file  # safetensors-bad-order
+
+    f = tmp_path / "port.safetensors"
+    save_file({"a": np.ones(4, np.float32)}, str(f), metadata={"order": "{\"a\": 1}"})
+    return f, "order"
+
+
+@pytest.mark.parametrize("kind", ["manifest-not-json", "manifest-huge", "manifest-a-list", "manifest-deep", "traversal",
+                                  "absolute", "link-outside", "fifo", "size-mismatch", "shape-a-string", "name-twice",
+                                  "npz-pickle", "npz-int", "npz-numeric-strings", "npz-truncated", "npz-is-npy",
+                                  "npz-fifo", "safetensors-garbage", "safetensors-int", "safetensors-bad-order"])
+def test_compare_refuses_a_bad_dump_in_one_line(tmp_path, kind, capsys):
+    """What a broken or hostile port can hand `compare`. Before: manifest.json was read whole (a sparse 20 GB
+    one: MemoryError, status 6) and a nesting 100000 deep was a RecursionError (status 70); a manifest naming
+    '../outside/x' or '/etc/hostname' read those files, and a link out of the folder was followed (status 0);
+    a FIFO was called 'missing'; a shape "4" was read as [4] and a name given twice kept its last tensor (status
+    0); integer tensors and strings that look like numbers were converted to float (status 8, 'the port
+    differs'); a truncated .npz (BadZipFile) and a safetensors file of garbage (SafetensorError) were internal
+    errors (status 70); an .npy named .npz said "'numpy.ndarray' object does not support the context manager
+    protocol" without naming the file; a FIFO named port.npz blocked for ever; a metadata 'order' that is no
+    list was used as one. Each is now one line naming the file and the problem, status 2; nothing is unpickled."""
+    if "fifo" in kind and not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this OS")
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, a=np.ones(4, np.float32))
+    port, word = hostile_dump(tmp_path, kind)
+    r = run_limited(["compare", str(ref), str(port)], memory=2**30, timeout=15, cwd=tmp_path)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == errors.EXIT_USAGE, (r.returncode, r.stderr)
+    assert len(err) == 1 and err[0].startswith("minidino compare: PORT") and word in err[0], err
+
+
+@pytest.mark.parametrize("where", ["port", "reference"])
+def test_compare_with_non_finite_values(tmp_path, where, capsys):
+    """A port's NaN failed with 'over' and a 'nan' figure, nothing saying why; a reference holding NaN or inf was
+    compared as if it were one (inf against inf passed a --min-cosine check). A port's non-finite tensor is the
+    first failure, named with what it holds (status 8); a reference that is not finite is refused (status 2)."""
+    good_values = np.ones(4, np.float32)
+    bad = np.array([1.0, np.nan, np.inf, 4.0], np.float32)
+    ref, port = tmp_path / "ref.npz", tmp_path / "port.npz"
+    np.savez(ref, a=np.ones(4, np.float32), b=good_values if where == "port" else bad)
+    np.savez(port, a=np.ones(4, np.float32), b=bad if where == "port" else good_values)
+    rc = cli(["compare", str(ref), str(port)])
+    out, err = capsys.readouterr()
+    if where == "port":
+        assert rc == errors.EXIT_MISMATCH and "FIRST FAILURE: b" in out and "NaN" in out, (rc, out, err)
+    else:
+        assert rc == errors.EXIT_USAGE and "REFERENCE" in err and "NaN" in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_names_shape_mismatches_and_names_on_one_side_only(tmp_path, capsys):
+    """Names only in the port were dropped without a word; a shape mismatch is a failure (status 8)."""
+    ref, port = tmp_path / "ref.npz", tmp_path / "port.npz"
+    np.savez(ref, a=np.ones(4, np.float32), b=np.ones((2, 3), np.float32), c=np.ones(1, np.float32))
+    np.savez(port, a=np.ones(4, np.float32), b=np.ones((3, 2), np.float32), extra=np.ones(1, np.float32))
+    rc = cli(["compare", str(ref), str(port)])
+    out = capsys.readouterr().out
+    assert rc == errors.EXIT_MISMATCH and "FIRST FAILURE: b (shape" in out
+    assert "c" in out and "missing" in out and "not in the reference: extra" in out, out
+
+
+@pytest.mark.parametrize("option", [["--tol", "nan"], ["--tol", "-1"], ["--min-cosine", "2"], ["--min-cosine", "nan"]])
+def test_compare_checks_its_tolerances(tmp_path, option, capsys):
+    """--tol nan or -1 failed every tensor (status 8: 'the port differs'); --min-cosine 2 likewise."""
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, a=np.ones(4, np.float32))
+    rc = cli(["compare", str(ref), str(ref), *option])
+    assert rc == errors.EXIT_USAGE and option[0] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["dinov2", "dinov3"])
+@pytest.mark.parametrize("command", ["trace", "export", "accuracy"])
+def test_porting_commands_check_the_memory_before_building(tmp_path, good, command, family, monkeypatch):
+    """The porting commands estimate the memory of their model from its config, DINOv3's included, before
+    anything is built (status 6, nothing written)."""
+    no_port_work(monkeypatch)
+    name = "dinov2_vits14" if family == "dinov2" else "dinov3_vits16"
+    size = "28x28" if family == "dinov2" else "32x32"
+    argv = {"trace": ["trace", name, good[0], "--out", str(tmp_path / "t.npz"), "--size", size],
+            "export": ["export", name, "--out", str(tmp_path / "m.onnx"), "--static", size],
+            "accuracy": ["accuracy", name, good[0], "--to", "onnx", "--size", size]}[command]
+    t0 = time.perf_counter()
+    rc = cli([*argv, "--weights", "random:0", *TINY, "--config", "depth=1000000000"])
+    assert rc == errors.EXIT_RESOURCES and time.perf_counter() - t0 < 10
+    assert lists(tmp_path) == ["good"]
+
+
+@pytest.mark.parametrize("family", ["dinov2", "dinov3"])
+def test_a_trace_that_is_not_finite_is_not_written(tmp_path, good, family, monkeypatch, capsys):
+    """`trace` wrote NaN tensors as the reference (status 0): every port then 'failed' at the first tensor, or a
+    NaN reference let `compare` pass nothing. Status 3, nothing written, for DINOv3 as for DINOv2."""
+    import minidino.conformance.trace as tracing
+
+    original = tracing.trace_model
+    monkeypatch.setattr(tracing, "trace_model", lambda *a, **k: nan_like(original(*a, **k)))
+    name, size = ("dinov2_vits14", "28x28") if family == "dinov2" else ("dinov3_vits16", "32x32")
+    rc = cli(["trace", name, good[0], "--out", str(tmp_path / "t.safetensors"), "--weights", "random:0", *TINY,
+              "--size", size])
+    err = capsys.readouterr().err
+    assert rc == errors.EXIT_WEIGHTS and "NaN" in err, (rc, err)
+    assert lists(tmp_path) == ["good"]

@@ -433,6 +433,8 @@ def read_image_batch(paths: Any, size: tuple[int, int], patch: int, command: str
     items, failures = read_images(files, transform, limits=DENSE_LIMITS)  # type: ignore[arg-type]
     failures = list(missing) + list(failures)
     report_failures(failures)
+    if not files and not missing:
+        raise SystemExit(f"minidino {command}: no image files in {' '.join(map(str, paths))}")
     if not items:
         raise SystemExit(f"minidino {command}: none of the {len(files) + len(missing)} images could be read")
     return torch.stack([x for _, x in items]), [p for p, _ in items], len(failures)

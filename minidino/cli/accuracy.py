@@ -11,6 +11,7 @@ from .export import PRECISIONS, RUNTIMES, parse_size
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..export.extras import require, runtime_modules
     from ..export.targets import TARGETS, canonical_precision
 
     config = preflight_named(args.name, args)
@@ -28,28 +29,34 @@ def run(args: argparse.Namespace) -> int:
                          f"patch size {p}")
     if args.calibration and precision != "int8":
         raise SystemExit(f"minidino accuracy: --calibration is for --precision int8, not {precision}")
+    try:  # the runtime's extra (and what the precision needs), before the images are read or the model built
+        for module in runtime_modules(args.to, precision):
+            require(module, f"accuracy --to {args.to}" + (f" --precision {precision}" if precision != "float32" else ""))
+    except ImportError as e:
+        raise SystemExit(f"minidino accuracy: {' '.join(str(e).split())}") from None
     return _measure(args, precision, size)
 
 
 def _measure(args: argparse.Namespace, precision: str, size: tuple[int, int]) -> int:
     from ..export.accuracy import measure_accuracy
     from ._common import args_preprocessing, read_image_batch
-    from .errors import EXIT_MISMATCH, EXIT_PARTIAL
+    from .errors import EXIT_MISMATCH, EXIT_PARTIAL, EXIT_USAGE
 
     stats = args_preprocessing(args, args.name)  # the weights' mean and std
     x, paths, failed = read_image_batch(args.images, size, 1, "accuracy", stats)
     calibration = None
     if args.calibration:
-        calibration = list(read_image_batch(args.calibration, size, 1, "accuracy", stats)[0].split(1))
+        batch, _, skipped = read_image_batch(args.calibration, size, 1, "accuracy --calibration", stats)
+        calibration, failed = list(batch.split(1)), failed + skipped
     model = build_model(args.name, weights_spec(args), config_overrides(args))
     label = describe_weights(args)
     print(f"{args.name}: {label}", file=sys.stderr)
     try:
         report = measure_accuracy(model, x, to=args.to, precision=precision, calibration=calibration,
                                   per_block=not args.no_blocks, dynamic=False if args.static else None)
-    except ImportError as e:
-        print(f"minidino: {e}", file=sys.stderr)
-        return 2
+    except ImportError as e:  # checked before the work (run): a module the runtime itself imports
+        print(f"minidino: {' '.join(str(e).split())}", file=sys.stderr)
+        return EXIT_USAGE
     print(report.table())
     if label.startswith("RANDOM"):
         print("WARNING: RANDOM WEIGHTS. These figures say little about the real weights (no outlier tokens); rerun "

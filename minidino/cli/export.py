@@ -79,10 +79,11 @@ MIN_OPSET = 17  # portable graphs go down to 17 (minidino.export.portable); the 
 def check_exportable(args: argparse.Namespace, to: str) -> None:
     """What an export needs beyond its options, checked before the model is built or downloaded (status 2):
     a model family the exporter writes, a --static size a depther takes, an opset in range, the runtime's
-    extra installed."""
+    extra installed (with what the precision and the check against eager need: onnxruntime, nncf, torchao)."""
     from ..catalogue import task_of
-    from ..export.extras import require
+    from ..export.extras import require, runtime_modules
     from ..export.program import DEPTH_MIN_SIDE
+    from ..export.targets import canonical_precision
 
     task = task_of(args.name)
     if task not in ("backbone", "classifier", "depther"):
@@ -91,11 +92,9 @@ def check_exportable(args: argparse.Namespace, to: str) -> None:
     if task == "depther" and args.static is not None and min(args.static) < DEPTH_MIN_SIDE:
         raise SystemExit(f"minidino export: --static {args.static[0]}x{args.static[1]}: an exported depther takes "
                          f"sides of {DEPTH_MIN_SIDE} px or more")
-    modules = {"onnx": ("onnx", "onnxscript"), "openvino": ("onnx", "openvino"), "executorch": ("onnx", "executorch"),
-               "coreml": ("onnx", "coremltools")}[to]  # onnx: the operator report and the opset check read it
     try:
-        for module in modules:
-            require(module, f"export --to {to}")
+        for module in runtime_modules(to, canonical_precision(args.precision), run=not args.no_check):
+            require(module, f"export --to {to}" + (f" --precision {args.precision}" if args.precision != "float32" else ""))
         import onnx
     except ImportError as e:
         raise SystemExit(f"minidino export: {' '.join(str(e).split())}") from None
@@ -111,35 +110,54 @@ SIDE_FILES = {"onnx": (".data",), "openvino": (),  "executorch": (), "coreml": (
 def run(args: argparse.Namespace) -> int:
     from ..export.report import report_path
     from ..utils.lock import lock_path
+    from .inputs import expand_inputs
     from .outputs import input_files, locked, plan_outputs
 
     to, out_name = _target(args)
     config = preflight_named(args.name, args)  # name, --config, --weights, memory: one line, before any work
     _check_options(args, to, config.patch_size)
-    check_exportable(args, to)
     flag = "--onnx" if args.onnx else "--out"
     outputs = [(out_name, flag)] + [(out_name + s, f"{flag}'s {s} file") for s in SIDE_FILES[to]]
     if to == "openvino":
         outputs.append((str(Path(out_name).with_suffix(".bin")), f"{flag}'s weights (.bin)"))
-    if to == "coreml":
-        outputs = []  # a .mlpackage is a folder, written whole (checked by the exporter)
+    folders = []
+    if to == "coreml":  # a .mlpackage is a folder, replaced whole: it must be a package (or nothing) holding no input
+        outputs, folders = [], [(out_name, flag)]
+        _check_package(Path(out_name), flag)
     outputs += [(str(report_path(out_name)), f"{flag}'s report"), (lock_path(out_name), f"the lock of {flag}")]
     weights = weights_spec(args)
     inputs = [(f, "--weights") for f in input_files(weights)] if os.path.exists(weights) else []
-    planned = plan_outputs(outputs, inputs) if outputs else []
-    with locked(planned[0] if to != "coreml" else Path(out_name)):
+    calibration = expand_inputs(args.calibration)[0] if args.calibration else []
+    inputs += [(f, "--calibration") for f in calibration + [c for c in args.calibration or [] if c.lower().endswith(".txt")]]
+    plan_outputs(outputs, inputs, folders=folders)
+    check_exportable(args, to)
+    with locked(out_name):
         return _export(args, to, Path(out_name))
+
+
+def _check_package(path: Path, flag: str) -> None:
+    """An existing --out NAME.mlpackage is replaced whole: refused unless it is a CoreML package (a
+    Manifest.json inside), so that no folder of other files is ever removed."""
+    from .errors import EXIT_USAGE, fail
+
+    if path.is_dir() and not path.is_symlink() and not (path / "Manifest.json").is_file():
+        fail(f"minidino: {flag} {path} is a folder that is not a CoreML package (no Manifest.json): it would be "
+             "replaced whole; remove it or choose another name (nothing was written)", EXIT_USAGE)
+    if path.exists() and not path.is_dir():
+        fail(f"minidino: {flag} {path} exists and is not a folder (a CoreML package is one); remove it or choose "
+             "another name", EXIT_USAGE)
 
 
 def _export(args: argparse.Namespace, to: str, out: Any) -> int:
     from ..export.targets import export_model
+    from .errors import EXIT_PARTIAL, EXIT_USAGE
 
-    calibration = None
+    calibration, skipped = None, 0
     if args.calibration:
         from ._common import read_image_batch
 
         size = args.static or (224, 224)
-        batch, _, _ = read_image_batch(args.calibration, size, 1, "export")
+        batch, _, skipped = read_image_batch(args.calibration, size, 1, "export --calibration")
         calibration = list(batch.split(1))
     model = build_model(args.name, weights_spec(args), config_overrides(args))
     print(f"{args.name}: {describe_weights(args)}", file=sys.stderr)
@@ -152,9 +170,9 @@ def _export(args: argparse.Namespace, to: str, out: Any) -> int:
                               opset=args.opset, portable=args.portable,
                               layer_norm="primitive" if args.primitive_layernorm else "op",
                               gelu="tanh" if args.tanh_gelu else "erf", check=not args.no_check)
-    except ImportError as e:
-        print(f"minidino: {e}", file=sys.stderr)
-        return 2
+    except ImportError as e:  # checked before the work (check_exportable): a module the runtime itself imports
+        print(f"minidino: {' '.join(str(e).split())}", file=sys.stderr)
+        return EXIT_USAGE
     if to == "onnx" and dynamic and not args.portable:
         what = "any batch and any HxW with sides multiples of the patch size"
     elif to == "executorch" and dynamic:
@@ -164,7 +182,10 @@ def _export(args: argparse.Namespace, to: str, out: Any) -> int:
                + (" (any batch)" if report.free.get("batch") else "")
     print(report.summary())
     print(f"{args.name} -> {out} in {time.perf_counter() - t0:.0f}s: input x (B, 3, H, W) float32, {what}")
-    return 0
+    if skipped:
+        print(f"minidino export: calibrated on {len(calibration or [])} image(s); {skipped} could not be read "
+              "(named above)", file=sys.stderr)
+    return EXIT_PARTIAL if skipped else 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -18,6 +18,20 @@ Each raw file is the tensor's values as little-endian IEEE float32, row-major (C
 last dimension varies fastest), nothing else: exactly shape-product x 4 bytes. "dtype" may be
 given and must be "float32". The list's order is the order `compare` prints.
 
+What `load_dump` accepts (anything else is a ValueError naming the file and the problem, never a
+crash, and nothing is ever unpickled):
+
+- files: a regular file (not a FIFO, a device or a folder) that its library can read; safetensors
+  and npz tensors of a floating-point dtype (float16, bfloat16, float32, float64: integers, booleans,
+  complex numbers, strings and pickled objects are refused), read as float32;
+- a folder: a manifest.json of at most MANIFEST_LIMIT bytes holding {"tensors": [...]}, each entry
+  a distinct non-empty "name", a "file" inside the folder (a relative path with no "..", that no
+  symbolic link takes outside), a "shape" of non-negative ints, and a raw file of exactly
+  shape-product x 4 bytes.
+
+NaN and infinite values are read as they are: `non_finite` says how many a tensor holds, and a
+port's tensor that holds any fails its comparison (`compare_dumps`).
+
 Comparing a port's dump with a reference (a `minidino trace`, or the numpy reference's trace)
 goes tensor by tensor in the reference's order. A tensor passes when
 
@@ -44,12 +58,14 @@ import numpy as np
 
 from .compare import tensor_metrics
 
-__all__ = ["save_dump", "load_dump", "TensorComparison", "compare_dumps", "first_failure", "format_comparison",
-           "MANIFEST", "DEFAULT_TOL"]
+__all__ = ["save_dump", "load_dump", "dump_files", "non_finite", "TensorComparison", "compare_dumps", "first_failure",
+           "format_comparison", "MANIFEST", "MANIFEST_LIMIT", "DEFAULT_TOL"]
 
 MANIFEST = "manifest.json"
+MANIFEST_LIMIT = 16 * 2**20  # a 40-block trace's manifest is ~30 KB
 DEFAULT_TOL = 1e-4
 _FORMAT = "minidino-dump"
+_SAFETENSORS_FLOATS = ("F16", "BF16", "F32", "F64")
 
 
 def _array(value: Any) -> np.ndarray:
@@ -68,9 +84,32 @@ def _kind(path: Path) -> str:
     raise ValueError(f"{str(path)!r}: a dump is a .safetensors file, an .npz file or a folder with {MANIFEST}")
 
 
-def _file_name(name: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
-    return f"{safe}.f32"
+def _file_names(names: list[str]) -> list[str]:
+    """The raw file of each tensor of a folder dump: its name made safe, distinct (a, a-2, ...)."""
+    out: list[str] = []
+    for name in names:
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name).lstrip(".") or "tensor"
+        file, i = f"{safe}.f32", 1
+        while file in out or file == MANIFEST:
+            i += 1
+            file = f"{safe}-{i}.f32"
+        out.append(file)
+    return out
+
+
+def dump_files(path: str | os.PathLike, names: list[str]) -> list[Path]:
+    """Every file `save_dump` writes for tensors of these names at `path` (for a folder: its raw files,
+    then manifest.json); ValueError for a path that is no dump name. What a command gives its output
+    planner before the work.
+
+    Examples:
+        >>> [p.as_posix() for p in dump_files("d", ["input", "norm"])], dump_files("t.npz", ["input"])
+        (['d/input.f32', 'd/norm.f32', 'd/manifest.json'], [PosixPath('t.npz')])
+    """
+    path = Path(path)
+    if _kind(path) != "folder":
+        return [path]
+    return [path / f for f in _file_names(list(names))] + [path / MANIFEST]
 
 
 def save_dump(tensors: Mapping[str, Any], path: str | os.PathLike) -> Path:
@@ -99,15 +138,33 @@ def save_dump(tensors: Mapping[str, Any], path: str | os.PathLike) -> Path:
                 np.savez(f, **arrays)
         atomic_write(path, write)
     else:
-        path.mkdir(parents=True, exist_ok=True)
-        entries = []
-        for name, a in arrays.items():
-            file = _file_name(name)
-            atomic_write(path / file, lambda tmp, a=a: tmp.write_bytes(a.astype("<f4").tobytes(order="C")))
-            entries.append({"name": name, "file": file, "shape": list(a.shape), "dtype": "float32"})
-        manifest = {"format": _FORMAT, "version": 1, "tensors": entries}
-        atomic_write(path / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1) + "\n"))
+        _save_folder(arrays, path)
     return path
+
+
+def _save_folder(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """The raw files and manifest.json, all written before any is moved into place (manifest.json
+    last): a failure leaves the folder as it was (an old dump whole), and removes it if it made it."""
+    from ..utils.atomic import atomic_write_all
+
+    made = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    files = _file_names(list(arrays))
+    entries = [{"name": name, "file": file, "shape": list(a.shape), "dtype": "float32"}
+               for (name, a), file in zip(arrays.items(), files)]
+    manifest = {"format": _FORMAT, "version": 1, "tensors": entries}
+    writes: dict[Path, Any] = {path / file: (lambda tmp, a=a: tmp.write_bytes(a.astype("<f4").tobytes(order="C")))
+                               for a, file in zip(arrays.values(), files)}
+    writes[path / MANIFEST] = lambda tmp: tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    try:
+        atomic_write_all(writes)
+    except BaseException:
+        if made:
+            try:
+                path.rmdir()
+            except OSError:
+                pass
+        raise
 
 
 def load_dump(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -120,48 +177,160 @@ def load_dump(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """
     path = Path(path)
     kind = _kind(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise FileNotFoundError("no such file or folder")
-    if kind == "safetensors":
-        from safetensors import safe_open
+    if kind == "folder":
+        return _load_folder(path)
+    _check_file(path, f"a .{kind} file")
+    return _load_safetensors(path) if kind == "safetensors" else _load_npz(path)
 
-        with safe_open(str(path), framework="numpy") as f:
-            order = json.loads((f.metadata() or {}).get("order", "[]"))
-            keys = [k for k in order if k in f.keys()] + sorted(k for k in f.keys() if k not in order)
-            return {k: np.asarray(f.get_tensor(k), dtype=np.float32) for k in keys}
-    if kind == "npz":
-        with np.load(path, allow_pickle=False) as z:
-            return {k: np.asarray(z[k], dtype=np.float32) for k in z.files}
-    return _load_folder(path)
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _check_file(path: Path, noun: str) -> int:
+    """The size of `path`, a regular non-empty file (a FIFO would block the read, a device never end)."""
+    from ..utils.files import kind_problem
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ValueError("a broken symbolic link (its target does not exist)" if os.path.islink(path)
+                         else "no such file") from None
+    except OSError as e:
+        raise ValueError(f"cannot access it ({e.strerror or e})") from None
+    problem = kind_problem(st.st_mode, noun)
+    if problem:
+        raise ValueError(problem)
+    if st.st_size == 0:
+        raise ValueError("an empty file (0 bytes)")
+    return st.st_size
+
+
+def _float_kind(name: str, dtype: Any) -> None:
+    if np.dtype(dtype).kind != "f":
+        raise ValueError(f"tensor {name!r} is {np.dtype(dtype).name}: a dump holds floating-point tensors (float32; "
+                         "float16 and float64 are read too)")
+
+
+def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            for k in keys:
+                dtype = f.get_slice(k).get_dtype()
+                if dtype not in _SAFETENSORS_FLOATS:
+                    raise ValueError(f"tensor {k!r} is {dtype}: a dump holds floating-point tensors (F32; F16, BF16 "
+                                     "and F64 are read too)")
+            order = _order(f.metadata() or {})
+            keys = [k for k in order if k in keys] + sorted(k for k in keys if k not in order)
+            return {k: f.get_tensor(k).float().numpy() for k in keys}
+    except (ValueError, MemoryError):
+        raise
+    except Exception as e:  # safetensors' own SafetensorError: a truncated or foreign file
+        raise ValueError(f"not a readable safetensors file ({_one_line(e)})") from None
+
+
+def _order(metadata: Mapping[str, str]) -> list[str]:
+    """The names in the order the metadata gives ("order": a JSON list of names), or []."""
+    try:
+        order = json.loads(metadata.get("order", "[]"))
+    except ValueError:
+        order = None
+    if not isinstance(order, list) or not all(isinstance(k, str) for k in order):
+        raise ValueError("its metadata 'order' is not a JSON list of tensor names")
+    return order
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    import zipfile
+
+    try:
+        z = np.load(path, allow_pickle=False)  # never unpickle: a pickle can run any code
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"not a readable .npz file ({_one_line(e)})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError("one .npy array, not an .npz archive of named tensors (numpy.savez)")
+    out = {}
+    with z:
+        for k in z.files:
+            try:
+                a = z[k]
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as e:
+                raise ValueError(f"tensor {k!r} cannot be read ({_one_line(e)})") from None
+            _float_kind(k, a.dtype)
+            out[k] = np.asarray(a, dtype=np.float32)
+    return out
+
+
+def _manifest_error(manifest_path: Path, problem: str) -> ValueError:
+    return ValueError(f"{manifest_path}: {problem}; expected "
+                      '{"format": "minidino-dump", "version": 1, "tensors": [{"name", "file", "shape"}, ...]}')
 
 
 def _load_folder(path: Path) -> dict[str, np.ndarray]:
+    from ..utils.files import UnreadableFile, read_limited
+
     manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
+    if not path.is_dir():
+        raise ValueError(f"{path}: not a folder; a dump is a .safetensors file, an .npz file or a folder with {MANIFEST}")
+    if not os.path.lexists(manifest_path):
         raise ValueError(f"{path}: a dump folder needs {MANIFEST} (see minidino.conformance.dumps for its format)")
     try:
-        manifest = json.loads(manifest_path.read_text())
-        entries = manifest["tensors"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{manifest_path}: not a dump manifest ({type(e).__name__}: {e}); expected "
-                         '{"format": "minidino-dump", "version": 1, "tensors": [{"name", "file", "shape"}, ...]}') from None
+        manifest = json.loads(read_limited(manifest_path, MANIFEST_LIMIT, noun="a manifest file"))
+    except UnreadableFile as e:
+        raise ValueError(str(e)) from None
+    except (ValueError, RecursionError) as e:  # bad JSON, bad UTF-8, nesting too deep
+        raise _manifest_error(manifest_path, f"not JSON ({type(e).__name__}: {_one_line(e)[:200]})") from None
+    entries = manifest.get("tensors") if isinstance(manifest, dict) else None
+    if not isinstance(entries, list):
+        raise _manifest_error(manifest_path, "no list of tensors")
+    root = os.path.realpath(path)
     out: dict[str, np.ndarray] = {}
     for i, entry in enumerate(entries):
-        try:
-            name, file, shape = entry["name"], entry["file"], [int(d) for d in entry["shape"]]
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{manifest_path}: tensor {i} needs name, file and shape (a list of ints), got {entry!r}") from None
+        name, file, shape = (entry.get(k) for k in ("name", "file", "shape")) if isinstance(entry, dict) else (None,) * 3
+        if not (isinstance(name, str) and name and isinstance(file, str) and file and isinstance(shape, list)
+                and all(type(d) is int and d >= 0 for d in shape)):
+            raise ValueError(f"{manifest_path}: tensor {i} needs a name, a file and a shape (a list of ints >= 0), "
+                             f"got {_one_line(repr(entry))[:200]}")
+        if name in out:
+            raise ValueError(f"{manifest_path}: tensor {name!r} is named twice")
         if entry.get("dtype", "float32") != "float32":
             raise ValueError(f"{manifest_path}: {name}: only raw float32 files are read, got dtype {entry['dtype']!r}")
         raw = path / file
-        if not raw.is_file():
+        if os.path.isabs(file) or ".." in Path(file).parts or "\0" in file \
+                or not os.path.realpath(raw).startswith(root + os.sep):
+            raise ValueError(f"{manifest_path}: {name}: its file {file!r} is outside the dump folder; name a file in {path}")
+        try:
+            have = _check_file(raw, "a raw float32 file") if os.path.lexists(raw) else None
+        except ValueError as e:
+            if "empty" not in str(e):
+                raise ValueError(f"{raw}: {e}") from None
+            have = 0
+        if have is None:
             raise ValueError(f"{manifest_path}: {name}: its file {file} is missing")
         want = 4 * math.prod(shape)
-        have = raw.stat().st_size
         if have != want:
             raise ValueError(f"{raw}: {have} bytes, but shape {shape} of float32 needs {want}")
         out[name] = np.fromfile(raw, dtype="<f4").reshape(shape)
     return out
+
+
+def non_finite(a: Any) -> str | None:
+    """How many NaN and infinite values a tensor holds, in words, or None when every value is finite.
+
+    Examples:
+        >>> non_finite(np.array([1.0, np.nan, np.inf, -np.inf])), non_finite(np.ones(2)) is None
+        ('1 NaN, 2 infinite', True)
+    """
+    a = _array(a)
+    nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+    if not nan and not inf:
+        return None
+    return ", ".join(part for part in (f"{nan} NaN" if nan else "", f"{inf} infinite" if inf else "") if part)
 
 
 @dataclass
@@ -214,6 +383,9 @@ def compare_dumps(reference: Mapping[str, Any], port: Mapping[str, Any], *, tol:
         diff, cos = tensor_metrics(r, p)
         scale = max(1.0, float(np.abs(r).max(initial=0.0)))
         ok = diff <= tol * scale and (min_cosine is None or cos >= min_cosine)  # NaN fails both
+        bad = [f"{who} holds {what}" for who, what in (("reference", non_finite(r)), ("port", non_finite(p))) if what]
+        if bad:  # inf - inf is NaN, but inf == inf would pass a cosine: a value that is not finite never passes
+            ok, note = False, "; ".join([note, *bad] if note else bad)
         rows.append(TensorComparison(name, r.shape, "ok" if ok else "over", diff, cos, scale, note))
     return rows
 
@@ -251,7 +423,8 @@ def format_comparison(rows: list[TensorComparison], *, tol: float = DEFAULT_TOL,
     rule = f"tol {tol:.0e} x max(1, max |reference|)" + (f" and cosine >= {min_cosine}" if min_cosine is not None else "")
     bad = first_failure(rows)
     if bad is not None:
-        lines.append(f"FIRST FAILURE: {bad.name} ({bad.status}; {rule}): the port goes wrong at or just before it")
+        lines.append(f"FIRST FAILURE: {bad.name} ({bad.status}{'; ' + bad.note if bad.note else ''}; {rule}): the port "
+                     "goes wrong at or just before it")
     elif not compared:
         lines.append("no tensor in common: check the port's names (minidino trace names: docs/porting.md)")
     else:

@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 from types import ModuleType
 
-__all__ = ["EXTRAS", "require", "available"]
+__all__ = ["EXTRAS", "require", "available", "runtime_modules"]
 
 # module -> the extra of pyproject.toml that installs it
 EXTRAS = {
@@ -51,3 +51,25 @@ def available(module: str) -> bool:
         (True, False)
     """
     return importlib.util.find_spec(module.split(".")[0]) is not None
+
+
+def runtime_modules(runtime: str, precision: str = "float32", *, run: bool = True) -> tuple[str, ...]:
+    """The modules an export to `runtime` at `precision` imports, and, with run=True, those that run the
+    artifact here (the check against eager, `minidino accuracy`): what a command checks with `require`
+    before any work, so that a missing extra is one line naming it, not a failure after the export.
+
+    Examples:
+        >>> runtime_modules("onnx"), runtime_modules("openvino", "int8", run=False)
+        (('onnx', 'onnxscript', 'onnxruntime'), ('onnx', 'openvino', 'nncf'))
+    """
+    modules = ["onnx", {"onnx": "onnxscript", "openvino": "openvino", "executorch": "executorch",
+                        "coreml": "coremltools"}[runtime]]  # onnx: the operator report and the opset check read it
+    if runtime == "onnx" and (run or precision != "float32"):  # quantization and float16 are onnxruntime's tools
+        modules.append("onnxruntime")
+    if runtime == "openvino" and precision in ("int8", "int8-weights"):
+        modules.append("nncf")
+    if runtime == "executorch" and precision.startswith("int8"):
+        modules.append("torchao")
+    if runtime == "executorch" and run:
+        modules.append("executorch.runtime")
+    return tuple(modules)

@@ -39,7 +39,9 @@ Traps met (OpenVINO 2026.4.1, NNCF 3.4.0):
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -209,4 +211,14 @@ def _save(ov: Any, ov_model: Any, path: Path, compress_to_fp16: bool) -> None:
     """Write NAME.xml and NAME.bin beside each other, all or nothing (the .xml last)."""
     from ..utils.atomic import atomic_write_files
 
-    atomic_write_files(path, lambda tmp: ov.save_model(ov_model, str(tmp), compress_to_fp16=compress_to_fp16))
+    def write(tmp: Path) -> None:
+        try:
+            ov.save_model(ov_model, str(tmp), compress_to_fp16=compress_to_fp16)
+        except RuntimeError as e:  # a failed write is a C++ stream error, without errno: 'basic_ios::clear: iostream error'
+            message = " ".join(str(e).split())
+            if not re.search(r"iostream|ios_base|basic_ios|can't open|cannot open|failed to (open|write)", message, re.I):
+                raise
+            raise OSError(errno.EIO, f"OpenVINO could not write it or its .bin ({message[-200:]}): a full disk, a "
+                                     "file-size limit or a quota?") from None
+
+    atomic_write_files(path, write)

@@ -234,8 +234,8 @@ def report_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".report.json")
 
 
-def write_report(report: ExportReport) -> Path:
-    """Store `report` as JSON beside its artifact; returns the JSON's path.
+def write_report(report: ExportReport, at: str | Path | None = None) -> Path:
+    """Store `report` as JSON beside its artifact (or `at`); returns the JSON's path.
 
     Examples:
         >>> r = ExportReport("onnx", "m.onnx", "float32", {"x": [1, 3, 28, 28]}, {"y": [1, 384]})
@@ -244,9 +244,9 @@ def write_report(report: ExportReport) -> Path:
     """
     from ..utils.atomic import atomic_write
 
-    if report.path is None:
+    if report.path is None and at is None:
         raise ValueError("this report describes no file")
-    out = report_path(report.path)
+    out = Path(at) if at is not None else report_path(report.path)  # type: ignore[arg-type]
     atomic_write(out, lambda tmp: tmp.write_text(json.dumps(report.to_dict(), indent=1) + "\n"))
     return out
 

@@ -39,7 +39,7 @@ from torch import nn
 from ..conformance.compare import tensor_metrics
 from .mode import torch_onnx_quiet
 from .program import _check_outputs, _Exportable, export_onnx
-from .report import ExportReport, describe_free, onnx_summary, write_report
+from .report import ExportReport, describe_free, onnx_summary, report_path, write_report
 from .runners import SUFFIXES, load_runner
 
 __all__ = ["Target", "TARGETS", "PRECISION_ALIASES", "export_model", "canonical_precision", "check_against_eager"]
@@ -107,7 +107,9 @@ def export_model(
     layer_norm: str = "op", gelu: str = "erf", check: bool = True,
 ) -> ExportReport:
     """Export `model` for a runtime (module docstring) and return the report, also written beside
-    the artifact. `calibration`: (B, 3, H, W) float32 batches of the user's images for int8.
+    the artifact. The artifact, its side files and the report are written (and checked) in a private
+    folder beside `path`, then moved into place, the artifact last: a failure changes no file.
+    `calibration`: (B, 3, H, W) float32 batches of the user's images for int8.
     dynamic / size / batch / max_batch / max_side as in export_program (CoreML: static size, batch
     1 or batch=N, dynamic ignored; ExecuTorch: bounds default to 8 images and 518 px). portable, layer_norm,
     gelu, opset: the ONNX graph for NPU toolchains (minidino.export.portable; static, batch 1).
@@ -130,6 +132,35 @@ def export_model(
                          "without bounds")
     outputs = _check_outputs(model, outputs)
     size = tuple(size)
+    options = dict(precision=precision, calibration=calibration, dynamic=dynamic, size=size, batch=batch,
+                   max_batch=max_batch, max_side=max_side, outputs=outputs, opset=opset, portable=portable,
+                   layer_norm=layer_norm, gelu=gelu, check=check)
+    if target.name == "coreml":  # a package folder, swapped in whole by its writer; then its report
+        return _export_checked(model, path, target, final=path, **options)  # type: ignore[arg-type]
+    # The artifact, its side files (.onnx.data, OpenVINO's .bin) and its report are all written, and the
+    # artifact checked, in a private folder beside `path`; then moved into place, the artifact last. A
+    # failure anywhere leaves the old files as they were and nothing new, and no intermediate file (a
+    # portable export's float32 graph) ever lands beside `path`.
+    from ..utils.atomic import WriteError, atomic_write_files
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done: list[ExportReport] = []
+
+    def write(staged: Path) -> None:
+        try:
+            done.append(_export_checked(model, staged, target, final=path, **options))  # type: ignore[arg-type]
+        except WriteError as e:  # name the file the user asked for, not its staged name
+            raise WriteError(path.with_name(Path(e.filename).name), e.strerror, e.errno) from None
+
+    atomic_write_files(path, write)
+    return done[0]
+
+
+def _export_checked(model: nn.Module, path: Path, target: Target, *, final: Path, precision: str,
+                    calibration: Sequence[Any] | None, dynamic: bool, size: tuple[int, ...], batch: int | None,
+                    max_batch: int | None, max_side: int | None, outputs: Sequence[str], opset: int | None,
+                    portable: bool, layer_norm: str, gelu: str, check: bool) -> ExportReport:
+    """export_model's work at `path`: the artifact, its report beside it (naming `final`), the check."""
     with torch_onnx_quiet():  # torch's own LeafSpec FutureWarning fires in every exporter's decompositions
         if target.name == "onnx":
             report = _export_onnx(model, path, precision=precision, calibration=calibration, dynamic=dynamic, size=size,
@@ -159,7 +190,8 @@ def export_model(
                                 f"max abs {worst[0]:.1e}, min cosine {min(v[1] for v in report.check.values()):.6f}")
         else:
             report.notes.append("not run here: " + ("CoreML predicts on macOS only" if target.name == "coreml" else "no runtime"))
-        write_report(report)
+    report.path = str(final)
+    write_report(report, at=report_path(path))
     return report
 
 
