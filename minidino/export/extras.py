@@ -8,11 +8,14 @@ Every runtime is an optional dependency, imported only inside the function that 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import logging
+from collections.abc import Iterator
 from types import ModuleType
 
-__all__ = ["EXTRAS", "require", "available", "runtime_modules"]
+__all__ = ["EXTRAS", "require", "available", "runtime_modules", "quiet_logger"]
 
 # module -> the extra of pyproject.toml that installs it
 EXTRAS = {
@@ -73,3 +76,22 @@ def runtime_modules(runtime: str, precision: str = "float32", *, run: bool = Tru
     if runtime == "executorch" and run:
         modules.append("executorch.runtime")
     return tuple(modules)
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str | None, level: int) -> Iterator[None]:
+    """Raise one logger's level for one call (None: the root logger), then put it back: a runtime's
+    chatter at INFO (NNCF's statistics table, onnxruntime's 'consider pre-processing') hidden, its
+    warnings kept where `level` allows.
+
+    Examples:
+        >>> with quiet_logger("nncf", logging.WARNING):
+        ...     logging.getLogger("nncf").info("statistics table")   # not shown
+    """
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)

@@ -22,34 +22,21 @@ Traps met (kept out of the way here):
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..utils.atomic import atomic_write_files
-from .extras import require
+from .extras import quiet_logger, require
 
 __all__ = ["convert_onnx", "quantize_dynamic_int8", "quantize_static_int8", "convert_float16", "save_onnx", "PRECISIONS"]
 
 PRECISIONS = ("float16", "int8", "int8-dynamic")
 
 _TWO_GB = 2**31 - 2**26  # protobuf's limit, with room for the graph itself
-
-
-@contextlib.contextmanager
-def _quiet_quantizer() -> Iterator[None]:
-    """Silence the root logger's 'Please consider to run pre-processing' warning for one call."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 def _external(src: Path) -> bool:
@@ -67,7 +54,7 @@ def quantize_dynamic_int8(src: str | Path, dst: str | Path) -> Path:
     """
     q = require("onnxruntime.quantization", "int8 quantization of an ONNX file")
     src, dst = Path(src), Path(dst)
-    with _quiet_quantizer():
+    with quiet_logger(None, logging.ERROR):  # the root logger's "Please consider to run pre-processing"
         atomic_write_files(dst, lambda tmp: q.quantize_dynamic(
             str(src), str(tmp), weight_type=q.QuantType.QInt8, op_types_to_quantize=["MatMul"], per_channel=True,
             use_external_data_format=_external(src)))
@@ -98,7 +85,7 @@ def quantize_static_int8(src: str | Path, dst: str | Path, calibration: Sequence
         raise ValueError("static int8 needs calibration images: give a few (8-32) images like the ones the model will see")
     batches = [np.asarray(b.numpy() if hasattr(b, "numpy") else b, dtype=np.float32) for b in calibration]
     src, dst = Path(src), Path(dst)
-    with _quiet_quantizer():
+    with quiet_logger(None, logging.ERROR):  # the root logger's "Please consider to run pre-processing"
         atomic_write_files(dst, lambda tmp: q.quantize_static(
             str(src), str(tmp), _Batches(batches), quant_format=q.QuantFormat.QDQ,
             op_types_to_quantize=["MatMul", "Conv"], per_channel=True, activation_type=q.QuantType.QInt8,

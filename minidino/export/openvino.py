@@ -38,19 +38,18 @@ Traps met (OpenVINO 2026.4.1, NNCF 3.4.0):
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from .extras import require
+from .extras import quiet_logger, require
 from .program import exportable
 from .report import ExportReport, count_ops, describe_free
 
@@ -71,18 +70,6 @@ def openvino_ops(ov_model: Any) -> dict[str, int]:
         {'Add': 89, 'MatMul': 72, ...}
     """
     return count_ops(op.get_type_name() for op in ov_model.get_ordered_ops() if op.get_type_name() not in _SKIP)
-
-
-@contextlib.contextmanager
-def _quiet_nncf() -> Iterator[None]:
-    """NNCF logs a statistics table at INFO: keep its warnings, drop the chatter."""
-    logger = logging.getLogger("nncf")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _dims(partial_shape: Any, names: Sequence[str] | None = None) -> list[Any]:
@@ -155,7 +142,7 @@ def export_openvino(
 def _quantize(ov_model: Any, precision: str, calibration: Sequence[Any] | None) -> tuple[Any, str]:
     """NNCF on an openvino.Model: (the int8 model, a line saying what was done)."""
     nncf = require("nncf", f"OpenVINO {precision}")
-    with _quiet_nncf():
+    with quiet_logger("nncf", logging.WARNING):  # NNCF logs a statistics table at INFO
         if precision == "int8":
             if not calibration:
                 raise ValueError("OpenVINO int8 is calibrated: give calibration images (8-32 like the model will see)")
