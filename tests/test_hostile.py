@@ -2385,6 +2385,26 @@ def test_compare_refuses_a_bad_dump_in_one_line(tmp_path, kind, capsys):
     assert len(err) == 1 and err[0].startswith("minidino compare: PORT") and word in err[0], err
 
 
+def test_compare_refuses_an_npz_that_inflates_past_memory(tmp_path, monkeypatch, capsys):
+    """np.savez_compressed of zeros: 64 MiB of arrays in a file of about 64 KB. Before, `compare` inflated
+    every array whatever its size (a few MB of zip can declare gigabytes). Now the sizes the zip records
+    are summed first and an archive larger than half the free memory is refused, status 2, nothing read."""
+    from minidino.utils import memory
+
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, a=np.ones(4, np.float32))
+    port = tmp_path / "port.npz"
+    np.savez_compressed(port, a=np.zeros(16 * 2**20, np.float32))
+    assert port.stat().st_size < 2**20
+    monkeypatch.setattr(memory, "available_memory", lambda device: 64 * 2**20)  # 64 MiB free: 32 MiB allowed
+    assert cli(["compare", str(ref), str(port)]) == errors.EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "port.npz" in err[0] and "once decompressed" in err[0], err
+    monkeypatch.setattr(memory, "available_memory", lambda device: 2**30)  # room enough: read, then compared
+    cli(["compare", str(ref), str(port)])
+    assert "once decompressed" not in capsys.readouterr().err  # (it is refused for its shape, (4,) against 16M)
+
+
 @pytest.mark.parametrize("where", ["port", "reference"])
 def test_compare_with_non_finite_values(tmp_path, where, capsys):
     """A port's NaN failed with 'over' and a 'nan' figure, nothing saying why; a reference holding NaN or inf was
