@@ -1372,6 +1372,33 @@ def test_output_lock_never_follows_a_symlink(tmp_path):
     assert snapshot(target) == before
 
 
+def test_every_staged_file_is_flushed_before_its_rename(tmp_path, monkeypatch):
+    """The staged files were renamed into place unflushed: after a power cut a filesystem may keep the rename
+    and lose the data (an empty or short file under the final name). Now each staged file (every file of a
+    package folder too) is fsync-ed before any rename, and each destination folder after the renames."""
+    from minidino.utils import atomic
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("names open files through /proc (Linux)")
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}")),
+                                                       real_fsync(fd))[1])
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: (events.append(f"replace {Path(b).name}"), real_replace(a, b))[1])
+
+    def package(p: Path) -> None:  # a writer that makes a folder (a CoreML .mlpackage)
+        (p / "Data").mkdir(parents=True)
+        (p / "Data" / "weights.bin").write_bytes(b"w")
+
+    atomic.atomic_write_all({tmp_path / "a.npy": lambda p: p.write_bytes(b"array"),
+                             tmp_path / "a.npy.json": lambda p: p.write_text("{}"), tmp_path / "m.mlpackage": package})
+    first_rename = next(i for i, e in enumerate(events) if e.startswith("replace"))
+    flushed_before = {e.split("/")[-1] for e in events[:first_rename] if e.startswith("fsync")}
+    assert {"a.npy", "a.npy.json", "weights.bin"} <= flushed_before, events
+    assert events[-1] == f"fsync {tmp_path}", "the folder's entries (the renames) were not flushed"
+    assert (tmp_path / "m.mlpackage" / "Data" / "weights.bin").read_bytes() == b"w"
+
+
 @pytest.mark.parametrize("command", ["pca", "embed-npy", "depth", "atomic_write"])
 def test_a_symlink_at_the_temporary_name_is_not_followed(tmp_path, good, command):
     """The temporary name was predictable (`.OUT.tmp-PID`): a link planted there made the writer write the

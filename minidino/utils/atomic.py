@@ -19,6 +19,10 @@ Failures. A write that fails (disk full, file-size limit, permissions, a quota) 
 `WriteError`, an OSError naming the destination file; every staged file and the private folder
 are removed, and the destination files are left as they were. Files written together change
 together: all of them are written completely before the first is moved into place.
+
+Durability. Each staged file is flushed to the disk (`os.fsync`) before it is renamed, and the
+folder after the renames, so a power cut leaves the old file or the new one, never a renamed but
+empty one (what a rename over unflushed data can leave on some filesystems).
 """
 
 from __future__ import annotations
@@ -99,6 +103,30 @@ def create_exclusive(folder: str | os.PathLike, prefix: str = ".", suffix: str =
     raise FileExistsError(errno.EEXIST, "no free temporary name", os.fspath(folder))
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file's data (or a folder's entries) to the disk; a folder that cannot be opened for it
+    (some filesystems, Windows) is left to the filesystem.
+
+    Examples:
+        >>> Path("flushed.txt").write_text("data") and _fsync(Path("flushed.txt"))
+    """
+    if path.is_dir():
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        return
+    if path.is_file():
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+
+
 def atomic_write_all(writes: Mapping[str | os.PathLike, Callable[[Path], Any]]) -> list[Path]:
     """Write several files that belong together (an array and its sidecar, a model and its config):
     each `write(staged)` runs on a staged file in a private folder beside its destination; once ALL
@@ -125,6 +153,8 @@ def atomic_write_all(writes: Mapping[str | os.PathLike, Callable[[Path], Any]]) 
                 mode = 0o666 & ~_umask()
                 for f in folder.iterdir():  # the output and any side file its writer made
                     os.chmod(f, mode)  # inside our 0700 folder: no link can be there but the writer's own
+                    for sub in ([f] if f.is_file() else [*sorted(f.rglob("*")), f]):  # a package folder: all of it
+                        _fsync(sub)
             except Exception as e:
                 wrapped = _write_error(e, path)
                 if wrapped is None:
@@ -138,6 +168,8 @@ def atomic_write_all(writes: Mapping[str | os.PathLike, Callable[[Path], Any]]) 
                     os.replace(f, path.with_name(f.name))
                 except OSError as e:
                     raise _write_error(e, path.with_name(f.name)) from None  # type: ignore[misc]
+        for parent in dict.fromkeys(p.parent for p in targets):
+            _fsync(parent)  # the renames themselves
     finally:
         for folder in staging.values():
             shutil.rmtree(folder, ignore_errors=True)
