@@ -248,6 +248,8 @@ def _order(metadata: Mapping[str, str]) -> list[str]:
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     import zipfile
 
+    from ..utils.files import check_unpacked_size
+
     try:
         z = np.load(path, allow_pickle=False)  # never unpickle: a pickle can run any code
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
@@ -256,7 +258,7 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         raise ValueError("one .npy array, not an .npz archive of named tensors (numpy.savez)")
     out = {}
     with z:
-        _check_unpacked_size(sum(i.file_size for i in z.zip.infolist()), path.stat().st_size)
+        check_unpacked_size(sum(i.file_size for i in z.zip.infolist()), path.stat().st_size)
         for k in z.files:
             try:
                 a = z[k]
@@ -265,20 +267,6 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
             _float_kind(k, a.dtype)
             out[k] = np.asarray(a, dtype=np.float32)
     return out
-
-
-def _check_unpacked_size(unpacked: int, packed: int) -> None:
-    """Refuse an archive whose arrays, once decompressed, would not fit in memory (a few KB of
-    np.savez_compressed zeros can declare gigabytes), before a byte is inflated. The sizes are the
-    zip's own records, which zipfile holds the inflation to."""
-    import torch
-
-    from ..utils.memory import available_memory
-
-    free = available_memory(torch.device("cpu"))
-    if free is not None and unpacked > free // 2:
-        raise ValueError(f"its arrays take {unpacked / 2**30:.1f} GiB once decompressed (the file is "
-                         f"{packed / 2**20:.1f} MiB), more than half the memory available ({free / 2**30:.1f} GiB)")
 
 
 def _manifest_error(manifest_path: Path, problem: str) -> ValueError:

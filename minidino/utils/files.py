@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import stat
 
-__all__ = ["UnreadableFile", "kind_problem", "display_name", "read_limited", "read_lines"]
+__all__ = ["UnreadableFile", "kind_problem", "display_name", "read_limited", "read_lines", "check_unpacked_size"]
 
 _KINDS = ((stat.S_ISDIR, "is a directory"), (stat.S_ISFIFO, "is a FIFO (named pipe)"), (stat.S_ISSOCK, "is a socket"),
           (stat.S_ISCHR, "is a character device"), (stat.S_ISBLK, "is a block device"))
@@ -146,3 +146,26 @@ def read_lines(path: str | os.PathLike, max_bytes: int, *, noun: str = "a text f
     except UnicodeDecodeError as e:
         raise UnreadableFile(path, f"not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r})") from None
     return text.splitlines()
+
+
+def check_unpacked_size(unpacked: int, packed: int) -> None:
+    """Refuse (ValueError) an archive whose contents, once decompressed, would take more than half the
+    free memory: a few KB of compressed zeros can declare gigabytes. `unpacked` is the archive's own
+    record of its sizes (a zip's file_size, which zipfile holds the inflation to), read before a byte
+    is inflated.
+
+    Examples:
+        >>> check_unpacked_size(2**20, 2**10)                   # 1 MiB: fine on any machine
+        >>> check_unpacked_size(2**62, 2**10)                   # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: its arrays take 4294967296.0 GiB once decompressed (the file is 0.0 MiB), ...
+    """
+    import torch
+
+    from .memory import available_memory
+
+    free = available_memory(torch.device("cpu"))
+    if free is not None and unpacked > free // 2:
+        raise ValueError(f"its arrays take {unpacked / 2**30:.1f} GiB once decompressed (the file is "
+                         f"{packed / 2**20:.1f} MiB), more than half the memory available ({free / 2**30:.1f} GiB)")
