@@ -31,7 +31,8 @@ from torch import nn
 
 from ..conformance.compare import tensor_metrics
 from ..heads import Depther, LinearClassifier
-from .program import _backbone, _Exportable, block_output_names, default_outputs
+from .mode import _backbone
+from .program import _Exportable, block_output_names, default_outputs
 from .report import ExportReport
 from .targets import TARGETS, canonical_precision, export_model
 from .runners import load_runner

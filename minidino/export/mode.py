@@ -1,6 +1,6 @@
 """What changes in a model for the duration of an export, and is put back after.
 
-    with export_mode(model, backbone, static_size=None):   # eval, the exportable resize, folded key bias
+    with export_mode(model, static_size=None):   # eval, the exportable resize, folded key bias
         torch.export.export(...)
 
 Each switch is one named function: the position-embedding resize in its traceable "matrix" form
@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from ..heads import Depther, LinearClassifier
 from ..models.backbone import VisionTransformerBase
 from ..models.layers import MaskedBiasLinear
 from ..models.rope import Rope
@@ -26,9 +27,21 @@ from ..models.rope import Rope
 __all__ = ["export_mode", "folded_key_biases", "torch_onnx_quiet", "size_oblivious", "set_export_pos", "set_export_rope"]
 
 
+def _backbone(model: nn.Module) -> VisionTransformerBase:
+    """The vision transformer inside `model`: any backbone create_model builds (every family's class
+    derives from minidino.models.backbone.VisionTransformerBase)."""
+    if isinstance(model, (LinearClassifier, Depther)):
+        return model.backbone
+    if isinstance(model, VisionTransformerBase):
+        return model
+    raise TypeError(
+        f"can only export a minidino backbone or *_lc classifier (or a depther), got {type(model).__name__}; "
+        "build one with minidino.create_model(name) (dino.txt: minidino.export.dinotxt.export_dinotxt_onnx)"
+    )
+
+
 @contextlib.contextmanager
-def export_mode(model: nn.Module, backbone: VisionTransformerBase, static_size: tuple[int, int] | None,
-                attn_impl: str | None = None) -> Iterator[None]:
+def export_mode(model: nn.Module, static_size: tuple[int, int] | None, attn_impl: str | None = None) -> Iterator[None]:
     """Eval mode, an exportable position embedding, the attention path asked for and DINOv3's key
     bias folded (`folded_key_biases`), for the duration of an export.
 
@@ -40,12 +53,13 @@ def export_mode(model: nn.Module, backbone: VisionTransformerBase, static_size: 
 
     Examples:
         >>> model = minidino.create_model("dinov2_vits14", depth=1)
-        >>> with export_mode(model, model, None):
+        >>> with export_mode(model, None):
         ...     model.pos_embed_method, model.training
         ('matrix', False)
         >>> model.pos_embed_method                     # put back after
         'interpolate'
     """
+    backbone = _backbone(model)
     was_training = model.training
     method = getattr(backbone, "pos_embed_method", None)
     impl = getattr(backbone, "attn_impl", None)

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from ..utils.atomic import atomic_write_files
 from ..heads import Depther, LinearClassifier
 from ..models.backbone import VisionTransformerBase
-from .mode import export_mode, torch_onnx_quiet
+from .mode import _backbone, export_mode, torch_onnx_quiet
 
 __all__ = ["export_onnx", "export_program", "exportable", "default_outputs", "feature_keys", "block_output_names", "Shapes"]
 
@@ -132,19 +132,6 @@ class _Exportable(nn.Module):
             for h in hooks:
                 h.remove()
         return tuple(caught[k] if k in caught else feats[k] for k in self.outputs)
-
-
-def _backbone(model: nn.Module) -> VisionTransformerBase:
-    """The vision transformer inside `model`: any backbone create_model builds (every family's class
-    derives from minidino.models.backbone.VisionTransformerBase)."""
-    if isinstance(model, (LinearClassifier, Depther)):
-        return model.backbone
-    if isinstance(model, VisionTransformerBase):
-        return model
-    raise TypeError(
-        f"can only export a minidino backbone or *_lc classifier (or a depther), got {type(model).__name__}; "
-        "build one with minidino.create_model(name) (dino.txt: minidino.export.dinotxt.export_dinotxt_onnx)"
-    )
 
 
 def _check_outputs(model: nn.Module, outputs: Sequence[str] | None) -> tuple[str, ...]:
@@ -270,7 +257,7 @@ def exportable(
     outputs = _check_outputs(model, outputs)
     size = _check_size(backbone, size, isinstance(model, Depther))
     shapes = _shapes(model, size, dynamic=dynamic, batch=batch, max_batch=max_batch, max_side=max_side)
-    with export_mode(model, _backbone(model), None if dynamic else size, attn_impl):
+    with export_mode(model, None if dynamic else size, attn_impl):
         yield _Exportable(model, outputs).eval(), shapes
 
 
