@@ -74,6 +74,14 @@ def all_outputs(model, x, masks, x2, masks2, gil_kw) -> dict:
     }
 
 
+def differences(ref, ours, x, masks, x2, masks2, gil_kw) -> dict:
+    """Max abs difference per output of `all_outputs`, the official model against minidino's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # minidino warns about the ignored pixels of odd sizes; the official is silent
+        want, got = all_outputs(ref, x, masks, x2, masks2, gil_kw), all_outputs(ours, x, masks, x2, masks2, gil_kw)
+    return {k: max_diff(want[k], got[k]) for k in want}
+
+
 @pytest.mark.parametrize("name, weights, depth", CASES, ids=[f"{n}{'-' + w if w else ''}" for n, w, _ in CASES])
 @SETTINGS
 @given(h=st.integers(1, 5), w=st.integers(1, 5), extra_h=st.sampled_from([0, 0, 7, 15]), extra_w=st.sampled_from([0, 9]),
@@ -90,10 +98,7 @@ def test_identical_to_official(name, weights, depth, h, w, extra_h, extra_w, B, 
     x2, masks2 = inputs(seed + 1, 1, 16 * w, 16 * h + 5, 0.3)  # a second, differently shaped batch of the list
     n = 1 if last else sorted({0, blocks - 1})
     gil_kw = dict(n=n, reshape=reshape, return_class_token=cls, return_extra_tokens=extra, norm=norm)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # minidino warns about the ignored pixels of odd sizes; the official is silent
-        want, got = all_outputs(ref, x, masks, x2, masks2, gil_kw), all_outputs(ours, x, masks, x2, masks2, gil_kw)
-    figures = {k: max_diff(want[k], got[k]) for k in want}
+    figures = differences(ref, ours, x, masks, x2, masks2, gil_kw)
     print(f"{name}{' ' + weights if weights else ''} (depth {blocks}) {B}x3x{H}x{W} masks={mask_p} gil={gil_kw}: {figures}")
     assert figures == dict.fromkeys(figures, 0.0)
 
@@ -104,10 +109,7 @@ def test_full_depth_vits16_identical_to_official():
     x, masks = inputs(3, 2, 16 * 5 + 9, 16 * 3, 0.4)
     x2, masks2 = inputs(4, 1, 48, 64, None)
     gil_kw = dict(n=[0, 5, 11], reshape=True, return_class_token=True, return_extra_tokens=True, norm=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        want, got = all_outputs(ref, x, masks, x2, masks2, gil_kw), all_outputs(ours, x, masks, x2, masks2, gil_kw)
-    figures = {k: max_diff(want[k], got[k]) for k in want}
+    figures = differences(ref, ours, x, masks, x2, masks2, gil_kw)
     print(f"dinov3_vits16 (12 blocks) 2x3x89x48 masks=0.4: {figures}")
     assert figures == dict.fromkeys(figures, 0.0)
 
