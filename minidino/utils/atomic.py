@@ -108,7 +108,8 @@ def _fsync(path: Path) -> None:
     (some filesystems, Windows) is left to the filesystem.
 
     Examples:
-        >>> Path("flushed.txt").write_text("data") and _fsync(Path("flushed.txt"))
+        >>> _ = Path("flushed.txt").write_text("data")
+        >>> _fsync(Path("flushed.txt"))                       # returns once the data is on the disk
     """
     if path.is_dir():
         try:
