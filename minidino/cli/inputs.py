@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..utils.files import UnreadableFile, display_name, kind_problem, read_lines
+from ..utils.files import UnreadableFile, display_name, kind_problem, open_regular, read_lines
 
 __all__ = [
     "Limits", "DEFAULT_LIMITS", "DENSE_LIMITS", "InputError", "expand_inputs", "check_file", "open_image", "read_one",
@@ -225,15 +225,8 @@ def open_image(path: str | os.PathLike, limits: Limits = DEFAULT_LIMITS) -> Any:
 
     path = os.fspath(path)
     check_file(path)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    fd = open_regular(path, "an image file", InputError)
     try:
-        fd = os.open(path, flags)
-    except OSError as e:
-        raise InputError(path, f"cannot open it ({e.strerror or e})") from None
-    try:
-        problem = _kind_problem(os.fstat(fd).st_mode)  # swapped for a FIFO or a device since the stat?
-        if problem:
-            raise InputError(path, problem)
         _quiet_pillow_bomb_warning()
         with os.fdopen(fd, "rb", closefd=False) as f:
             try:

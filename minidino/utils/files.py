@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import stat
 
-__all__ = ["UnreadableFile", "kind_problem", "display_name", "read_limited", "read_lines", "check_unpacked_size"]
+__all__ = ["UnreadableFile", "kind_problem", "display_name", "read_limited", "read_lines", "check_unpacked_size", "open_regular"]
 
 _KINDS = ((stat.S_ISDIR, "is a directory"), (stat.S_ISFIFO, "is a FIFO (named pipe)"), (stat.S_ISSOCK, "is a socket"),
           (stat.S_ISCHR, "is a character device"), (stat.S_ISBLK, "is a block device"))
@@ -76,6 +76,33 @@ def _size(n: int) -> str:
     return f"{n / 2**20:,.0f} MiB" if n >= 2**20 else f"{n:,} bytes"
 
 
+def open_regular(path: str | os.PathLike, noun: str = "a regular file", error: type[UnreadableFile] = UnreadableFile) -> int:
+    """Open `path` for reading without blocking and check, on the open file, that it is still `noun`
+    (a FIFO or a device swapped in since an earlier stat is refused); returns the descriptor to close.
+    Failures raise `error(path, reason)`.
+
+    Examples:
+        >>> with open("notes.txt", "w") as f:
+        ...     _ = f.write("hello")
+        >>> fd = open_regular("notes.txt"); os.read(fd, 5); os.close(fd)
+        b'hello'
+        >>> open_regular(".")
+        Traceback (most recent call last):
+        ...
+        minidino.utils.files.UnreadableFile: .: is a directory, not a regular file
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise error(path, f"cannot open it ({e.strerror or e})") from None
+    problem = kind_problem(os.fstat(fd).st_mode, noun)  # swapped for a FIFO or a device since the stat?
+    if problem:
+        os.close(fd)
+        raise error(path, problem)
+    return fd
+
+
 def read_limited(path: str | os.PathLike, max_bytes: int, *, noun: str = "a regular file", empty_ok: bool = False) -> bytes:
     """The bytes of `path`, or UnreadableFile when it is not a regular file, is empty (unless `empty_ok`),
     holds more than `max_bytes`, or cannot be read (see the module docstring).
@@ -105,15 +132,8 @@ def read_limited(path: str | os.PathLike, max_bytes: int, *, noun: str = "a regu
         raise UnreadableFile(path, problem)
     if st.st_size > max_bytes:
         raise UnreadableFile(path, f"{_size(st.st_size)}, more than the limit of {_size(max_bytes)}")
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    fd = open_regular(path, noun)
     try:
-        fd = os.open(path, flags)
-    except OSError as e:
-        raise UnreadableFile(path, f"cannot open it ({e.strerror or e})") from None
-    try:
-        problem = kind_problem(os.fstat(fd).st_mode, noun)  # swapped for a FIFO or a device since the stat?
-        if problem:
-            raise UnreadableFile(path, problem)
         chunks, total = [], 0
         while chunk := os.read(fd, min(2**20, max_bytes + 1 - total)):
             chunks.append(chunk)
