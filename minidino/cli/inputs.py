@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..utils.files import UnreadableFile, display_name, kind_problem, open_regular, read_lines
+from ..utils.files import UnreadableFile, display_name, open_regular, read_lines, stat_regular
 
 __all__ = [
     "Limits", "DEFAULT_LIMITS", "DENSE_LIMITS", "InputError", "expand_inputs", "check_file", "open_image", "read_one",
@@ -161,22 +161,9 @@ def expand_inputs(inputs: Sequence[str], extensions: Sequence[str] | None = None
 
 
 # ------------------------------------------------------------------ one input
-def _kind_problem(mode: int) -> str | None:
-    return kind_problem(mode, "an image file")
-
-
 def check_file(path: str | os.PathLike) -> None:
     """Raise InputError unless `path` is an existing, readable, non-empty regular file (from stat alone)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        reason = "broken symbolic link (its target does not exist)" if os.path.islink(path) else "no such file"
-        raise InputError(path, reason) from None
-    except OSError as e:  # permission denied on a folder on the way, name too long, symlink loop...
-        raise InputError(path, f"cannot access it ({e.strerror or e})") from None
-    problem = _kind_problem(st.st_mode)
-    if problem:
-        raise InputError(path, problem)
+    st = stat_regular(path, "an image file", InputError)
     if st.st_size == 0:
         raise InputError(path, "empty file (0 bytes)")
     if not os.access(path, os.R_OK):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import stat
 
-__all__ = ["UnreadableFile", "kind_problem", "display_name", "read_limited", "read_lines", "check_unpacked_size", "open_regular"]
+__all__ = ["UnreadableFile", "kind_problem", "display_name", "read_limited", "read_lines", "check_unpacked_size", "open_regular", "stat_regular"]
 
 _KINDS = ((stat.S_ISDIR, "is a directory"), (stat.S_ISFIFO, "is a FIFO (named pipe)"), (stat.S_ISSOCK, "is a socket"),
           (stat.S_ISCHR, "is a character device"), (stat.S_ISBLK, "is a block device"))
@@ -76,6 +76,33 @@ def _size(n: int) -> str:
     return f"{n / 2**20:,.0f} MiB" if n >= 2**20 else f"{n:,} bytes"
 
 
+def stat_regular(path: str | os.PathLike, noun: str = "a regular file", error: type[UnreadableFile] = UnreadableFile) -> os.stat_result:
+    """`os.stat(path)`, refused unless it names an existing `noun` (a regular file): a broken link, a
+    missing file, a path that cannot be searched, a folder, a FIFO or a device raise `error(path, reason)`.
+
+    Examples:
+        >>> with open("notes.txt", "w") as f:
+        ...     _ = f.write("hello")
+        >>> stat_regular("notes.txt").st_size
+        5
+        >>> stat_regular("missing.txt")
+        Traceback (most recent call last):
+        ...
+        minidino.utils.files.UnreadableFile: missing.txt: no such file
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        reason = "broken symbolic link (its target does not exist)" if os.path.islink(path) else "no such file"
+        raise error(path, reason) from None
+    except OSError as e:  # permission denied on a folder on the way, name too long, symlink loop...
+        raise error(path, f"cannot access it ({e.strerror or e})") from None
+    problem = kind_problem(st.st_mode, noun)
+    if problem:
+        raise error(path, problem)
+    return st
+
+
 def open_regular(path: str | os.PathLike, noun: str = "a regular file", error: type[UnreadableFile] = UnreadableFile) -> int:
     """Open `path` for reading without blocking and check, on the open file, that it is still `noun`
     (a FIFO or a device swapped in since an earlier stat is refused); returns the descriptor to close.
@@ -120,16 +147,7 @@ def read_limited(path: str | os.PathLike, max_bytes: int, *, noun: str = "a regu
         ...
         minidino.utils.files.UnreadableFile: /dev/zero: is a character device, not a regular file
     """
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        reason = "broken symbolic link (its target does not exist)" if os.path.islink(path) else "no such file"
-        raise UnreadableFile(path, reason) from None
-    except OSError as e:
-        raise UnreadableFile(path, f"cannot access it ({e.strerror or e})") from None
-    problem = kind_problem(st.st_mode, noun)
-    if problem:
-        raise UnreadableFile(path, problem)
+    st = stat_regular(path, noun)
     if st.st_size > max_bytes:
         raise UnreadableFile(path, f"{_size(st.st_size)}, more than the limit of {_size(max_bytes)}")
     fd = open_regular(path, noun)
